@@ -1,0 +1,82 @@
+# twinhull: `make test` installs everything on a fresh Debian machine and runs every test;
+# `make demo` runs the operator's lab with the examples. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LAB := e2e/lab
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with twinhull and the dev tools
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages the lab needs (prometheus, openssl)
+	@if ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null; then \
+	  echo "installing Debian packages: prometheus openssl"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) \
+	    apt-get install -y -qq prometheus openssl >/dev/null; \
+	fi
+
+.PHONY: lab-build
+lab-build: system-deps ## build the lab's Kubernetes, etcd and KWOK binaries (cached outside the repo)
+	e2e/labkit/build.sh all
+
+.PHONY: crds
+crds: $(STAMP) ## regenerate crds/ and the generated files in policies/
+	$(BIN)/twinhull crds
+
+.PHONY: crds-check
+crds-check: $(STAMP) ## fail when crds/ or policies/ are stale
+	$(BIN)/twinhull crds --check
+
+.PHONY: lint
+lint: $(STAMP) crds-check ## ruff, mypy --strict, import-linter layers
+	$(BIN)/ruff check operator tests e2e
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: unit
+unit: $(STAMP) ## unit tests (no cluster)
+	$(BIN)/pytest tests -m 'not e2e'
+
+.PHONY: e2e
+e2e: $(STAMP) lab-build ## e2e tests against the local lab (brings it up and down)
+	$(BIN)/pytest e2e -m e2e
+
+.PHONY: test
+test: lint unit e2e ## everything CI runs: lint, unit tests, e2e tests
+	$(BIN)/twinhull validate examples/
+
+.PHONY: bench
+bench: $(STAMP) ## benchmarks (print key=value summary lines)
+	$(BIN)/python tests/bench/validate.py
+
+.PHONY: demo
+demo: $(STAMP) lab-build ## bring the lab up, apply the examples and show their state
+	e2e/demo
+
+.PHONY: lab-up lab-down lab-status
+lab-up: lab-build ## start the lab (hub, east, west, Prometheus)
+	$(LAB) up
+lab-down: ## stop every lab process
+	$(LAB) down
+lab-status: ## show the lab's processes
+	$(LAB) status
+
+.PHONY: clean
+clean: ## remove the virtual environment (the lab cache under ~/.cache/twinhull stays)
+	rm -rf $(VENV)

@@ -1,0 +1,97 @@
+"""Fixtures for end-to-end tests against the local lab (see `e2e/lab --help`).
+
+The session-scoped `lab` fixture reuses a lab that is already up, or brings
+one up and takes it down at the end of the session. It never takes down a lab
+it did not start.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LAB_SCRIPT = Path(__file__).resolve().parent / "lab"
+CLUSTERS = ("hub", "east", "west")
+
+# `e2e/lab status` exit codes.
+STATUS_ALL_UP = 0
+STATUS_NOTHING_RUNNING = 3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: needs the local lab (real API servers); see e2e/lab")
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A running lab: where its kubeconfigs and Prometheus are, and a way to run `e2e/lab` verbs."""
+
+    env: dict[str, str]
+    _clients: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def kubeconfig(self, cluster: str) -> Path:
+        """Admin kubeconfig of hub, east or west."""
+        return Path(self.env[f"TWINHULL_{cluster.upper()}_KUBECONFIG"])
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.env["TWINHULL_PROMETHEUS_URL"]
+
+    @property
+    def prometheus_targets(self) -> Path:
+        """file_sd directory Prometheus scrapes: write `<name>.json` target files here."""
+        return Path(self.env["TWINHULL_PROMETHEUS_TARGETS"])
+
+    @property
+    def bin_dir(self) -> Path:
+        """Directory holding the lab's kubectl."""
+        return Path(self.env["TWINHULL_LAB_BIN"])
+
+    def run(self, *verb: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+        """Run `e2e/lab <verb...>`, failing the test if it fails."""
+        return _lab(*verb, timeout=timeout, check=True)
+
+    def api(self, cluster: str) -> Any:
+        """A kubernetes ApiClient for `cluster` that never retries, so a dead cluster fails fast."""
+        if cluster not in self._clients:
+            from kubernetes import config
+
+            client = config.new_client_from_config(config_file=str(self.kubeconfig(cluster)))
+            client.configuration.retries = False
+            self._clients[cluster] = client
+        return self._clients[cluster]
+
+
+def _lab(*verb: str, timeout: float = 300.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(LAB_SCRIPT), *verb], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"e2e/lab {' '.join(verb)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def _parse_env(text: str) -> dict[str, str]:
+    """`export KEY=value` lines, as printed by `e2e/lab env`, to a dict."""
+    pairs = (shlex.split(line)[1].split("=", 1) for line in text.splitlines() if line.strip())
+    return {key: value for key, value in pairs}
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The local lab, up for the whole session; taken down at the end only if this session started it."""
+    status = _lab("status").returncode
+    started = status == STATUS_NOTHING_RUNNING
+    if status != STATUS_ALL_UP:
+        _lab("up", timeout=1800.0, check=True)
+    try:
+        yield Lab(env=_parse_env(_lab("env", check=True).stdout))
+    finally:
+        if started:
+            _lab("down", timeout=120.0, check=True)

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Build the lab's binaries from Go modules into $TWINHULL_LAB_CACHE/<versions>/bin.
+# Idempotent: a binary that exists is not rebuilt. Needs Go >= 1.26 and the Go module proxy.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-v1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.14}
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
+CACHE=${TWINHULL_LAB_CACHE:-$HOME/.cache/twinhull/lab}
+KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_gw-${GATEWAY_API_VERSION}"
+BIN="$CACHE/$KEY/bin"
+SRC="$CACHE/$KEY/src"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+mkdir -p "$BIN" "$SRC"
+
+say() { printf '[lab build] %s\n' "$*" >&2; }
+
+lock() {  # one build at a time per cache: a second caller waits for the first
+  exec 9>"$CACHE/.build.lock"
+  flock -n 9 || { say "another build is running; waiting for it"; flock 9; }
+}
+
+need() {  # need NAME...: true if any named binary is missing
+  local b; for b in "$@"; do [ -x "$BIN/$b" ] || return 0; done; return 1
+}
+
+build_k8s() {
+  need kube-apiserver kube-controller-manager kube-scheduler kubectl || return 0
+  local dir="$SRC/k8s" kmod
+  mkdir -p "$dir"
+  kmod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  local staging="v0.${K8S_VERSION#v1.}"  # staging modules are tagged v0.<minor>.<patch>
+  {
+    echo "module twinhull.local/labbuild/k8s"
+    echo
+    echo "go 1.26.0"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    echo "replace ("
+    grep -E '=> ./staging/' "$kmod/go.mod" | awk -v v="$staging" '{print "\t" $1 " => " $1 " " v}'
+    echo ")"
+  } > "$dir/go.mod"
+  local git_minor ld
+  git_minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$git_minor -X k8s.io/component-base/version.gitTreeState=clean"
+  local c
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    [ -x "$BIN/$c" ] && continue
+    say "building $c $K8S_VERSION (first build takes several minutes)"
+    (cd "$dir" && go build -trimpath -ldflags "$ld" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c") && mv "$BIN/$c.tmp" "$BIN/$c"
+  done
+}
+
+build_etcd() {
+  need etcd || return 0
+  local dir="$SRC/etcd"
+  mkdir -p "$dir"
+  printf 'module twinhull.local/labbuild/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > "$dir/go.mod"
+  say "building etcd $ETCD_VERSION"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3) && mv "$BIN/etcd.tmp" "$BIN/etcd"
+}
+
+build_kwok() {
+  need kwok || return 0
+  local dir="$SRC/kwok"
+  mkdir -p "$dir"
+  printf 'module twinhull.local/labbuild/kwok\n\ngo 1.26.0\n\nrequire sigs.k8s.io/kwok %s\n' "$KWOK_VERSION" > "$dir/go.mod"
+  say "building kwok $KWOK_VERSION"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" -o "$BIN/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok) && mv "$BIN/kwok.tmp" "$BIN/kwok"
+}
+
+fetch_assets() {
+  # Gateway API CRDs and KWOK's stage manifests, copied out of their module zips.
+  local share="$CACHE/$KEY/share"
+  [ -d "$share/gateway-api" ] && [ -d "$share/kwok-stage" ] && return 0
+  mkdir -p "$share"
+  local gw kw
+  gw=$(cd "$SRC" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  kw=$(cd "$SRC" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  rm -rf "$share/gateway-api" "$share/kwok-stage"
+  cp -r "$gw/config/crd/standard" "$share/gateway-api"
+  cp -r "$kw/kustomize/stage" "$share/kwok-stage"
+  chmod -R u+w "$share"
+}
+
+case "${1:-all}" in
+  all) lock; build_etcd; build_kwok; build_k8s; fetch_assets; echo "$CACHE/$KEY" ;;
+  dir) echo "$CACHE/$KEY" ;;
+  *) echo "usage: build.sh [all|dir]" >&2; exit 2 ;;
+esac

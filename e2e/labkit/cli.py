@@ -1,0 +1,87 @@
+"""Command line of `e2e/lab`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from . import faults
+from .lab import Lab
+from .layout import Layout, LabError, cluster, member_zone
+
+DESCRIPTION = """\
+twinhull's local lab: a hub cluster and two member clusters (east: zones east-a,
+east-b; west: zones west-a, west-b) made of real etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler processes, KWOK nodes with GPUs, and
+Prometheus. Everything listens on 127.0.0.1.
+
+Environment:
+  TWINHULL_LAB_RUN        run state: pki, kubeconfigs, etcd data, logs (default ~/.cache/twinhull/lab/run)
+  TWINHULL_LAB_CACHE      built binaries (default ~/.cache/twinhull/lab)
+  TWINHULL_LAB_PORT_BASE  first port (default 17400): hub API 17400, east 17410, west 17420, Prometheus 17490
+"""
+
+EPILOG = """\
+examples:
+  e2e/lab up && eval "$(e2e/lab env)"
+  e2e/lab kill west; e2e/lab revive west
+  e2e/lab zone-down east east-a; e2e/lab zone-up east east-a
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="e2e/lab", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("up", help="build if needed, start everything, wait until ready (idempotent)")
+    down = verbs.add_parser("down", help="stop every lab process")
+    down.add_argument("--purge", action="store_true", help="also delete the run directory (etcd data, pki, logs)")
+    verbs.add_parser("status", help="show each process; exit 0 all up, 3 nothing running, 1 otherwise")
+    verbs.add_parser("env", help="print shell export lines (kubeconfigs, Prometheus URL, bin dir)")
+    for verb, text in (
+        ("kill", "SIGKILL a cluster's kube-apiserver (etcd keeps the objects)"),
+        ("freeze", "SIGSTOP a cluster's kube-apiserver: calls hang"),
+        ("revive", "restart a killed kube-apiserver or thaw a frozen one"),
+    ):
+        verbs.add_parser(verb, help=text).add_argument("cluster", metavar="CLUSTER", help="hub, east or west")
+    for verb, text in (
+        ("zone-down", "make a zone's nodes NotReady and its pods unready"),
+        ("zone-up", "bring a zone's nodes and pods back to Ready"),
+    ):
+        zone = verbs.add_parser(verb, help=text)
+        zone.add_argument("cluster", metavar="CLUSTER", help="east or west")
+        zone.add_argument("zone", metavar="ZONE", help="e.g. east-a")
+    verbs.add_parser("prometheus-stop", help="stop Prometheus only")
+    verbs.add_parser("prometheus-start", help="start Prometheus again")
+    return parser
+
+
+def _run(args: argparse.Namespace, lab: Lab) -> int:
+    verbs: dict[str, Callable[[], int | None]] = {
+        "up": lab.up,
+        "down": lambda: lab.down(purge=args.purge),
+        "status": lab.status,
+        "env": lambda: print(lab.env(), end=""),
+        "kill": lambda: faults.kill(lab, cluster(args.cluster)),
+        "freeze": lambda: faults.freeze(lab, cluster(args.cluster)),
+        "revive": lambda: faults.revive(lab, cluster(args.cluster)),
+        "zone-down": lambda: faults.zone_down(lab, member_zone(args.cluster, args.zone), args.zone),
+        "zone-up": lambda: faults.zone_up(lab, member_zone(args.cluster, args.zone), args.zone),
+        "prometheus-stop": lambda: faults.prometheus_stop(lab),
+        "prometheus-start": lambda: faults.prometheus_start(lab),
+    }
+    return verbs[args.verb]() or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run one verb, turn LabError into a message and exit code 1."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args, Lab(Layout.from_env()))
+    except LabError as err:
+        print(f"e2e/lab {args.verb}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,116 @@
+"""Real faults: kill or freeze an API server, take a zone's nodes down, stop Prometheus.
+
+Every fault has an undo (`revive`, `zone-up`, `prometheus-start`); each
+function has effects on the lab and returns once the fault is in place.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from . import members
+from .kube import Kubectl
+from .lab import Lab, say
+from .layout import Cluster
+from .processes import State
+from .waiting import wait_until
+
+ZONE_TIMEOUT = 30.0
+
+
+def kill(lab: Lab, cluster: Cluster) -> None:
+    """SIGKILL the cluster's API server; etcd and the controllers keep running."""
+    process = lab.component(cluster.name, "kube-apiserver").process
+    if not process.signal(signal.SIGKILL):
+        say(f"{cluster.name}: kube-apiserver is not running")
+        return
+    wait_until(lambda: process.state() is State.STOPPED, 5.0, f"{cluster.name} kube-apiserver to exit", interval=0.02)
+    say(f"{cluster.name}: kube-apiserver killed")
+
+
+def freeze(lab: Lab, cluster: Cluster) -> None:
+    """SIGSTOP the cluster's API server: connections are accepted but calls hang."""
+    process = lab.component(cluster.name, "kube-apiserver").process
+    if not process.signal(signal.SIGSTOP):
+        say(f"{cluster.name}: kube-apiserver is not running")
+        return
+    wait_until(lambda: process.state() is State.FROZEN, 5.0, f"{cluster.name} kube-apiserver to stop", interval=0.02)
+    say(f"{cluster.name}: kube-apiserver frozen")
+
+
+def revive(lab: Lab, cluster: Cluster) -> None:
+    """Restart a killed API server or thaw a frozen one, then wait until it is ready."""
+    lab.start([lab.component(cluster.name, "kube-apiserver")])
+    say(f"{cluster.name}: kube-apiserver ready")
+
+
+def zone_down(lab: Lab, cluster: Cluster, zone: str) -> None:
+    """Make the zone's nodes NotReady (kwok's node-not-ready stage), then its pods unready (the lab's pod-zone-down stage)."""
+    kubectl = lab.kubectl(cluster)
+    nodes = cluster.nodes(zone)
+    kubectl.run("label", "nodes", *nodes, f"{members.ZONE_DOWN_NODE_LABEL}=true", "--overwrite")
+    took = wait_until(
+        lambda: _nodes_match(kubectl, nodes, lambda n: not members.ready(n) and members.not_ready_tainted(n)),
+        ZONE_TIMEOUT,
+        f"{zone} nodes to be NotReady",
+    )
+    say(f"{cluster.name}: zone {zone} nodes NotReady after {took:.1f}s")
+    _mark_pods(kubectl, nodes, zone)
+    took = wait_until(lambda: not any(_ready(p) for p in _pods_on(kubectl, nodes)), ZONE_TIMEOUT, f"{zone} pods to be unready")
+    say(f"{cluster.name}: zone {zone} is down, its pods unready after {took:.1f}s more")
+
+
+def zone_up(lab: Lab, cluster: Cluster, zone: str) -> None:
+    """Bring the zone's nodes back to Ready, then let their pods turn Ready again (the lab's pod-recover stage)."""
+    kubectl = lab.kubectl(cluster)
+    nodes = cluster.nodes(zone)
+    kubectl.run("label", "nodes", *nodes, f"{members.ZONE_DOWN_NODE_LABEL}-")
+    took = wait_until(
+        lambda: _nodes_match(kubectl, nodes, lambda n: members.ready(n) and not members.not_ready_tainted(n)),
+        ZONE_TIMEOUT,
+        f"{zone} nodes to be Ready",
+    )
+    _mark_pods(kubectl, nodes, None)
+    say(f"{cluster.name}: zone {zone} is up, nodes Ready after {took:.1f}s; its pods turn Ready within seconds")
+
+
+def prometheus_stop(lab: Lab) -> None:
+    """Stop Prometheus only; its data stays in the run directory."""
+    lab.component("lab", "prometheus").process.stop()
+    say("prometheus stopped")
+
+
+def prometheus_start(lab: Lab) -> None:
+    """Start Prometheus again and wait until it is ready."""
+    lab.start([lab.component("lab", "prometheus")])
+    say("prometheus ready")
+
+
+def _nodes_match(kubectl: Kubectl, names: list[str], check: Callable[[dict[str, Any]], bool]) -> bool:
+    nodes = kubectl.get("nodes", *names)["items"]
+    return len(nodes) == len(names) and all(check(node) for node in nodes)
+
+
+def _pods_on(kubectl: Kubectl, nodes: list[str]) -> list[dict[str, Any]]:
+    """Pods (all namespaces) bound to any of `nodes`."""
+    return [p for p in kubectl.get("pods", "--all-namespaces")["items"] if p["spec"].get("nodeName") in nodes]
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _mark_pods(kubectl: Kubectl, nodes: list[str], zone: str | None) -> None:
+    """Set (zone) or remove (None) the zone-down annotation on the pods bound to `nodes`."""
+    key = members.ZONE_DOWN_POD_ANNOTATION
+    by_namespace: dict[str, list[str]] = defaultdict(list)
+    for pod in _pods_on(kubectl, nodes):
+        if zone is not None or key in pod["metadata"].get("annotations", {}):
+            by_namespace[pod["metadata"]["namespace"]].append(pod["metadata"]["name"])
+    change = f"{key}={zone}" if zone is not None else f"{key}-"
+    for namespace, names in by_namespace.items():
+        kubectl.run("annotate", "--namespace", namespace, "--overwrite", "pods", *names, change)

@@ -1,0 +1,59 @@
+"""What the hub holds before the operator starts: CRDs, tier policy, member credentials, ServingClusters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .kube import Kubectl
+from .layout import MEMBERS, REPO, Layout
+from .waiting import wait_until
+
+SYSTEM_NAMESPACE = "twinhull-system"
+_POLICIES = (REPO / "policies" / "tiers.yaml", REPO / "policies" / "admission.yaml")
+_CLUSTERS_EXAMPLE = REPO / "examples" / "clusters.yaml"
+
+
+def bootstrap(hub: Kubectl, layout: Layout, share: Path) -> str:
+    """Apply everything the hub needs, in dependency order; say what (effects: writes to the hub)."""
+    gateway = sorted((share / "gateway-api").glob("gateway.networking.k8s.io_*.yaml"))
+    twinhull = sorted((REPO / "crds").glob("*.yaml"))
+    hub.apply_files([*gateway, *twinhull])
+    wait_until(lambda: all(_established(crd) for crd in hub.get("crd")["items"]), 60.0, "hub CRDs to be Established")
+    hub.apply_objects([namespace(SYSTEM_NAMESPACE), *(member_secret(layout, m.name) for m in MEMBERS)])
+    repo_files = [path for path in (*_POLICIES, _CLUSTERS_EXAMPLE) if path.is_file()]
+    hub.apply_files(repo_files)
+    return ", ".join(
+        [
+            f"Gateway API standard channel ({len(gateway)} files)",
+            f"{len(twinhull)} files from crds/",
+            f"namespace {SYSTEM_NAMESPACE} with member kubeconfig Secrets",
+            *(str(path.relative_to(REPO)) for path in repo_files),
+        ]
+    )
+
+
+def namespace(name: str) -> dict[str, Any]:
+    """A Namespace object (pure)."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def member_secret(layout: Layout, member: str) -> dict[str, Any]:
+    """Secret `twinhull-system/<member>-kubeconfig` holding the member's admin kubeconfig (reads it from the run dir)."""
+    kubeconfig = (layout.run / member / "kubeconfig").read_text()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": f"{member}-kubeconfig",
+            "namespace": SYSTEM_NAMESPACE,
+            "labels": {"app.kubernetes.io/part-of": "twinhull-lab"},
+        },
+        "stringData": {"kubeconfig": kubeconfig},
+    }
+
+
+def _established(crd: dict[str, Any]) -> bool:
+    conditions = crd.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)

@@ -1,0 +1,228 @@
+"""The lab as a whole: bring it up, take it down, report on it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+
+from . import hub, members
+from .components import Component, Prober, components, prometheus_config
+from .kube import Kubectl
+from .layout import BUILD_SCRIPT, CLUSTERS, HOST, MEMBERS, Cluster, Layout, LabError
+from .pki import Pki, write_private
+from .processes import State, kill_pid, strays
+from .waiting import wait_until
+
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+START_TIMEOUT = 120.0
+NODES_TIMEOUT = 60.0
+
+
+def say(message: str) -> None:
+    """Progress for humans, on stderr so stdout stays parseable."""
+    print(f"[lab] {message}", file=sys.stderr, flush=True)
+
+
+class Lab:
+    """One lab instance, located by a Layout."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.pki = Pki(layout.pki)
+
+    @cached_property
+    def versions_dir(self) -> Path:
+        """The build cache directory of the pinned versions (`build.sh dir`)."""
+        env = {**os.environ, "TWINHULL_LAB_CACHE": str(self.layout.cache)}
+        result = subprocess.run([str(BUILD_SCRIPT), "dir"], env=env, capture_output=True, text=True, check=True)
+        return Path(result.stdout.strip())
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.versions_dir / "bin"
+
+    @property
+    def share_dir(self) -> Path:
+        return self.versions_dir / "share"
+
+    @cached_property
+    def components(self) -> list[Component]:
+        """Every lab process, in start order."""
+        return components(self.layout, self.bin_dir, shutil.which("prometheus") or "/usr/bin/prometheus")
+
+    def component(self, cluster: str, name: str) -> Component:
+        """The component `name` of `cluster` (use cluster "lab" for prometheus)."""
+        for found in self.components:
+            if (found.cluster, found.name) == (cluster, name):
+                return found
+        raise LabError(f"no component {cluster}/{name}")
+
+    def kubectl(self, cluster: Cluster) -> Kubectl:
+        """kubectl bound to `cluster`'s admin kubeconfig."""
+        return Kubectl(self.bin_dir / "kubectl", self.layout.kubeconfig(cluster), cluster.name)
+
+    # -- up -----------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start whatever is not running, apply the hub and member objects, wait until all is ready."""
+        began = time.monotonic()
+        self._ensure_binaries()
+        self._write_run_dir()
+        etcd = [c for c in self.components if c.name == "etcd"]
+        apiservers = [c for c in self.components if c.name == "kube-apiserver"]
+        for phase in (etcd, apiservers, [c for c in self.components if c not in etcd + apiservers]):
+            self.start(phase)
+        say(f"hub: applied {hub.bootstrap(self.kubectl(CLUSTERS[0]), self.layout, self.share_dir)}")
+        for member in MEMBERS:
+            self.kubectl(member).apply_objects(members.node_objects(member))
+        for member in MEMBERS:
+            took = wait_until(lambda m=member: self._nodes_settled(m), NODES_TIMEOUT, f"{member.name} nodes to be Ready")
+            say(f"{member.name}: nodes Ready ({took:.1f}s)")
+        say(f"lab is up ({time.monotonic() - began:.1f}s); `e2e/lab env` prints its settings")
+
+    def _ensure_binaries(self) -> None:
+        """Run build.sh if any binary or shared asset is missing, streaming its progress."""
+        wanted = [self.bin_dir / b for b in BINARIES] + [self.share_dir / "gateway-api", self.share_dir / "kwok-stage"]
+        if all(path.exists() for path in wanted):
+            return
+        say("building the lab binaries from Go modules (about 10 minutes on 2 cores the first time)")
+        env = {**os.environ, "TWINHULL_LAB_CACHE": str(self.layout.cache)}
+        if subprocess.run([str(BUILD_SCRIPT), "all"], env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
+            raise LabError(f"{BUILD_SCRIPT} failed; see its output above")
+
+    def _write_run_dir(self) -> None:
+        """Certificates, kubeconfigs, KWOK and Prometheus configuration (unchanged files are left alone)."""
+        self.pki.ensure()
+        for cluster in CLUSTERS:
+            (self.layout.cluster_dir(cluster) / "logs").mkdir(parents=True, exist_ok=True)
+            write_private(self.layout.kubeconfig(cluster), self.pki.kubeconfig(cluster.name, self.layout.server_url(cluster)))
+        stages = members.kwok_config(self.share_dir / "kwok-stage")
+        for member in MEMBERS:
+            write_private(self.layout.cluster_dir(member) / "kwok.yaml", stages)
+        self.layout.targets_dir.mkdir(parents=True, exist_ok=True)
+        write_private(self.layout.prometheus_dir / "prometheus.yml", prometheus_config(self.layout))
+
+    def start(self, wanted: Iterable[Component]) -> None:
+        """Start (or thaw) the given components that are not running, then wait until all are healthy."""
+        wanted = list(wanted)
+        for component in wanted:
+            state = component.process.state()
+            if state is State.FROZEN:
+                say(f"{component.label}: thawing (SIGCONT)")
+                component.process.signal(signal.SIGCONT)
+            elif state is State.STOPPED:
+                _check_port_free(component)
+                pid = component.process.start()
+                say(f"{component.label}: started, pid {pid}" + (f", port {component.port}" if component.port else ""))
+        self.wait_healthy(wanted)
+
+    def wait_healthy(self, wanted: list[Component], timeout: float = START_TIMEOUT) -> None:
+        """Wait until every component answers its health check; fail fast if one exits."""
+        prober = Prober(self.pki)
+        pending = list(wanted)
+
+        def settled() -> bool:
+            for component in list(pending):
+                if component.process.state() is State.STOPPED:
+                    raise LabError(f"{component.label} exited; end of {component.process.logfile}:\n{component.process.log_tail()}")
+                if prober.healthy(component):
+                    pending.remove(component)
+            return not pending
+
+        try:
+            wait_until(settled, timeout, "components to be healthy")
+        except LabError as err:
+            if pending:
+                raise LabError(f"{err}: {', '.join(c.label for c in pending)} (logs under {self.layout.run})") from err
+            raise
+
+    def _nodes_settled(self, member: Cluster) -> bool:
+        """True when KWOK renews every node's lease and every node is Ready (except in a downed zone)."""
+        kubectl = self.kubectl(member)
+        nodes = kubectl.get("nodes")["items"]
+        leases = {lease["metadata"]["name"]: lease for lease in kubectl.get("leases", "-n", "kube-node-lease")["items"]}
+        now = datetime.now(timezone.utc)
+        return len(nodes) >= len(members.node_objects(member)) and all(
+            members.lease_fresh(leases.get(node["metadata"]["name"]), now)
+            and (members.ready(node) or members.zone_down(node))
+            for node in nodes
+        )
+
+    # -- down ---------------------------------------------------------------
+
+    def down(self, purge: bool = False) -> None:
+        """Stop every lab process (controllers, then API servers, then etcd) and make sure none is left."""
+        for names in (("kwok", "kube-scheduler", "kube-controller-manager", "prometheus"), ("kube-apiserver",), ("etcd",)):
+            self._stop([c for c in self.components if c.name in names])
+        programs = {*BINARIES, Path(self.component("lab", "prometheus").process.argv[0]).name}
+        for pid, cmdline in strays(str(self.layout.run), programs):
+            say(f"killing stray lab process {pid}: {cmdline[:120]}")
+            kill_pid(pid)
+        left = strays(str(self.layout.run), programs)
+        if left:
+            raise LabError(f"processes still running: {', '.join(str(pid) for pid, _ in left)}")
+        if purge and self.layout.run.exists():
+            shutil.rmtree(self.layout.run)
+            say(f"removed {self.layout.run}")
+        say("lab is down")
+
+    def _stop(self, wanted: list[Component]) -> None:
+        running = [c for c in wanted if c.process.pid() is not None]
+        for component in running:
+            say(f"{component.label}: stopping pid {component.process.pid()}")
+        with ThreadPoolExecutor(max_workers=max(len(running), 1)) as pool:
+            list(pool.map(lambda c: c.process.stop(), running))
+
+    # -- status and env -----------------------------------------------------
+
+    def status(self) -> int:
+        """Print each component's state; exit code 0 all up, 3 nothing running, 1 anything else."""
+        prober = Prober(self.pki) if self.pki.admin_cert.exists() else None
+        states = []
+        for component in self.components:
+            state = component.process.state()
+            word = {State.RUNNING: "up", State.FROZEN: "frozen", State.STOPPED: "down"}[state]
+            if state is State.RUNNING and (prober is None or not prober.healthy(component)):
+                word = "unhealthy"
+            states.append(word)
+            pid = component.process.pid()
+            port = f"{HOST}:{component.port}" if component.port else "-"
+            print(f"{component.cluster:<5} {component.name:<24} {word:<9} pid {pid or '-':<8} {port}")
+        if all(word == "up" for word in states):
+            return 0
+        return 3 if all(word == "down" for word in states) else 1
+
+    def env(self) -> str:
+        """Shell `export` lines describing the lab."""
+        values = {
+            "TWINHULL_LAB_RUN": str(self.layout.run),
+            "TWINHULL_LAB_BIN": str(self.bin_dir),
+            **{f"TWINHULL_{c.name.upper()}_KUBECONFIG": str(self.layout.kubeconfig(c)) for c in CLUSTERS},
+            "TWINHULL_PROMETHEUS_URL": self.layout.prometheus_url,
+            "TWINHULL_PROMETHEUS_TARGETS": str(self.layout.targets_dir),
+        }
+        return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())
+
+
+def _check_port_free(component: Component) -> None:
+    """Refuse to start a component whose port something else already holds."""
+    if component.port is None:
+        return
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        if sock.connect_ex((HOST, component.port)) == 0:
+            raise LabError(
+                f"port {component.port} for {component.label} is in use by another process; "
+                "stop it or choose other ports with TWINHULL_LAB_PORT_BASE"
+            )

@@ -1,0 +1,134 @@
+"""Where the lab keeps things: the cluster topology, ports and directories.
+
+Everything here is pure: it computes names, paths and ports from the
+environment and touches nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+LABKIT = Path(__file__).resolve().parent
+REPO = LABKIT.parent.parent
+BUILD_SCRIPT = LABKIT / "build.sh"
+HOST = "127.0.0.1"
+DEFAULT_PORT_BASE = 17400
+NODES_PER_ZONE = 2
+
+
+class LabError(Exception):
+    """A lab operation failed; the message says what and where to look."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One lab cluster. The hub has no zones and no nodes; members have KWOK nodes per zone."""
+
+    name: str
+    index: int
+    zones: tuple[str, ...] = ()
+
+    @property
+    def is_member(self) -> bool:
+        """True for clusters that run workloads (east, west)."""
+        return bool(self.zones)
+
+    def nodes(self, zone: str) -> list[str]:
+        """Names of the KWOK nodes in `zone`, e.g. east-a-0, east-a-1."""
+        return [f"{zone}-{i}" for i in range(NODES_PER_ZONE)]
+
+
+HUB = Cluster("hub", 0)
+MEMBERS = (Cluster("east", 1, ("east-a", "east-b")), Cluster("west", 2, ("west-a", "west-b")))
+CLUSTERS = (HUB, *MEMBERS)
+
+# Each cluster owns a block of ten ports starting at base + 10 * index.
+_PORT_OFFSETS = {
+    "kube-apiserver": 0,
+    "etcd": 1,
+    "etcd-peer": 2,
+    "kube-controller-manager": 3,
+    "kube-scheduler": 4,
+}
+_PROMETHEUS_OFFSET = 90
+
+
+def cluster(name: str) -> Cluster:
+    """The cluster called `name`, or LabError listing the valid names."""
+    for candidate in CLUSTERS:
+        if candidate.name == name:
+            return candidate
+    raise LabError(f"unknown cluster {name!r}; choose one of {', '.join(c.name for c in CLUSTERS)}")
+
+
+def member_zone(cluster_name: str, zone: str) -> Cluster:
+    """The member cluster `cluster_name`, checking that it has `zone`."""
+    found = cluster(cluster_name)
+    if zone not in found.zones:
+        raise LabError(f"cluster {cluster_name!r} has no zone {zone!r}; zones: {', '.join(found.zones) or 'none'}")
+    return found
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Directories and ports of one lab instance."""
+
+    cache: Path
+    run: Path
+    port_base: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Layout:
+        """Read TWINHULL_LAB_CACHE, TWINHULL_LAB_RUN and TWINHULL_LAB_PORT_BASE."""
+        cache = Path(environ.get("TWINHULL_LAB_CACHE") or Path.home() / ".cache/twinhull/lab").expanduser().absolute()
+        run = Path(environ.get("TWINHULL_LAB_RUN") or cache / "run").expanduser().absolute()
+        if run == REPO or REPO in run.parents:
+            raise LabError(f"TWINHULL_LAB_RUN={run} is inside the repository; put run state elsewhere")
+        base_text = environ.get("TWINHULL_LAB_PORT_BASE") or str(DEFAULT_PORT_BASE)
+        if not base_text.isdigit() or not 1024 <= int(base_text) <= 65000:
+            raise LabError(f"TWINHULL_LAB_PORT_BASE={base_text!r} must be a number between 1024 and 65000")
+        return cls(cache=cache, run=run, port_base=int(base_text))
+
+    def port(self, cluster: Cluster, component: str) -> int:
+        """The fixed port of `component` in `cluster`."""
+        return self.port_base + 10 * cluster.index + _PORT_OFFSETS[component]
+
+    @property
+    def prometheus_port(self) -> int:
+        """Prometheus's web port."""
+        return self.port_base + _PROMETHEUS_OFFSET
+
+    @property
+    def prometheus_url(self) -> str:
+        """Base URL of the lab's Prometheus."""
+        return f"http://{HOST}:{self.prometheus_port}"
+
+    def server_url(self, cluster: Cluster) -> str:
+        """HTTPS URL of the cluster's API server."""
+        return f"https://{HOST}:{self.port(cluster, 'kube-apiserver')}"
+
+    def cluster_dir(self, cluster: Cluster) -> Path:
+        """Run directory of one cluster: etcd data, pid files, logs, kubeconfig."""
+        return self.run / cluster.name
+
+    def kubeconfig(self, cluster: Cluster) -> Path:
+        """Admin kubeconfig of the cluster."""
+        return self.cluster_dir(cluster) / "kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        """Certificates and keys shared by all clusters."""
+        return self.run / "pki"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus config, data, pid file and log."""
+        return self.run / "prometheus"
+
+    @property
+    def targets_dir(self) -> Path:
+        """file_sd directory: drop `<name>.json` target files here to have them scraped."""
+        return self.prometheus_dir / "targets"

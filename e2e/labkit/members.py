@@ -1,0 +1,103 @@
+"""Member clusters: their KWOK nodes, KWOK's stage configuration and node readiness."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .components import KWOK_NODE_ANNOTATION, NODE_LEASE_SECONDS
+from .layout import LABKIT, Cluster, LabError
+
+NODE_CAPACITY = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "8", "ephemeral-storage": "1Ti"}
+
+# Label read by kwok's node-not-ready chaos stage (share/kwok-stage/node/chaos).
+ZONE_DOWN_NODE_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
+# Annotation on the pods of a downed zone: the lab's pod-zone-down stage makes them unready
+# and its pod-recover stage leaves them alone.
+ZONE_DOWN_POD_ANNOTATION = "lab.twinhull.io/zone-down"
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+
+# kwok's fast stages (node init, lease heartbeat, pod ready/complete/delete), its
+# node-not-ready chaos stage, then the lab's own pod stages.
+_KWOK_STAGE_SOURCES = ("fast", "node/chaos/node-not-ready.yaml")
+_LAB_STAGES = LABKIT / "kwok" / "lab-stages.yaml"
+
+
+def node_objects(cluster: Cluster) -> list[dict[str, Any]]:
+    """Node objects for every zone of a member cluster (pure)."""
+    key, value = KWOK_NODE_ANNOTATION.split("=")
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {key: value},
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "topology.kubernetes.io/region": cluster.name,
+                    "topology.kubernetes.io/zone": zone,
+                    "type": "kwok",
+                },
+            },
+            "status": {"allocatable": NODE_CAPACITY, "capacity": NODE_CAPACITY},
+        }
+        for zone in cluster.zones
+        for name in cluster.nodes(zone)
+    ]
+
+
+def kwok_config(stage_dir: Path) -> str:
+    """KWOK's --config: every stage document, concatenated (reads the stage files)."""
+    paths = [path for source in _KWOK_STAGE_SOURCES for path in _stage_files(stage_dir / source)]
+    documents = [path.read_text().strip() for path in [*paths, _LAB_STAGES]]
+    return "\n---\n".join(documents) + "\n"
+
+
+def _stage_files(path: Path) -> list[Path]:
+    """Stage manifests behind `path`: the file itself, or a kustomization's resources, recursively."""
+    if path.is_file():
+        return [path]
+    kustomization = path / "kustomization.yaml"
+    if not kustomization.is_file():
+        raise LabError(f"no stage file or kustomization at {path}")
+    return [found for resource in _kustomize_resources(kustomization) for found in _stage_files(path / resource)]
+
+
+def _kustomize_resources(kustomization: Path) -> list[str]:
+    """The `resources:` list of a kustomization.yaml (a plain block list, as kwok's are)."""
+    resources: list[str] = []
+    in_resources = False
+    for line in kustomization.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith((" ", "-")):
+            in_resources = line.startswith("resources:")
+        elif in_resources and line.lstrip().startswith("- "):
+            resources.append(line.lstrip()[2:].strip())
+    return resources
+
+
+def ready(node: dict[str, Any]) -> bool:
+    """True if the node's Ready condition is True (pure)."""
+    conditions = node.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def not_ready_tainted(node: dict[str, Any]) -> bool:
+    """True if the node lifecycle controller has tainted the node not-ready (pure)."""
+    return any(t["key"] == NOT_READY_TAINT for t in node.get("spec", {}).get("taints", []))
+
+
+def zone_down(node: dict[str, Any]) -> bool:
+    """True if `e2e/lab zone-down` has marked this node (pure)."""
+    return node["metadata"].get("labels", {}).get(ZONE_DOWN_NODE_LABEL) == "true"
+
+
+def lease_fresh(lease: dict[str, Any] | None, now: datetime) -> bool:
+    """True if the node lease was renewed within one lease duration of `now`, i.e. KWOK is tending the node (pure)."""
+    renewed = (lease or {}).get("spec", {}).get("renewTime")
+    return renewed is not None and (now - datetime.fromisoformat(renewed)).total_seconds() < int(NODE_LEASE_SECONDS)
