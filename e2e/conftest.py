@@ -10,14 +10,12 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 LAB_SCRIPT = Path(__file__).resolve().parent / "lab"
-CLUSTERS = ("hub", "east", "west")
 
 # `e2e/lab status` exit codes.
 STATUS_ALL_UP = 0
@@ -28,12 +26,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs the local lab (real API servers); see e2e/lab")
 
 
-@dataclass(frozen=True)
 class Lab:
     """A running lab: where its kubeconfigs and Prometheus are, and a way to run `e2e/lab` verbs."""
 
-    env: dict[str, str]
-    _clients: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self._clients: dict[str, Any] = {}
 
     def kubeconfig(self, cluster: str) -> Path:
         """Admin kubeconfig of hub, east or west."""
@@ -60,15 +58,20 @@ class Lab:
     def api(self, cluster: str) -> Any:
         """A kubernetes ApiClient for `cluster` that never retries, so a dead cluster fails fast."""
         if cluster not in self._clients:
-            from kubernetes import config
+            from kubernetes import client, config
 
-            client = config.new_client_from_config(config_file=str(self.kubeconfig(cluster)))
-            client.configuration.retries = False
-            self._clients[cluster] = client
+            configuration = client.Configuration()
+            config.load_kube_config(
+                str(self.kubeconfig(cluster)), client_configuration=configuration
+            )
+            configuration.retries = False
+            self._clients[cluster] = client.ApiClient(configuration)
         return self._clients[cluster]
 
 
-def _lab(*verb: str, timeout: float = 300.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+def _lab(
+    *verb: str, timeout: float = 300.0, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(LAB_SCRIPT), *verb], capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -79,19 +82,19 @@ def _lab(*verb: str, timeout: float = 300.0, check: bool = False) -> subprocess.
 
 def _parse_env(text: str) -> dict[str, str]:
     """`export KEY=value` lines, as printed by `e2e/lab env`, to a dict."""
-    pairs = (shlex.split(line)[1].split("=", 1) for line in text.splitlines() if line.strip())
-    return {key: value for key, value in pairs}
+    assignments = (shlex.split(line)[1] for line in text.splitlines() if line.strip())
+    return dict(assignment.split("=", 1) for assignment in assignments)
 
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    """The local lab, up for the whole session; taken down at the end only if this session started it."""
+    """The lab, up for the whole session; taken down at the end only if this session started it."""
     status = _lab("status").returncode
     started = status == STATUS_NOTHING_RUNNING
-    if status != STATUS_ALL_UP:
-        _lab("up", timeout=1800.0, check=True)
     try:
+        if status != STATUS_ALL_UP:
+            _lab("up", timeout=1800.0, check=True)
         yield Lab(env=_parse_env(_lab("env", check=True).stdout))
     finally:
-        if started:
+        if started:  # also after a failed `up`: stop whatever it started
             _lab("down", timeout=120.0, check=True)

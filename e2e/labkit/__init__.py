@@ -1,4 +1,4 @@
-"""twinhull's local lab: real Kubernetes control planes with KWOK nodes, Prometheus and fault injection.
+"""twinhull's local lab: real control planes, KWOK nodes, Prometheus, fault injection.
 
 Driven by the `e2e/lab` script; see `e2e/lab --help`.
 """

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
 from . import faults
 from .lab import Lab
-from .layout import Layout, LabError, cluster, member_zone
+from .layout import LabError, Layout, cluster, member_zone
 
 DESCRIPTION = """\
 twinhull's local lab: a hub cluster and two member clusters (east: zones east-a,
@@ -17,9 +18,10 @@ kube-controller-manager and kube-scheduler processes, KWOK nodes with GPUs, and
 Prometheus. Everything listens on 127.0.0.1.
 
 Environment:
-  TWINHULL_LAB_RUN        run state: pki, kubeconfigs, etcd data, logs (default ~/.cache/twinhull/lab/run)
   TWINHULL_LAB_CACHE      built binaries (default ~/.cache/twinhull/lab)
-  TWINHULL_LAB_PORT_BASE  first port (default 17400): hub API 17400, east 17410, west 17420, Prometheus 17490
+  TWINHULL_LAB_RUN        pki, kubeconfigs, etcd data, logs (default $TWINHULL_LAB_CACHE/run)
+  TWINHULL_LAB_PORT_BASE  first port (default 17400): API servers hub 17400, east 17410,
+                          west 17420; Prometheus 17490
 """
 
 EPILOG = """\
@@ -32,20 +34,29 @@ examples:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="e2e/lab", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="e2e/lab",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     verbs.add_parser("up", help="build if needed, start everything, wait until ready (idempotent)")
     down = verbs.add_parser("down", help="stop every lab process")
-    down.add_argument("--purge", action="store_true", help="also delete the run directory (etcd data, pki, logs)")
-    verbs.add_parser("status", help="show each process; exit 0 all up, 3 nothing running, 1 otherwise")
+    down.add_argument(
+        "--purge", action="store_true", help="also delete the run directory (etcd data, pki, logs)"
+    )
+    verbs.add_parser(
+        "status", help="show each process; exit 0 all up, 3 nothing running, 1 otherwise"
+    )
     verbs.add_parser("env", help="print shell export lines (kubeconfigs, Prometheus URL, bin dir)")
     for verb, text in (
         ("kill", "SIGKILL a cluster's kube-apiserver (etcd keeps the objects)"),
         ("freeze", "SIGSTOP a cluster's kube-apiserver: calls hang"),
         ("revive", "restart a killed kube-apiserver or thaw a frozen one"),
     ):
-        verbs.add_parser(verb, help=text).add_argument("cluster", metavar="CLUSTER", help="hub, east or west")
+        verbs.add_parser(verb, help=text).add_argument(
+            "cluster", metavar="CLUSTER", help="hub, east or west"
+        )
     for verb, text in (
         ("zone-down", "make a zone's nodes NotReady and its pods unready"),
         ("zone-up", "bring a zone's nodes and pods back to Ready"),
@@ -85,3 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `e2e/lab status | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

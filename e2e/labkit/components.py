@@ -14,10 +14,11 @@ from .layout import CLUSTERS, HOST, Cluster, Layout
 from .pki import Pki
 from .processes import Process
 
-# Node failure timings, shortened so tests see them within seconds:
-# pods on a NotReady node are marked unready within about NODE_MONITOR_PERIOD,
-# a node whose heartbeats stop turns Unknown after NODE_MONITOR_GRACE_PERIOD,
-# and the default NoExecute tolerations keep pods bound (unready, not evicted) for a day.
+# Node failure timings, shortened for tests. KWOK renews node leases every quarter of
+# NODE_LEASE_SECONDS; the node lifecycle controller looks every NODE_MONITOR_PERIOD and
+# turns a node whose lease went stale for NODE_MONITOR_GRACE_PERIOD Unknown (and its pods
+# unready). Default NoExecute tolerations keep pods on failed nodes bound for a day:
+# unready, not evicted.
 NODE_MONITOR_PERIOD = "1s"
 NODE_MONITOR_GRACE_PERIOD = "20s"
 NODE_LEASE_SECONDS = "10"
@@ -44,7 +45,7 @@ class Component:
 
 
 def components(layout: Layout, bin_dir: Path, prometheus: str) -> list[Component]:
-    """Every lab process in start order: per cluster etcd, API server, then the rest; Prometheus last."""
+    """Every lab process: per cluster etcd, API server, then the rest; Prometheus last."""
     pki = Pki(layout.pki)
     found: list[Component] = []
     for cluster in CLUSTERS:
@@ -59,7 +60,11 @@ def components(layout: Layout, bin_dir: Path, prometheus: str) -> list[Component
 
 
 def _process(directory: Path, name: str, argv: list[str]) -> Process:
-    return Process(argv=tuple(argv), pidfile=directory / f"{name}.pid", logfile=directory / "logs" / f"{name}.log")
+    return Process(
+        argv=tuple(argv),
+        pidfile=directory / f"{name}.pid",
+        logfile=directory / "logs" / f"{name}.log",
+    )
 
 
 def _etcd(layout: Layout, cluster: Cluster, bin_dir: Path) -> Component:
@@ -78,7 +83,13 @@ def _etcd(layout: Layout, cluster: Cluster, bin_dir: Path) -> Component:
         "--unsafe-no-fsync=true",
         "--log-level=warn",
     ]
-    return Component(cluster.name, "etcd", layout.port(cluster, "etcd"), _process(directory, "etcd", argv), f"{client}/health")
+    return Component(
+        cluster.name,
+        "etcd",
+        layout.port(cluster, "etcd"),
+        _process(directory, "etcd", argv),
+        f"{client}/health",
+    )
 
 
 def _apiserver(layout: Layout, cluster: Cluster, bin_dir: Path, pki: Pki) -> Component:
@@ -102,7 +113,14 @@ def _apiserver(layout: Layout, cluster: Cluster, bin_dir: Path, pki: Pki) -> Com
         f"--default-unreachable-toleration-seconds={DEFAULT_TOLERATION_SECONDS}",
     ]
     process = _process(layout.cluster_dir(cluster), "kube-apiserver", argv)
-    return Component(cluster.name, "kube-apiserver", port, process, f"{layout.server_url(cluster)}/readyz", client_cert=True)
+    return Component(
+        cluster.name,
+        "kube-apiserver",
+        port,
+        process,
+        f"{layout.server_url(cluster)}/readyz",
+        client_cert=True,
+    )
 
 
 def _controller_manager(layout: Layout, cluster: Cluster, bin_dir: Path, pki: Pki) -> Component:
@@ -124,7 +142,9 @@ def _controller_manager(layout: Layout, cluster: Cluster, bin_dir: Path, pki: Pk
         "--kube-api-burst=200",
     ]
     process = _process(layout.cluster_dir(cluster), "kube-controller-manager", argv)
-    return Component(cluster.name, "kube-controller-manager", port, process, f"https://{HOST}:{port}/healthz")
+    return Component(
+        cluster.name, "kube-controller-manager", port, process, f"https://{HOST}:{port}/healthz"
+    )
 
 
 def _scheduler(layout: Layout, cluster: Cluster, bin_dir: Path) -> Component:
@@ -138,11 +158,13 @@ def _scheduler(layout: Layout, cluster: Cluster, bin_dir: Path) -> Component:
         f"--authorization-always-allow-paths={HEALTH_PATHS}",
     ]
     process = _process(layout.cluster_dir(cluster), "kube-scheduler", argv)
-    return Component(cluster.name, "kube-scheduler", port, process, f"https://{HOST}:{port}/healthz")
+    return Component(
+        cluster.name, "kube-scheduler", port, process, f"https://{HOST}:{port}/healthz"
+    )
 
 
 def _kwok(layout: Layout, cluster: Cluster, bin_dir: Path) -> Component:
-    """KWOK's controller; it serves nothing, so it is healthy while it runs (and nodes report Ready)."""
+    """KWOK's controller. It serves nothing: it is healthy while it runs and nodes are Ready."""
     directory = layout.cluster_dir(cluster)
     argv = [
         str(bin_dir / "kwok"),
@@ -169,7 +191,9 @@ def _prometheus(layout: Layout, prometheus: str) -> Component:
         "--log.level=warn",
     ]
     process = _process(directory, "prometheus", argv)
-    return Component("lab", "prometheus", layout.prometheus_port, process, f"{layout.prometheus_url}/-/ready")
+    return Component(
+        "lab", "prometheus", layout.prometheus_port, process, f"{layout.prometheus_url}/-/ready"
+    )
 
 
 def prometheus_config(layout: Layout) -> str:
@@ -190,7 +214,7 @@ scrape_configs:
 
 
 class Prober:
-    """Health checks over HTTP(S): the API servers with the admin client certificate, the rest without."""
+    """Health checks over HTTP(S); API servers are asked with the admin client certificate."""
 
     def __init__(self, pki: Pki) -> None:
         self._client = ssl.create_default_context(cafile=str(pki.ca_cert))
@@ -206,7 +230,9 @@ class Prober:
         host, port = hostport.rsplit(":", 1)
         if scheme == "https":
             context = self._client if component.client_cert else self._anonymous
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=context)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, int(port), timeout=timeout, context=context
+            )
         else:
             conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
         try:

@@ -27,7 +27,12 @@ def kill(lab: Lab, cluster: Cluster) -> None:
     if not process.signal(signal.SIGKILL):
         say(f"{cluster.name}: kube-apiserver is not running")
         return
-    wait_until(lambda: process.state() is State.STOPPED, 5.0, f"{cluster.name} kube-apiserver to exit", interval=0.02)
+    wait_until(
+        lambda: process.state() is State.STOPPED,
+        5.0,
+        f"{cluster.name} kube-apiserver to exit",
+        interval=0.02,
+    )
     say(f"{cluster.name}: kube-apiserver killed")
 
 
@@ -37,44 +42,63 @@ def freeze(lab: Lab, cluster: Cluster) -> None:
     if not process.signal(signal.SIGSTOP):
         say(f"{cluster.name}: kube-apiserver is not running")
         return
-    wait_until(lambda: process.state() is State.FROZEN, 5.0, f"{cluster.name} kube-apiserver to stop", interval=0.02)
+    wait_until(
+        lambda: process.state() is State.FROZEN,
+        5.0,
+        f"{cluster.name} kube-apiserver to stop",
+        interval=0.02,
+    )
     say(f"{cluster.name}: kube-apiserver frozen")
 
 
 def revive(lab: Lab, cluster: Cluster) -> None:
-    """Restart a killed API server or thaw a frozen one, then wait until it is ready."""
+    """Restart a killed API server or thaw a frozen one; wait until it and its nodes are ready."""
     lab.start([lab.component(cluster.name, "kube-apiserver")])
     say(f"{cluster.name}: kube-apiserver ready")
+    if cluster.is_member:
+        lab.wait_nodes(cluster)
 
 
 def zone_down(lab: Lab, cluster: Cluster, zone: str) -> None:
-    """Make the zone's nodes NotReady (kwok's node-not-ready stage), then its pods unready (the lab's pod-zone-down stage)."""
+    """Make the zone's nodes NotReady, then its pods unready.
+
+    kwok's node-not-ready stage acts on the node label, the lab's pod-zone-down stage on the
+    pod annotation.
+    """
     kubectl = lab.kubectl(cluster)
     nodes = cluster.nodes(zone)
     kubectl.run("label", "nodes", *nodes, f"{members.ZONE_DOWN_NODE_LABEL}=true", "--overwrite")
     took = wait_until(
-        lambda: _nodes_match(kubectl, nodes, lambda n: not members.ready(n) and members.not_ready_tainted(n)),
+        lambda: _nodes_match(
+            kubectl, nodes, lambda n: not members.ready(n) and members.not_ready_tainted(n)
+        ),
         ZONE_TIMEOUT,
         f"{zone} nodes to be NotReady",
     )
     say(f"{cluster.name}: zone {zone} nodes NotReady after {took:.1f}s")
     _mark_pods(kubectl, nodes, zone)
-    took = wait_until(lambda: not any(_ready(p) for p in _pods_on(kubectl, nodes)), ZONE_TIMEOUT, f"{zone} pods to be unready")
+    took = wait_until(
+        lambda: not any(_ready(p) for p in _pods_on(kubectl, nodes)),
+        ZONE_TIMEOUT,
+        f"{zone} pods to be unready",
+    )
     say(f"{cluster.name}: zone {zone} is down, its pods unready after {took:.1f}s more")
 
 
 def zone_up(lab: Lab, cluster: Cluster, zone: str) -> None:
-    """Bring the zone's nodes back to Ready, then let their pods turn Ready again (the lab's pod-recover stage)."""
+    """Bring the zone's nodes back to Ready, then let the lab's pod-recover stage ready its pods."""
     kubectl = lab.kubectl(cluster)
     nodes = cluster.nodes(zone)
     kubectl.run("label", "nodes", *nodes, f"{members.ZONE_DOWN_NODE_LABEL}-")
     took = wait_until(
-        lambda: _nodes_match(kubectl, nodes, lambda n: members.ready(n) and not members.not_ready_tainted(n)),
+        lambda: _nodes_match(
+            kubectl, nodes, lambda n: members.ready(n) and not members.not_ready_tainted(n)
+        ),
         ZONE_TIMEOUT,
         f"{zone} nodes to be Ready",
     )
     _mark_pods(kubectl, nodes, None)
-    say(f"{cluster.name}: zone {zone} is up, nodes Ready after {took:.1f}s; its pods turn Ready within seconds")
+    say(f"{cluster.name}: zone {zone} is up, nodes Ready after {took:.1f}s; pods follow in seconds")
 
 
 def prometheus_stop(lab: Lab) -> None:
@@ -89,14 +113,20 @@ def prometheus_start(lab: Lab) -> None:
     say("prometheus ready")
 
 
-def _nodes_match(kubectl: Kubectl, names: list[str], check: Callable[[dict[str, Any]], bool]) -> bool:
+def _nodes_match(
+    kubectl: Kubectl, names: list[str], check: Callable[[dict[str, Any]], bool]
+) -> bool:
     nodes = kubectl.get("nodes", *names)["items"]
     return len(nodes) == len(names) and all(check(node) for node in nodes)
 
 
 def _pods_on(kubectl: Kubectl, nodes: list[str]) -> list[dict[str, Any]]:
     """Pods (all namespaces) bound to any of `nodes`."""
-    return [p for p in kubectl.get("pods", "--all-namespaces")["items"] if p["spec"].get("nodeName") in nodes]
+    return [
+        p
+        for p in kubectl.get("pods", "--all-namespaces")["items"]
+        if p["spec"].get("nodeName") in nodes
+    ]
 
 
 def _ready(pod: dict[str, Any]) -> bool:

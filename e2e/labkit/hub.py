@@ -1,4 +1,7 @@
-"""What the hub holds before the operator starts: CRDs, tier policy, member credentials, ServingClusters."""
+"""What the hub holds before the operator starts.
+
+CRDs, tier policy, member credentials and ServingClusters.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +18,18 @@ _CLUSTERS_EXAMPLE = REPO / "examples" / "clusters.yaml"
 
 
 def bootstrap(hub: Kubectl, layout: Layout, share: Path) -> str:
-    """Apply everything the hub needs, in dependency order; say what (effects: writes to the hub)."""
+    """Apply all the hub needs, in dependency order; say what (effects: writes to the hub)."""
     gateway = sorted((share / "gateway-api").glob("gateway.networking.k8s.io_*.yaml"))
     twinhull = sorted((REPO / "crds").glob("*.yaml"))
     hub.apply_files([*gateway, *twinhull])
-    wait_until(lambda: all(_established(crd) for crd in hub.get("crd")["items"]), 60.0, "hub CRDs to be Established")
-    hub.apply_objects([namespace(SYSTEM_NAMESPACE), *(member_secret(layout, m.name) for m in MEMBERS)])
+    wait_until(
+        lambda: all(_established(crd) for crd in hub.get("crd")["items"]),
+        60.0,
+        "hub CRDs to be Established",
+    )
+    hub.apply_objects(
+        [namespace(SYSTEM_NAMESPACE), *(member_secret(layout, m.name) for m in MEMBERS)]
+    )
     repo_files = [path for path in (*_POLICIES, _CLUSTERS_EXAMPLE) if path.is_file()]
     hub.apply_files(repo_files)
     return ", ".join(
@@ -39,7 +48,7 @@ def namespace(name: str) -> dict[str, Any]:
 
 
 def member_secret(layout: Layout, member: str) -> dict[str, Any]:
-    """Secret `twinhull-system/<member>-kubeconfig` holding the member's admin kubeconfig (reads it from the run dir)."""
+    """Secret `twinhull-system/<member>-kubeconfig`: the member's admin kubeconfig (from disk)."""
     kubeconfig = (layout.run / member / "kubeconfig").read_text()
     return {
         "apiVersion": "v1",
@@ -55,5 +64,5 @@ def member_secret(layout: Layout, member: str) -> dict[str, Any]:
 
 
 def _established(crd: dict[str, Any]) -> bool:
-    conditions = crd.get("status", {}).get("conditions", [])
+    conditions = (crd.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)

@@ -10,21 +10,28 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
 from . import hub, members
 from .components import Component, Prober, components, prometheus_config
 from .kube import Kubectl
-from .layout import BUILD_SCRIPT, CLUSTERS, HOST, MEMBERS, Cluster, Layout, LabError
+from .layout import BUILD_SCRIPT, CLUSTERS, HOST, HUB, MEMBERS, Cluster, LabError, Layout
 from .pki import Pki, write_private
 from .processes import State, kill_pid, strays
 from .waiting import wait_until
 
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+)
+SYSTEM_TOOLS = ("openssl", "prometheus")  # from Debian: apt-get install openssl prometheus
 START_TIMEOUT = 120.0
 NODES_TIMEOUT = 60.0
 
@@ -45,7 +52,9 @@ class Lab:
     def versions_dir(self) -> Path:
         """The build cache directory of the pinned versions (`build.sh dir`)."""
         env = {**os.environ, "TWINHULL_LAB_CACHE": str(self.layout.cache)}
-        result = subprocess.run([str(BUILD_SCRIPT), "dir"], env=env, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [str(BUILD_SCRIPT), "dir"], env=env, capture_output=True, text=True, check=True
+        )
         return Path(result.stdout.strip())
 
     @property
@@ -59,7 +68,7 @@ class Lab:
     @cached_property
     def components(self) -> list[Component]:
         """Every lab process, in start order."""
-        return components(self.layout, self.bin_dir, shutil.which("prometheus") or "/usr/bin/prometheus")
+        return components(self.layout, self.bin_dir, shutil.which("prometheus") or "prometheus")
 
     def component(self, cluster: str, name: str) -> Component:
         """The component `name` of `cluster` (use cluster "lab" for prometheus)."""
@@ -75,47 +84,57 @@ class Lab:
     # -- up -----------------------------------------------------------------
 
     def up(self) -> None:
-        """Start whatever is not running, apply the hub and member objects, wait until all is ready."""
+        """Start what is not running, apply hub and member objects, wait until all is ready."""
         began = time.monotonic()
-        self._ensure_binaries()
+        self._ensure_tools()
         self._write_run_dir()
         etcd = [c for c in self.components if c.name == "etcd"]
         apiservers = [c for c in self.components if c.name == "kube-apiserver"]
         for phase in (etcd, apiservers, [c for c in self.components if c not in etcd + apiservers]):
             self.start(phase)
-        say(f"hub: applied {hub.bootstrap(self.kubectl(CLUSTERS[0]), self.layout, self.share_dir)}")
+        say(f"hub: applied {hub.bootstrap(self.kubectl(HUB), self.layout, self.share_dir)}")
         for member in MEMBERS:
             self.kubectl(member).apply_objects(members.node_objects(member))
         for member in MEMBERS:
-            took = wait_until(lambda m=member: self._nodes_settled(m), NODES_TIMEOUT, f"{member.name} nodes to be Ready")
-            say(f"{member.name}: nodes Ready ({took:.1f}s)")
+            self.wait_nodes(member)
         say(f"lab is up ({time.monotonic() - began:.1f}s); `e2e/lab env` prints its settings")
 
-    def _ensure_binaries(self) -> None:
-        """Run build.sh if any binary or shared asset is missing, streaming its progress."""
-        wanted = [self.bin_dir / b for b in BINARIES] + [self.share_dir / "gateway-api", self.share_dir / "kwok-stage"]
+    def _ensure_tools(self) -> None:
+        """Check system tools; run build.sh if a binary or asset is missing, showing progress."""
+        missing = [tool for tool in SYSTEM_TOOLS if shutil.which(tool) is None]
+        if missing:
+            raise LabError(
+                f"{', '.join(missing)} not found; install with apt-get (make system-deps)"
+            )
+        wanted = [self.bin_dir / b for b in BINARIES]
+        wanted += [self.share_dir / "gateway-api", self.share_dir / "kwok-stage"]
         if all(path.exists() for path in wanted):
             return
-        say("building the lab binaries from Go modules (about 10 minutes on 2 cores the first time)")
+        say(
+            "building the lab binaries from Go modules (about 10 minutes on 2 cores the first time)"
+        )
         env = {**os.environ, "TWINHULL_LAB_CACHE": str(self.layout.cache)}
-        if subprocess.run([str(BUILD_SCRIPT), "all"], env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
+        build = subprocess.run([str(BUILD_SCRIPT), "all"], env=env, stdout=subprocess.DEVNULL)
+        if build.returncode != 0:
             raise LabError(f"{BUILD_SCRIPT} failed; see its output above")
 
     def _write_run_dir(self) -> None:
-        """Certificates, kubeconfigs, KWOK and Prometheus configuration (unchanged files are left alone)."""
+        """Certificates, kubeconfigs, KWOK and Prometheus configuration (unchanged files stay)."""
         self.pki.ensure()
         for cluster in CLUSTERS:
             (self.layout.cluster_dir(cluster) / "logs").mkdir(parents=True, exist_ok=True)
-            write_private(self.layout.kubeconfig(cluster), self.pki.kubeconfig(cluster.name, self.layout.server_url(cluster)))
+            write_private(
+                self.layout.kubeconfig(cluster),
+                self.pki.kubeconfig(cluster.name, self.layout.server_url(cluster)),
+            )
         stages = members.kwok_config(self.share_dir / "kwok-stage")
         for member in MEMBERS:
             write_private(self.layout.cluster_dir(member) / "kwok.yaml", stages)
         self.layout.targets_dir.mkdir(parents=True, exist_ok=True)
         write_private(self.layout.prometheus_dir / "prometheus.yml", prometheus_config(self.layout))
 
-    def start(self, wanted: Iterable[Component]) -> None:
-        """Start (or thaw) the given components that are not running, then wait until all are healthy."""
-        wanted = list(wanted)
+    def start(self, wanted: list[Component]) -> None:
+        """Start (or thaw) each of `wanted` that is not running, then wait until all are healthy."""
         for component in wanted:
             state = component.process.state()
             if state is State.FROZEN:
@@ -124,35 +143,45 @@ class Lab:
             elif state is State.STOPPED:
                 _check_port_free(component)
                 pid = component.process.start()
-                say(f"{component.label}: started, pid {pid}" + (f", port {component.port}" if component.port else ""))
+                say(
+                    f"{component.label}: started, pid {pid}"
+                    + (f", port {component.port}" if component.port else "")
+                )
         self.wait_healthy(wanted)
 
     def wait_healthy(self, wanted: list[Component], timeout: float = START_TIMEOUT) -> None:
         """Wait until every component answers its health check; fail fast if one exits."""
         prober = Prober(self.pki)
-        pending = list(wanted)
-
-        def settled() -> bool:
-            for component in list(pending):
+        deadline = time.monotonic() + timeout
+        while pending := [c for c in wanted if not prober.healthy(c)]:
+            for component in pending:
                 if component.process.state() is State.STOPPED:
-                    raise LabError(f"{component.label} exited; end of {component.process.logfile}:\n{component.process.log_tail()}")
-                if prober.healthy(component):
-                    pending.remove(component)
-            return not pending
+                    log = component.process.logfile
+                    tail = component.process.log_tail()
+                    raise LabError(f"{component.label} exited; end of {log}:\n{tail}")
+            if time.monotonic() > deadline:
+                names = ", ".join(c.label for c in pending)
+                raise LabError(
+                    f"{names} not healthy after {timeout:.0f}s; logs in {self.layout.run}"
+                )
+            time.sleep(0.25)
 
-        try:
-            wait_until(settled, timeout, "components to be healthy")
-        except LabError as err:
-            if pending:
-                raise LabError(f"{err}: {', '.join(c.label for c in pending)} (logs under {self.layout.run})") from err
-            raise
+    def wait_nodes(self, member: Cluster) -> None:
+        """Wait until KWOK tends every node of `member` and they are Ready (but downed zones)."""
+        took = wait_until(
+            lambda: self._nodes_settled(member), NODES_TIMEOUT, f"{member.name} nodes to be Ready"
+        )
+        say(f"{member.name}: nodes Ready ({took:.1f}s)")
 
     def _nodes_settled(self, member: Cluster) -> bool:
-        """True when KWOK renews every node's lease and every node is Ready (except in a downed zone)."""
+        """True when KWOK renews every node lease and nodes are Ready (except in a downed zone)."""
         kubectl = self.kubectl(member)
         nodes = kubectl.get("nodes")["items"]
-        leases = {lease["metadata"]["name"]: lease for lease in kubectl.get("leases", "-n", "kube-node-lease")["items"]}
-        now = datetime.now(timezone.utc)
+        leases = {
+            lease["metadata"]["name"]: lease
+            for lease in kubectl.get("leases", "-n", "kube-node-lease")["items"]
+        }
+        now = datetime.now(UTC)
         return len(nodes) >= len(members.node_objects(member)) and all(
             members.lease_fresh(leases.get(node["metadata"]["name"]), now)
             and (members.ready(node) or members.zone_down(node))
@@ -162,14 +191,19 @@ class Lab:
     # -- down ---------------------------------------------------------------
 
     def down(self, purge: bool = False) -> None:
-        """Stop every lab process (controllers, then API servers, then etcd) and make sure none is left."""
-        for names in (("kwok", "kube-scheduler", "kube-controller-manager", "prometheus"), ("kube-apiserver",), ("etcd",)):
+        """Stop every lab process (controllers, API servers, then etcd); make sure none is left."""
+        for names in (
+            ("kwok", "kube-scheduler", "kube-controller-manager", "prometheus"),
+            ("kube-apiserver",),
+            ("etcd",),
+        ):
             self._stop([c for c in self.components if c.name in names])
-        programs = {*BINARIES, Path(self.component("lab", "prometheus").process.argv[0]).name}
-        for pid, cmdline in strays(str(self.layout.run), programs):
+        programs = {Path(c.process.argv[0]).name for c in self.components}
+        inside_run_dir = f"{self.layout.run}{os.sep}"
+        for pid, cmdline in strays(inside_run_dir, programs):
             say(f"killing stray lab process {pid}: {cmdline[:120]}")
             kill_pid(pid)
-        left = strays(str(self.layout.run), programs)
+        left = strays(inside_run_dir, programs)
         if left:
             raise LabError(f"processes still running: {', '.join(str(pid) for pid, _ in left)}")
         if purge and self.layout.run.exists():
@@ -198,7 +232,9 @@ class Lab:
             states.append(word)
             pid = component.process.pid()
             port = f"{HOST}:{component.port}" if component.port else "-"
-            print(f"{component.cluster:<5} {component.name:<24} {word:<9} pid {pid or '-':<8} {port}")
+            print(
+                f"{component.cluster:<5} {component.name:<24} {word:<9} pid {pid or '-':<8} {port}"
+            )
         if all(word == "up" for word in states):
             return 0
         return 3 if all(word == "down" for word in states) else 1
@@ -208,7 +244,10 @@ class Lab:
         values = {
             "TWINHULL_LAB_RUN": str(self.layout.run),
             "TWINHULL_LAB_BIN": str(self.bin_dir),
-            **{f"TWINHULL_{c.name.upper()}_KUBECONFIG": str(self.layout.kubeconfig(c)) for c in CLUSTERS},
+            **{
+                f"TWINHULL_{c.name.upper()}_KUBECONFIG": str(self.layout.kubeconfig(c))
+                for c in CLUSTERS
+            },
             "TWINHULL_PROMETHEUS_URL": self.layout.prometheus_url,
             "TWINHULL_PROMETHEUS_TARGETS": str(self.layout.targets_dir),
         }

@@ -68,7 +68,8 @@ def member_zone(cluster_name: str, zone: str) -> Cluster:
     """The member cluster `cluster_name`, checking that it has `zone`."""
     found = cluster(cluster_name)
     if zone not in found.zones:
-        raise LabError(f"cluster {cluster_name!r} has no zone {zone!r}; zones: {', '.join(found.zones) or 'none'}")
+        zones = ", ".join(found.zones) or "none"
+        raise LabError(f"cluster {cluster_name!r} has no zone {zone!r}; zones: {zones}")
     return found
 
 
@@ -83,13 +84,21 @@ class Layout:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Layout:
         """Read TWINHULL_LAB_CACHE, TWINHULL_LAB_RUN and TWINHULL_LAB_PORT_BASE."""
-        cache = Path(environ.get("TWINHULL_LAB_CACHE") or Path.home() / ".cache/twinhull/lab").expanduser().absolute()
+        cache = (
+            Path(environ.get("TWINHULL_LAB_CACHE") or Path.home() / ".cache/twinhull/lab")
+            .expanduser()
+            .absolute()
+        )
         run = Path(environ.get("TWINHULL_LAB_RUN") or cache / "run").expanduser().absolute()
         if run == REPO or REPO in run.parents:
-            raise LabError(f"TWINHULL_LAB_RUN={run} is inside the repository; put run state elsewhere")
+            raise LabError(
+                f"TWINHULL_LAB_RUN={run} is inside the repository; put run state elsewhere"
+            )
         base_text = environ.get("TWINHULL_LAB_PORT_BASE") or str(DEFAULT_PORT_BASE)
         if not base_text.isdigit() or not 1024 <= int(base_text) <= 65000:
-            raise LabError(f"TWINHULL_LAB_PORT_BASE={base_text!r} must be a number between 1024 and 65000")
+            raise LabError(
+                f"TWINHULL_LAB_PORT_BASE={base_text!r} must be a number between 1024 and 65000"
+            )
         return cls(cache=cache, run=run, port_base=int(base_text))
 
     def port(self, cluster: Cluster, component: str) -> int:

@@ -9,7 +9,13 @@ from typing import Any
 from .components import KWOK_NODE_ANNOTATION, NODE_LEASE_SECONDS
 from .layout import LABKIT, Cluster, LabError
 
-NODE_CAPACITY = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "8", "ephemeral-storage": "1Ti"}
+NODE_CAPACITY = {
+    "cpu": "64",
+    "memory": "512Gi",
+    "pods": "110",
+    "nvidia.com/gpu": "8",
+    "ephemeral-storage": "1Ti",
+}
 
 # Label read by kwok's node-not-ready chaos stage (share/kwok-stage/node/chaos).
 ZONE_DOWN_NODE_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
@@ -58,13 +64,17 @@ def kwok_config(stage_dir: Path) -> str:
 
 
 def _stage_files(path: Path) -> list[Path]:
-    """Stage manifests behind `path`: the file itself, or a kustomization's resources, recursively."""
+    """Stage manifests behind `path`: the file itself, or a kustomization's resources."""
     if path.is_file():
         return [path]
     kustomization = path / "kustomization.yaml"
     if not kustomization.is_file():
         raise LabError(f"no stage file or kustomization at {path}")
-    return [found for resource in _kustomize_resources(kustomization) for found in _stage_files(path / resource)]
+    return [
+        found
+        for resource in _kustomize_resources(kustomization)
+        for found in _stage_files(path / resource)
+    ]
 
 
 def _kustomize_resources(kustomization: Path) -> list[str]:
@@ -98,6 +108,8 @@ def zone_down(node: dict[str, Any]) -> bool:
 
 
 def lease_fresh(lease: dict[str, Any] | None, now: datetime) -> bool:
-    """True if the node lease was renewed within one lease duration of `now`, i.e. KWOK is tending the node (pure)."""
+    """True if KWOK renewed the node lease within one lease duration before `now` (pure)."""
     renewed = (lease or {}).get("spec", {}).get("renewTime")
-    return renewed is not None and (now - datetime.fromisoformat(renewed)).total_seconds() < int(NODE_LEASE_SECONDS)
+    if renewed is None:
+        return False
+    return (now - datetime.fromisoformat(renewed)).total_seconds() < int(NODE_LEASE_SECONDS)

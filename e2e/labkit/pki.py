@@ -73,42 +73,107 @@ class Pki:
         os.chmod(self.dir, 0o700)
         if not self.ca_cert.exists():
             _openssl(
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", _DAYS,
-                "-subj", "/CN=twinhull-lab-ca",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout", str(self.ca_key), "-out", str(self.ca_cert),
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                _DAYS,
+                "-subj",
+                "/CN=twinhull-lab-ca",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                str(self.ca_key),
+                "-out",
+                str(self.ca_cert),
             )
         if not self.serving_cert.exists():
             self._issue(
-                self.serving_cert, self.serving_key, "/CN=kube-apiserver",
+                self.serving_cert,
+                self.serving_key,
+                "/CN=kube-apiserver",
                 ["extendedKeyUsage=serverAuth", "subjectAltName=" + ",".join(_SERVING_NAMES)],
             )
         if not self.admin_cert.exists():
             self._issue(
-                self.admin_cert, self.admin_key, "/O=system:masters/CN=twinhull-lab-admin",
+                self.admin_cert,
+                self.admin_key,
+                "/O=system:masters/CN=twinhull-lab-admin",
                 ["extendedKeyUsage=clientAuth"],
             )
         if not self.service_account_pub.exists():
-            _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(self.service_account_key))
-            _openssl("pkey", "-in", str(self.service_account_key), "-pubout", "-out", str(self.service_account_pub))
+            _openssl(
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                str(self.service_account_key),
+            )
+            _openssl(
+                "pkey",
+                "-in",
+                str(self.service_account_key),
+                "-pubout",
+                "-out",
+                str(self.service_account_pub),
+            )
 
     def _issue(self, cert: Path, key: Path, subject: str, extensions: list[str]) -> None:
         """Make a key and a CA-signed certificate for it."""
         csr = cert.with_suffix(".csr")
         ext = cert.with_suffix(".ext")
-        ext.write_text("\n".join(["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment", *extensions]) + "\n")
+        ext.write_text(
+            "\n".join(
+                [
+                    "basicConstraints=CA:FALSE",
+                    "keyUsage=critical,digitalSignature,keyEncipherment",
+                    *extensions,
+                ]
+            )
+            + "\n"
+        )
         try:
-            _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", str(key), "-out", str(csr))
             _openssl(
-                "x509", "-req", "-in", str(csr), "-CA", str(self.ca_cert), "-CAkey", str(self.ca_key),
-                "-set_serial", str(secrets.randbits(63)), "-days", _DAYS, "-extfile", str(ext), "-out", str(cert),
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                subject,
+                "-keyout",
+                str(key),
+                "-out",
+                str(csr),
+            )
+            _openssl(
+                "x509",
+                "-req",
+                "-in",
+                str(csr),
+                "-CA",
+                str(self.ca_cert),
+                "-CAkey",
+                str(self.ca_key),
+                "-set_serial",
+                str(secrets.randbits(63)),
+                "-days",
+                _DAYS,
+                "-extfile",
+                str(ext),
+                "-out",
+                str(cert),
             )
         finally:
             csr.unlink(missing_ok=True)
             ext.unlink(missing_ok=True)
 
     def kubeconfig(self, name: str, server: str) -> str:
-        """A self-contained admin kubeconfig (certificates inlined) for the API server at `server`."""
+        """A self-contained admin kubeconfig (certificates inlined) for the server at `server`."""
 
         def inline(path: Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()

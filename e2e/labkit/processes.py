@@ -7,6 +7,7 @@ time guards against a recycled pid), its output to a log file.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import signal
@@ -58,7 +59,9 @@ class Process:
         """Start the process in a new session, appending to its log; return its pid."""
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:
-            log.write(f"\n==> {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(self.argv)}\n".encode())
+            log.write(
+                f"\n==> {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(self.argv)}\n".encode()
+            )
             log.flush()
             child = subprocess.Popen(
                 self.argv,
@@ -84,7 +87,7 @@ class Process:
         return True
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop the whole process group: SIGTERM (thawing it if frozen), then SIGKILL after `grace` seconds."""
+        """Stop the process group: SIGTERM (and SIGCONT if frozen), SIGKILL after `grace` s."""
         pid = self.pid()
         if pid is None:
             self.pidfile.unlink(missing_ok=True)
@@ -137,10 +140,8 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_group_gone(pgid: int, timeout: float) -> bool:
@@ -153,7 +154,7 @@ def _wait_group_gone(pgid: int, timeout: float) -> bool:
 
 
 def strays(marker: str, programs: set[str]) -> list[tuple[int, str]]:
-    """Live processes (pid, command line) running one of `programs` with `marker` in their arguments."""
+    """Live processes (pid, command line) running one of `programs` with `marker` in an argument."""
     found = []
     for pid in _live_pids():
         try:

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from .layout import LabError
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> float:
-    """Poll `check` until it is true; return the seconds it took, or raise LabError naming `what`."""
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.25
+) -> float:
+    """Poll `check` until it is true; return the seconds it took or raise LabError naming `what`."""
     start = time.monotonic()
     while not check():
         if time.monotonic() - start > timeout:
