@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 from twinhull import __version__
 from twinhull.errors import ManifestError, PolicyError
@@ -77,6 +78,54 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from twinhull.handlers.run import run
+    from twinhull.handlers.runtime import Settings
+
+    namespace, _, name = args.gateway.partition("/")
+    settings = Settings(namespace=args.namespace, gateway=(namespace, name or namespace),
+                        resync_seconds=args.resync)
+    try:
+        run(kubeconfig=args.kubeconfig, policy=Path(args.policy) if args.policy else None,
+            settings=settings, liveness=args.liveness, verbose=args.verbose)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import yaml
+    from kubernetes import config as kube_config
+    from kubernetes.client import ApiClient, CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    namespace, _, name = args.target.partition("/")
+    if not name:
+        print("error: give NAMESPACE/NAME", file=sys.stderr)
+        return EXIT_USAGE
+    kube_config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    api = CustomObjectsApi(ApiClient())
+    try:
+        obj = cast(dict[str, Any], api.get_namespaced_custom_object(
+            "serving.twinhull.io", "v1alpha1", namespace, "modeldeployments", name))
+    except ApiException as exc:
+        print(f"error: {namespace}/{name}: {exc.reason}", file=sys.stderr)
+        return EXIT_INVALID
+    status = obj.get("status") or {}
+    print(f"{namespace}/{name}  tier={obj['spec']['slaTier']}  "
+          f"traffic: {status.get('trafficSplit', '-')}  replicas: "
+          f"{status.get('replicaSummary', '-')}")
+    for c in status.get("conditions") or []:
+        print(f"  {c['type']:<12} {c['status']:<6} {c['reason']}: {c.get('message', '')}")
+    for c in status.get("clusters") or []:
+        zones = " ".join(f"{z}={v['ready']}/{v['desired']}" for z, v in c["zones"].items())
+        print(f"  cluster {c['name']:<8} {c['phase']:<10} weight={c['weight']:<3} {zones}")
+    if args.decisions:
+        print(yaml.safe_dump({"decisions": status.get("decisions") or []}, sort_keys=False))
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``twinhull`` command. Pure."""
     top = argparse.ArgumentParser(
@@ -106,6 +155,27 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("--output", choices=("text", "json"), default="text",
                           help="text: one line per problem; json: for machines")
     validate.set_defaults(func=_cmd_validate)
+
+    run = sub.add_parser("run", help="run the operator against the hub cluster")
+    run.add_argument("--kubeconfig", help="hub kubeconfig (default: $KUBECONFIG, else in-cluster)")
+    run.add_argument("--policy", metavar="FILE",
+                     help="tier policy file (default: the packaged default tiers)")
+    run.add_argument("--namespace", default="twinhull-system",
+                     help="the operator's namespace; kubeconfig Secrets are read only here")
+    run.add_argument("--gateway", default="twinhull-system/twinhull",
+                     help="NAMESPACE/NAME of the Gateway the HTTPRoutes attach to")
+    run.add_argument("--resync", type=float, default=10.0,
+                     help="seconds between full re-plans when nothing changes")
+    run.add_argument("--liveness", default="http://127.0.0.1:8080/healthz",
+                     help="liveness endpoint URL (kopf's), empty to disable")
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="show a ModelDeployment's state")
+    status.add_argument("target", metavar="NAMESPACE/NAME")
+    status.add_argument("--kubeconfig", help="hub kubeconfig (default: $KUBECONFIG)")
+    status.add_argument("--decisions", action="store_true", help="also list recent decisions")
+    status.set_defaults(func=_cmd_status)
     return top
 
 

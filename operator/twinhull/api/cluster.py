@@ -100,8 +100,10 @@ class ServingClusterStatus(Status):
     """The ``metadata.generation`` this status describes."""
     phase: ClusterPhase | None = None
     """Healthy, Suspect (failing, below the threshold), Down or Recovering."""
+    phase_since: str | None = None
+    """RFC 3339 time the phase last changed."""
     last_probe_time: str | None = None
-    """RFC 3339 time of the last probe."""
+    """RFC 3339 time of the last probe (refreshed at least every 30 s while unchanged)."""
     consecutive_failures: Annotated[int, Field(ge=0)] = 0
     """Failed probes in a row."""
     consecutive_successes: Annotated[int, Field(ge=0)] = 0
@@ -127,7 +129,7 @@ class ServingCluster(Resource):
         plural="servingclusters",
         singular="servingcluster",
         scope="Cluster",
-        short_names=("sc", "scl"),
+        short_names=("scl",),
         printer_columns=(
             column("Region", ".spec.region"),
             column("Phase", ".status.phase"),

@@ -262,6 +262,19 @@ class Decision(Status):
     """The observed values the decision was computed from."""
 
 
+class FailoverLeg(Status):
+    """Failover state of one placed cluster, kept so a restarted operator resumes it."""
+
+    state: Literal["Serving", "FailedOver", "FailingBack"] = "Serving"
+    """Serving its share, failed over (weight 0), or failing back step by step."""
+    since: str | None = None
+    """RFC 3339 time the state began."""
+    step: int = -1
+    """Index of the tier's failback step reached (-1: holding before the first)."""
+    step_since: str | None = None
+    """RFC 3339 time the current step began."""
+
+
 class ModelDeploymentStatus(Status):
     """What the operator observed and decided for one ModelDeployment."""
 
@@ -278,12 +291,21 @@ class ModelDeploymentStatus(Status):
     """Traffic percent per cluster name and ``fallback``; sums to 100."""
     traffic_split: str | None = None
     """The same split in one line, e.g. ``east=50 west=50 fallback=0``."""
+    replica_summary: str | None = None
+    """Ready/desired primary replicas over all serving clusters, e.g. ``4/4``."""
     scaling: ScalingStatus | None = None
     """The last scaling decision."""
     current_snapshot: str | None = None
     """The ModelSnapshot running now."""
     last_good_snapshot: str | None = None
     """The newest ModelSnapshot verified Good."""
+    failover: dict[str, FailoverLeg] = Field(default_factory=dict)
+    """Failover state per placed cluster."""
+    pending: Decision | None = None
+    """A decision waiting for approval (``traffic.failover: Manual``): annotate the
+    ModelDeployment ``serving.twinhull.io/approve=<id>`` to apply it."""
+    unserved_replicas: Annotated[int, Field(ge=0)] = 0
+    """Declared primary replicas no serving zone can carry now."""
     decisions: Annotated[list[Decision], Field(max_length=50)] = Field(default_factory=list)
     """Recent decisions, newest last."""
 
@@ -301,6 +323,7 @@ class ModelDeployment(Resource):
             column("Tier", ".spec.slaTier"),
             column("Model", ".spec.model.name"),
             READY,
+            column("Replicas", ".status.replicaSummary"),
             column("Traffic", ".status.trafficSplit"),
             column("Snapshot", ".status.currentSnapshot", priority=1),
             AGE,

@@ -1,0 +1,240 @@
+"""A member cluster at run time: probe its health, observe twinhull's objects in it, and
+bring them to the desired state. Effects: network I/O through :class:`~.kube.Kube`.
+
+Each member has its own loop (see ``handlers``): the fleet planner only publishes the
+desired objects here and never waits for a member, so a frozen member delays nothing but
+its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from twinhull.clusters.kube import ClusterUnavailable, Kube
+from twinhull.plan.render import DEPLOYMENT, HASH, MANAGED_BY, OPERATOR
+
+log = logging.getLogger(__name__)
+
+ZONE_LABEL = "topology.kubernetes.io/zone"
+GPU = "nvidia.com/gpu"
+SELECTOR = f"{MANAGED_BY}={OPERATOR}"
+
+ObjectKey = tuple[str, str, str, str]
+"""(apiVersion, kind, namespace, name); namespace "" for cluster-scoped objects."""
+
+#: Kinds observed and garbage-collected per ModelDeployment, in deletion order.
+WORKLOAD_KINDS = (("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget"),
+                  ("v1", "Service"))
+#: Kinds applied but never deleted by twinhull (shared between deployments).
+SHARED_KINDS = (("v1", "Namespace"), ("scheduling.k8s.io/v1", "PriorityClass"))
+_ORDER = {"Namespace": 0, "PriorityClass": 0}
+
+
+def key_of(obj: Mapping[str, Any]) -> ObjectKey:
+    """The key of an object. Pure."""
+    meta = obj["metadata"]
+    return obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
+
+
+@dataclass(frozen=True)
+class ZoneNodes:
+    """Nodes of one zone as probed."""
+
+    nodes: int = 0
+    ready: int = 0
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One health probe: did the API answer, and what the nodes look like."""
+
+    ok: bool
+    message: str
+    zones: Mapping[str, ZoneNodes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What matters of one observed object."""
+
+    hash: str | None
+    replicas: int | None = None
+    ready: int = 0
+    deployment: str | None = None
+    """The ModelDeployment it belongs to (label), if any."""
+
+
+def _node_ready(node: Mapping[str, Any]) -> bool:
+    for cond in node.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+def zones_of(nodes: Iterable[Mapping[str, Any]], zones: Iterable[str]) -> dict[str, ZoneNodes]:
+    """Per listed zone: nodes, Ready nodes and allocatable GPUs on Ready nodes. Pure."""
+    out = {z: ZoneNodes() for z in zones}
+    for node in nodes:
+        zone = node.get("metadata", {}).get("labels", {}).get(ZONE_LABEL)
+        if zone not in out:
+            continue
+        ready = _node_ready(node)
+        gpus = int(node.get("status", {}).get("allocatable", {}).get(GPU, 0) or 0)
+        z = out[zone]
+        out[zone] = ZoneNodes(z.nodes + 1, z.ready + ready, z.gpus + (gpus if ready else 0))
+    return out
+
+
+def seen_of(obj: Mapping[str, Any]) -> Seen:
+    """The parts of an observed object twinhull compares. Pure."""
+    meta = obj.get("metadata", {})
+    replicas = ready = None
+    if obj.get("kind") == "Deployment":
+        replicas = obj.get("spec", {}).get("replicas")
+        ready = obj.get("status", {}).get("readyReplicas") or 0
+    return Seen(hash=(meta.get("annotations") or {}).get(HASH), replicas=replicas,
+                ready=ready or 0, deployment=(meta.get("labels") or {}).get(DEPLOYMENT))
+
+
+def needs_write(desired: Mapping[str, Any], seen: Seen | None) -> bool:
+    """Whether an object must be applied: missing, changed content, or scaled by someone
+    else. Pure."""
+    if seen is None:
+        return True
+    want = desired["metadata"].get("annotations", {}).get(HASH)
+    if seen.hash != want:
+        return True
+    return bool(desired["kind"] == "Deployment" and seen.replicas != desired["spec"]["replicas"])
+
+
+class Member:
+    """One member cluster: its client, its last probe and observation, its desired objects."""
+
+    def __init__(self, name: str, kube: Kube, zones: list[str]) -> None:
+        self.name = name
+        self.kube = kube
+        self.zones = zones
+        self.observed: dict[ObjectKey, Seen] = {}
+        self.observed_round = 0
+        """Increases with every complete observation."""
+        self.desired: dict[ObjectKey, dict[str, Any]] = {}
+        self.desired_published = False
+        """True once the fleet has published a complete desired state (orphans may go)."""
+        self._applied: dict[ObjectKey, tuple[str | None, int, int | None]] = {}
+        self.writes = 0
+        """Write requests sent (for tests and benchmarks)."""
+        self.last_error = ""
+
+    async def probe(self, timeout: float) -> ProbeResult:
+        """List the nodes: reachable, Ready per zone, GPUs. Effects: one read."""
+        try:
+            nodes = await self.kube.list("v1", "Node", timeout=timeout)
+        except ClusterUnavailable as exc:
+            return ProbeResult(ok=False, message=str(exc))
+        zones = zones_of(nodes, self.zones)
+        ready = sum(z.ready for z in zones.values())
+        return ProbeResult(ok=True, message=f"{ready} Ready node(s) in {len(zones)} zone(s)",
+                           zones=zones)
+
+    async def observe(self, timeout: float) -> None:
+        """List twinhull's objects in the cluster. Effects: reads. Raises
+        :class:`ClusterUnavailable`; the previous observation stays until one succeeds."""
+        kinds = (*WORKLOAD_KINDS, *SHARED_KINDS)
+        lists = await asyncio.gather(*(self.kube.list(v, k, selector=SELECTOR, timeout=timeout)
+                                       for v, k in kinds))
+        observed: dict[ObjectKey, Seen] = {}
+        for (api_version, kind), items in zip(kinds, lists, strict=True):
+            for item in items:
+                item = {**item, "apiVersion": api_version, "kind": kind}
+                observed[key_of(item)] = seen_of(item)
+        self.observed = observed
+        self.observed_round += 1
+
+    def publish(self, desired: Iterable[Mapping[str, Any]]) -> bool:
+        """Replace the desired objects; return whether anything changed. Effects: memory."""
+        new = {key_of(o): dict(o) for o in desired}
+        changed = new != self.desired or not self.desired_published
+        self.desired = new
+        self.desired_published = True
+        return bool(changed)
+
+    def ready_replicas(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(namespace, Deployment name) to (spec replicas, ready replicas). Pure."""
+        return {(ns, name): (seen.replicas or 0, seen.ready)
+                for (_, kind, ns, name), seen in self.observed.items() if kind == "Deployment"}
+
+    def _pending(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
+        if not needs_write(obj, self.observed.get(key)):
+            return False
+        applied = self._applied.get(key)
+        want = (obj["metadata"].get("annotations", {}).get(HASH),
+                obj.get("spec", {}).get("replicas") if obj["kind"] == "Deployment" else None)
+        # Applied already and not observed since: wait for the next observation.
+        return not (applied and (applied[0], applied[2]) == want
+                    and applied[1] >= self.observed_round)
+
+    def plan_writes(self) -> tuple[list[dict[str, Any]], list[ObjectKey]]:
+        """Objects to apply and to delete to reach the desired state. Pure (reads memory).
+
+        Deletes only workload objects (Deployments, PDBs, Services) labelled as twinhull's
+        that no ModelDeployment wants any more, and only after a complete desired state
+        was published; namespaces and priority classes are never deleted.
+        """
+        applies = [o for k, o in self.desired.items() if self._pending(k, o)]
+        applies.sort(key=lambda o: _ORDER.get(o["kind"], 1))
+        deletes: list[ObjectKey] = []
+        if self.desired_published:
+            workload = {k for _, k in WORKLOAD_KINDS}
+            deletes = [k for k, seen in self.observed.items()
+                       if k[1] in workload and k not in self.desired and seen.deployment]
+        return applies, deletes
+
+    async def converge(self, *, parallel: int = 4) -> int:
+        """Apply and delete what :meth:`plan_writes` says. Returns the writes sent.
+        Effects: writes. Failures are kept in :attr:`last_error` and retried next time."""
+        applies, deletes = self.plan_writes()
+        if not applies and not deletes:
+            return 0
+        gate = asyncio.Semaphore(parallel)
+        errors: list[str] = []
+
+        async def apply(obj: dict[str, Any]) -> None:
+            async with gate:
+                try:
+                    await self.kube.apply(obj)
+                    self.writes += 1
+                    self._applied[key_of(obj)] = (
+                        obj["metadata"].get("annotations", {}).get(HASH), self.observed_round,
+                        obj["spec"]["replicas"] if obj["kind"] == "Deployment" else None)
+                except ClusterUnavailable as exc:
+                    errors.append(str(exc))
+
+        async def delete(key: ObjectKey) -> None:
+            async with gate:
+                try:
+                    await self.kube.delete(key[0], key[1], key[3], namespace=key[2] or None)
+                    self.writes += 1
+                    self.observed.pop(key, None)
+                except ClusterUnavailable as exc:
+                    errors.append(str(exc))
+
+        first = [o for o in applies if o["kind"] in _ORDER]
+        await asyncio.gather(*(apply(o) for o in first))
+        await asyncio.gather(*(apply(o) for o in applies if o["kind"] not in _ORDER),
+                             *(delete(k) for k in deletes))
+        self.last_error = errors[0] if errors else ""
+        if errors:
+            log.warning("cluster %s: %d write(s) failed, retrying: %s", self.name, len(errors),
+                        errors[0])
+        return len(applies) + len(deletes) - len(errors)
+
+    def objects_of(self, namespace: str, name: str) -> list[ObjectKey]:
+        """Observed workload objects of one ModelDeployment. Pure (reads memory)."""
+        workload = {k for _, k in WORKLOAD_KINDS}
+        return [k for k, seen in self.observed.items()
+                if k[1] in workload and k[2] == namespace and seen.deployment == name]

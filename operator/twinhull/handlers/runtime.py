@@ -1,0 +1,89 @@
+"""The operator's in-memory state, shared by its handlers: the hub client, the members,
+the latest ModelDeployments and ServingClusters, and the signal that wakes the fleet loop.
+
+Effects: holds clients; every durable fact lives in the hub (specs, status), so a restarted
+operator rebuilds this from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from twinhull.clusters.kube import Kube
+from twinhull.clusters.member import Member
+from twinhull.plan.fleet import ClusterView
+from twinhull.policy.tiers import TierPolicy
+
+Key = tuple[str, str]
+"""(namespace, name) of a ModelDeployment."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the operator runs; set from the command line."""
+
+    namespace: str = "twinhull-system"
+    """The operator's namespace: the only one kubeconfig Secrets are read from."""
+    gateway: tuple[str, str] = ("twinhull-system", "twinhull")
+    """(namespace, name) of the Gateway every HTTPRoute attaches to."""
+    resync_seconds: float = 10.0
+    """The fleet is re-planned at least this often, even without a change."""
+    hub_timeout_seconds: float = 5.0
+    """Timeout of every call to the hub."""
+    heartbeat_seconds: float = 30.0
+    """A ServingCluster's lastProbeTime is refreshed at most this often when nothing else
+    changes, so a steady cluster costs no write per probe."""
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share."""
+
+    hub: Kube
+    policy: TierPolicy
+    settings: Settings
+    deployments: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """The latest body of every ModelDeployment, from watch events."""
+    clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The latest body of every ServingCluster, from watch events."""
+    members: dict[str, Member] = field(default_factory=dict)
+    views: dict[str, ClusterView] = field(default_factory=dict)
+    """What the planner sees of each cluster (health and zones)."""
+    member_wake: dict[str, asyncio.Event] = field(default_factory=dict)
+    synced: bool = False
+    """True once every ModelDeployment was listed: only then may orphans be removed."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    route_hashes: dict[Key, str] = field(default_factory=dict)
+    started: datetime = field(default_factory=lambda: now())
+    hub_writes: int = 0
+    """Write requests sent to the hub (status, routes, events), for tests and benchmarks."""
+
+    def poke(self) -> None:
+        """Wake the fleet loop. Effects: memory."""
+        self.wake.set()
+
+    def poke_member(self, cluster: str) -> None:
+        """Wake one member's writer. Effects: memory."""
+        event = self.member_wake.get(cluster)
+        if event is not None:
+            event.set()
+
+
+def now() -> datetime:
+    """The current time (UTC). Effects: reads the clock."""
+    return datetime.now(UTC)
+
+
+def rfc3339(t: datetime | None) -> str | None:
+    """A time as Kubernetes writes it. Pure."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """Parse an RFC 3339 time from status. Pure."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

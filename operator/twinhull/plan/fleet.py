@@ -1,0 +1,465 @@
+"""Plan the whole fleet: replicas per cluster and zone, traffic weights, failover and
+failback, conditions and decisions, for every ModelDeployment at once. Pure.
+
+Inputs are values (specs, resolved tiers, observed cluster health and workloads, the
+failover state persisted in status, the time); the output is the desired state plus the
+decisions that changed it, each with its inputs, so a run can be replayed.
+
+The rules:
+
+* A placed cluster is *Serving*, *FailedOver* or *FailingBack* (its "leg"). A Down cluster
+  fails over at once (Automatic) or once the decision's id is approved (Manual). A failed
+  over cluster that is Healthy again fails back through the tier's steps, one step per
+  hold interval, each step only once its replicas are Ready; it fails over again at once
+  if it goes Down mid-ramp.
+* Replicas of zones that do not serve (their cluster not Serving, or no Ready node in the
+  zone) are carried by the serving zones of Healthy clusters, in proportion to their
+  declared replicas, within each cluster's GPU capacity. Deployments are served in tier
+  priority order, so a critical deployment's failover claims free GPUs before a
+  best-effort one. What cannot be carried is *unserved*: the deployment is Degraded, and
+  that share of traffic goes to the fallback model, whose replicas are raised to match.
+* Nothing in a failed cluster is removed: its replica counts stay as declared.
+* Traffic weights are integers summing to 100: the fallback gets the unserved share, the
+  clusters split the rest in proportion to their Ready primary replicas; a cluster failing
+  back gets at most its ramp step's percentage of its normal (declared) share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from twinhull.api.deployment import ModelDeploymentSpec
+from twinhull.api.tier import ServingTierSpec
+from twinhull.plan.health import Phase
+from twinhull.plan.shares import apportion
+
+Role = Literal["primary", "fallback"]
+Slot = tuple[str, Role, str]
+"""(cluster, role, zone): one Deployment in a member cluster."""
+LegState = Literal["Serving", "FailedOver", "FailingBack"]
+FALLBACK = "fallback"
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """A member cluster as the operator sees it: health and what it may hold."""
+
+    name: str
+    phase: Phase | None
+    """None before the first probe."""
+    zones_ready: Mapping[str, bool]
+    """Zone name to whether it has at least one Ready node."""
+    gpus: int
+    """``spec.capacity.gpus``: GPUs twinhull may place here, over all deployments."""
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """One Deployment as observed in its member cluster."""
+
+    desired: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class Leg:
+    """The failover state of one cluster of one ModelDeployment (kept in status)."""
+
+    state: LegState = "Serving"
+    since: datetime | None = None
+    step: int = -1
+    """Index into the tier's failback steps while FailingBack; -1 before the first."""
+    step_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision with the inputs it was made from. ``applied`` is False while it waits
+    for approval (``traffic.failover: Manual``)."""
+
+    id: str
+    kind: str
+    reason: str
+    inputs: Mapping[str, Any]
+    applied: bool = True
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A condition to report: type, status, CamelCase reason, message."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DeploymentInput:
+    """Everything the planner needs about one ModelDeployment."""
+
+    namespace: str
+    name: str
+    spec: ModelDeploymentSpec
+    tier: ServingTierSpec
+    legs: Mapping[str, Leg] = field(default_factory=dict)
+    """The persisted failover state per placed cluster."""
+    observed: Mapping[Slot, Replicas] = field(default_factory=dict)
+    """Deployments observed in the members (missing: not there or not yet seen)."""
+    traffic: Mapping[str, int] = field(default_factory=dict)
+    """The weights currently published."""
+    approved: str | None = None
+    """Value of the approval annotation: the id of a decision an SRE approved."""
+
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    """The desired state of one ModelDeployment and why."""
+
+    replicas: dict[Slot, int]
+    weights: dict[str, int]
+    legs: dict[str, Leg]
+    decisions: list[Decision]
+    pending: Decision | None
+    conditions: list[Condition]
+    unserved: int
+    """Declared primary replicas that no cluster can carry now."""
+
+
+def decision_id(namespace: str, name: str, kind: str, inputs: Mapping[str, Any]) -> str:
+    """A stable id for a decision: same deployment, kind and inputs, same id. Pure."""
+    raw = json.dumps([namespace, name, kind, inputs], sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def declared(spec: ModelDeploymentSpec) -> dict[tuple[str, str], int]:
+    """Declared primary replicas per (cluster, zone). Pure."""
+    return {(p.cluster, z): n for p in spec.placement for z, n in p.zones.items()}
+
+
+def baseline_gpus(spec: ModelDeploymentSpec) -> dict[str, int]:
+    """GPUs per cluster the declared primary and warm fallback replicas take. Pure."""
+    per = spec.model.resources.gpus
+    out: dict[str, int] = {}
+    for p in spec.placement:
+        used = sum(p.zones.values()) * per
+        if spec.fallback is not None:
+            fallback = spec.fallback
+            used += fallback.replicas_per_zone * len(p.zones) * fallback.model.resources.gpus
+        out[p.cluster] = out.get(p.cluster, 0) + used
+    return out
+
+
+class _Ledger:
+    """Free GPUs per cluster while the fleet is planned in priority order."""
+
+    def __init__(self, clusters: Mapping[str, ClusterView], used: Mapping[str, int]) -> None:
+        self.free = {c: v.gpus - used.get(c, 0) for c, v in clusters.items()}
+
+    def take(self, cluster: str, gpus: int, want: int) -> int:
+        """Reserve up to ``want`` replicas of ``gpus`` each; return how many fit."""
+        if gpus <= 0:
+            return want
+        fit = max(0, min(want, self.free.get(cluster, 0) // gpus))
+        self.free[cluster] = self.free.get(cluster, 0) - fit * gpus
+        return fit
+
+
+def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, gpus: int
+            ) -> dict[tuple[str, str], int]:
+    """Place ``total`` replicas over slots in proportion to their weights, within GPU
+    capacity; slots that are full pass their share on to the others."""
+    placed = dict.fromkeys(slots, 0)
+    open_slots = dict(slots)
+    left = total
+    while left > 0 and open_slots:
+        keys = {f"{c}\0{z}": w for (c, z), w in open_slots.items()}
+        shares = apportion(left, keys)
+        progress = 0
+        for key, share in shares.items():
+            cluster, zone = key.split("\0")
+            fit = ledger.take(cluster, gpus, share)
+            placed[(cluster, zone)] += fit
+            progress += fit
+            if fit < share:
+                open_slots.pop((cluster, zone), None)
+        left -= progress
+        if progress == 0:
+            break
+    return placed
+
+
+def _pct(value: int) -> str:
+    return f"{value}%"
+
+
+class _Planner:
+    """Plans one deployment; a class only to share its inputs between the steps."""
+
+    def __init__(self, d: DeploymentInput, clusters: Mapping[str, ClusterView],
+                 ledger: _Ledger, now: datetime) -> None:
+        self.d = d
+        self.spec = d.spec
+        self.clusters = clusters
+        self.ledger = ledger
+        self.now = now
+        self.declared = declared(d.spec)
+        self.placed = [p.cluster for p in d.spec.placement]
+        self.decisions: list[Decision] = []
+        self.pending: Decision | None = None
+
+    def decide(self, kind: str, reason: str, inputs: Mapping[str, Any]) -> Decision:
+        return Decision(decision_id(self.d.namespace, self.d.name, kind, inputs), kind, reason,
+                        dict(inputs))
+
+    def phase(self, cluster: str) -> Phase | None:
+        view = self.clusters.get(cluster)
+        return view.phase if view is not None else None
+
+    def ready(self, cluster: str, role: Role, zone: str) -> int:
+        seen = self.d.observed.get((cluster, role, zone))
+        return seen.ready if seen is not None else 0
+
+    # -- failover and failback ---------------------------------------------------------
+
+    def step_legs(self) -> dict[str, Leg]:
+        legs: dict[str, Leg] = {}
+        manual = self.spec.traffic.failover == "Manual"
+        steps = self.d.tier.failback.steps
+        hold = self.d.tier.failback.hold_seconds
+        for cluster in self.placed:
+            leg = self.d.legs.get(cluster, Leg(since=self.now))
+            phase = self.phase(cluster)
+            # Only a cluster seen Down fails over: no probe yet (a restarted operator) or no
+            # ServingCluster by that name is no evidence of failure.
+            down = phase == "Down"
+            inputs = {"cluster": cluster, "phase": phase or "Unknown", "from": leg.state}
+            if leg.state == "Serving" and down:
+                why = (f"cluster {cluster} is Down: its traffic moves to the other clusters "
+                       "and their zones take its replicas")
+                decision = self.decide("Failover", why, inputs)
+                if manual and self.d.approved != decision.id:
+                    self.pending = replace(decision, applied=False)
+                else:
+                    leg = Leg("FailedOver", since=self.now)
+                    self.decisions.append(decision)
+            elif leg.state == "FailedOver" and phase == "Healthy":
+                why = (f"cluster {cluster} is Healthy again: traffic returns in steps of "
+                       f"{', '.join(map(_pct, steps))} of its share, {hold}s apart")
+                decision = self.decide("Failback", why, inputs)
+                if manual and self.d.approved != decision.id:
+                    self.pending = replace(decision, applied=False)
+                else:
+                    leg = Leg("FailingBack", since=self.now, step=-1, step_since=self.now)
+                    self.decisions.append(decision)
+            elif leg.state == "FailingBack":
+                leg = self._ramp(cluster, leg, phase, steps, hold, inputs)
+            legs[cluster] = leg
+        return legs
+
+    def _ramp(self, cluster: str, leg: Leg, phase: Phase | None, steps: Sequence[int],
+              hold: int, inputs: dict[str, Any]) -> Leg:
+        if phase == "Down":
+            self.decisions.append(self.decide(
+                "Failover", f"cluster {cluster} failed again while failing back: its weight "
+                "drops to 0 at once", {**inputs, "step": leg.step}))
+            return Leg("FailedOver", since=self.now)
+        since = leg.step_since or leg.since or self.now
+        if phase != "Healthy" or (self.now - since).total_seconds() < hold:
+            return leg
+        want = sum(n for (c, _), n in self.declared.items() if c == cluster)
+        ready = sum(self.ready(cluster, "primary", z) for (c, z) in self.declared if c == cluster)
+        if ready < want:
+            return leg  # hold the step until the returning replicas are Ready
+        nxt = leg.step + 1
+        if steps[nxt] >= 100:
+            self.decisions.append(self.decide(
+                "FailbackComplete", f"cluster {cluster} carries its full share again; the "
+                "other clusters return to their declared replicas",
+                {**inputs, "ready": ready, "declared": want}))
+            return Leg("Serving", since=self.now)
+        self.decisions.append(self.decide(
+            "FailbackStep", f"cluster {cluster} takes {steps[nxt]}% of its share after "
+            f"{hold}s healthy at the previous step", {**inputs, "step": steps[nxt],
+                                                      "ready": ready}))
+        return replace(leg, step=nxt, step_since=self.now)
+
+    # -- replicas ----------------------------------------------------------------------
+
+    def zone_up(self, cluster: str, zone: str) -> bool:
+        view = self.clusters.get(cluster)
+        return view is not None and view.zones_ready.get(zone, False)
+
+    def plan_replicas(self, legs: Mapping[str, Leg]) -> tuple[dict[Slot, int], int]:
+        spec = self.spec
+        serving = {(c, z) for (c, z) in self.declared
+                   if legs[c].state == "Serving" and self.zone_up(c, z)}
+        missing = sum(n for cz, n in self.declared.items() if cz not in serving)
+        takers = {cz: max(1, self.declared[cz]) for cz in serving
+                  if self.phase(cz[0]) == "Healthy"}
+        extra = _spread(missing, takers, self.ledger, spec.model.resources.gpus)
+        unserved = missing - sum(extra.values())
+        replicas: dict[Slot, int] = {
+            (c, "primary", z): n + extra.get((c, z), 0) for (c, z), n in self.declared.items()
+        }
+        if spec.fallback is not None:
+            base = spec.fallback.replicas_per_zone
+            fb_extra = _spread(unserved, takers, self.ledger, spec.fallback.model.resources.gpus)
+            for c, z in self.declared:
+                replicas[(c, "fallback", z)] = base + fb_extra.get((c, z), 0)
+        return replicas, unserved
+
+    # -- traffic -----------------------------------------------------------------------
+
+    def plan_weights(self, legs: Mapping[str, Leg], replicas: Mapping[Slot, int],
+                     unserved: int) -> dict[str, int]:
+        total = sum(self.declared.values()) or 1
+        steps = self.d.tier.failback.steps
+        live = [c for c in self.placed if legs[c].state != "FailedOver"]
+        ready = {c: sum(self.ready(c, "primary", z) for (cc, z) in self.declared
+                        if cc == c and self.zone_up(c, z)) for c in live}
+        # A cluster failing back takes its step's percentage of its declared share, and
+        # that much less goes to the fallback.
+        ramp: dict[str, float] = {}
+        for c in live:
+            leg = legs[c]
+            if leg.state == "FailingBack" and leg.step >= 0 and ready[c] > 0:
+                mine = sum(n for (cc, _), n in self.declared.items() if cc == c)
+                ramp[c] = steps[leg.step] / 100 * mine / total
+        carried = sum(ramp.values()) * total
+        served = 1.0 - max(0.0, unserved - carried) / total
+        if self.spec.fallback is None:
+            served = 1.0
+        serving = [c for c in live if legs[c].state == "Serving"]
+        mass = {c: float(ready[c]) for c in serving}
+        if not any(mass.values()) and not ramp:
+            fallback_ready = any(self.ready(c, "fallback", z) for (c, z) in self.declared
+                                 if c in live and self.zone_up(c, z))
+            if fallback_ready and self.spec.fallback is not None:
+                served = 0.0  # no primary replica Ready anywhere: the fallback serves
+            else:  # nothing Ready yet: route by plan
+                mass = {c: float(sum(n for (cc, r, z), n in replicas.items()
+                                     if cc == c and r == "primary" and self.zone_up(c, z)))
+                        for c in live}
+        rest = max(0.0, served - sum(ramp.values()))
+        parts: dict[str, float] = dict.fromkeys(self.placed, 0.0)
+        parts.update(ramp)
+        weight = sum(mass.values())
+        if weight:
+            for c, m in mass.items():
+                parts[c] += rest * m / weight
+        elif ramp:  # only clusters failing back are left: they carry what is served
+            for c, share in ramp.items():
+                parts[c] += rest * share / sum(ramp.values())
+        parts[FALLBACK] = 1.0 - served if self.spec.fallback is not None else 0.0
+        if not any(parts.values()):
+            return {**dict.fromkeys(self.placed, 0), FALLBACK: 0}
+        return apportion(100, parts)
+
+    # -- conditions --------------------------------------------------------------------
+
+    def conditions(self, legs: Mapping[str, Leg], replicas: Mapping[Slot, int],
+                   weights: Mapping[str, int], unserved: int) -> list[Condition]:
+        failed = sorted(c for c, leg in legs.items() if leg.state == "FailedOver")
+        ramping = sorted(c for c, leg in legs.items() if leg.state == "FailingBack")
+        lagging = sorted(
+            f"{c}/{z}{'' if r == 'primary' else ' (fallback)'} {self.ready(c, r, z)}/{n}"
+            for (c, r, z), n in replicas.items()
+            if legs[c].state != "FailedOver" and self.zone_up(c, z) and self.ready(c, r, z) < n
+        )
+        zones_down = sorted(f"{c}/{z}" for (c, z) in self.declared
+                            if legs[c].state != "FailedOver" and not self.zone_up(c, z))
+        serving = sum(w for k, w in weights.items() if k != FALLBACK)
+        ready_primary = sum(self.ready(c, "primary", z) for (c, z) in self.declared
+                            if legs[c].state != "FailedOver")
+        out = []
+        if ready_primary or (weights.get(FALLBACK, 0) and any(
+                self.ready(c, "fallback", z) for (c, z) in self.declared)):
+            out.append(Condition("Available", "True", "Serving",
+                                 f"{serving}% of traffic on the primary model"))
+        else:
+            out.append(Condition("Available", "False", "NoReadyReplicas",
+                                 "no Ready replica serves this model yet"))
+        if unserved:
+            total = sum(self.declared.values())
+            where = "fallback model" if self.spec.fallback else "remaining replicas (no fallback)"
+            out.append(Condition(
+                "Degraded", "True", "InsufficientCapacity",
+                f"{unserved} of {total} declared replicas cannot be placed in the serving "
+                f"zones' GPU capacity; {weights.get(FALLBACK, 0)}% of traffic goes to the "
+                f"{where}"))
+        elif zones_down:
+            out.append(Condition("Degraded", "True", "ZoneUnavailable",
+                                 f"no Ready node in {', '.join(zones_down)}; other zones carry "
+                                 "their replicas"))
+        else:
+            out.append(Condition("Degraded", "False", "FullCapacity",
+                                 "every declared replica has a serving zone"))
+        if failed or ramping:
+            parts = [f"{c} failed over" for c in failed]
+            parts += [f"{c} failing back at {self._step_text(legs[c])}" for c in ramping]
+            out.append(Condition("FailedOver", "True",
+                                 "ClusterDown" if failed else "FailingBack", "; ".join(parts)))
+        else:
+            out.append(Condition("FailedOver", "False", "AllClustersServing",
+                                 "every placed cluster takes its share"))
+        if self.pending is not None:
+            out.append(Condition("Progressing", "True", "WaitingForApproval",
+                                 f"{self.pending.kind} {self.pending.id} waits for approval: "
+                                 f"annotate serving.twinhull.io/approve={self.pending.id}"))
+        elif lagging:
+            out.append(Condition("Progressing", "True", "ReplicasNotReady",
+                                 "waiting for " + ", ".join(lagging)))
+        else:
+            out.append(Condition("Progressing", "False", "Converged",
+                                 "every Deployment has its desired replicas Ready"))
+        ok = not lagging and not unserved and ready_primary > 0
+        out.append(Condition(
+            "Ready", "True" if ok else "False",
+            "Serving" if ok else ("InsufficientCapacity" if unserved else
+                                  "ReplicasNotReady" if lagging or not ready_primary
+                                  else "Unknown"),
+            "all desired replicas Ready at the declared capacity" if ok else
+            "; ".join(c.message for c in out if c.type in ("Degraded", "Progressing")
+                      and c.status == "True") or "no Ready replica yet"))
+        return out
+
+    def _step_text(self, leg: Leg) -> str:
+        steps = self.d.tier.failback.steps
+        return f"{steps[leg.step]}%" if leg.step >= 0 else "0% (holding)"
+
+    def plan(self) -> DeploymentPlan:
+        legs = self.step_legs()
+        replicas, unserved = self.plan_replicas(legs)
+        weights = self.plan_weights(legs, replicas, unserved)
+        if dict(self.d.traffic) != weights and self.d.traffic:
+            self.decisions.append(self.decide(
+                "ShiftTraffic",
+                "weights follow Ready primary capacity, failover and failback state"
+                + (f" and {unserved} unserved replicas" if unserved else ""),
+                {"from": dict(self.d.traffic), "to": weights,
+                 "readyPrimary": {c: sum(self.ready(c, "primary", z) for (cc, z) in self.declared
+                                         if cc == c) for c in self.placed},
+                 "legs": {c: legs[c].state for c in self.placed}, "unserved": unserved}))
+        return DeploymentPlan(
+            replicas=replicas, weights=weights, legs=legs, decisions=self.decisions,
+            pending=self.pending, unserved=unserved,
+            conditions=self.conditions(legs, replicas, weights, unserved),
+        )
+
+
+def plan_fleet(deployments: Sequence[DeploymentInput], clusters: Mapping[str, ClusterView],
+               *, now: datetime) -> dict[tuple[str, str], DeploymentPlan]:
+    """Plan every deployment: highest tier priority first for spare GPUs. Pure."""
+    used: dict[str, int] = {}
+    for d in deployments:
+        for c, g in baseline_gpus(d.spec).items():
+            used[c] = used.get(c, 0) + g
+    ledger = _Ledger(clusters, used)
+    order = sorted(deployments, key=lambda d: (-d.tier.priority, d.namespace, d.name))
+    return {(d.namespace, d.name): _Planner(d, clusters, ledger, now).plan() for d in order}

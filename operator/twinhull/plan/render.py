@@ -1,0 +1,228 @@
+"""Render the member-cluster objects of a ModelDeployment, and its HTTPRoute in the hub.
+Pure: from spec, tier and planned replicas to manifests (dicts), written elsewhere.
+
+Per member cluster, in the namespace named like the ModelDeployment's:
+one Deployment per (role, zone) pinned to the zone, a PodDisruptionBudget for each, a
+Service for the cluster's primary replicas (``<name>-<cluster>``) and one for the fallback
+(``<name>-fallback``), and the tier's PriorityClass. Every object carries the labels that
+tie it to the ModelDeployment and a hash of its own content, so an unchanged object is
+never written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from twinhull.api.deployment import ModelDeploymentSpec, ModelSpec
+from twinhull.api.tier import ServingTierSpec
+from twinhull.plan.fleet import FALLBACK, Role, Slot
+
+RENDERER = "twinhull.io/render-v1"
+"""Version of this renderer; part of every object's hash."""
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+OPERATOR = "twinhull"
+DEPLOYMENT = "serving.twinhull.io/deployment"
+ROLE = "serving.twinhull.io/role"
+ZONE = "serving.twinhull.io/zone"
+CLUSTER = "serving.twinhull.io/cluster"
+HASH = "serving.twinhull.io/content-hash"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+GPU = "nvidia.com/gpu"
+
+_PROBES: dict[str, dict[str, Any]] = {
+    # vLLM, TGI and SGLang all answer GET /health once the model is loaded.
+    "vllm": {"httpGet": {"path": "/health", "port": "http"}},
+    "tgi": {"httpGet": {"path": "/health", "port": "http"}},
+    "sglang": {"httpGet": {"path": "/health", "port": "http"}},
+    "generic": {"tcpSocket": {"port": "http"}},
+}
+
+
+def content_hash(obj: Mapping[str, Any]) -> str:
+    """Hash of an object's content, the renderer version included. Pure."""
+    raw = json.dumps([RENDERER, obj], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _stamped(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"].setdefault("annotations", {})[HASH] = content_hash(obj)
+    return obj
+
+
+def workload_name(name: str, role: Role, zone: str) -> str:
+    """Name of the Deployment (and its PDB) of one role in one zone. Pure."""
+    return f"{name}-{zone}" if role == "primary" else f"{name}-{FALLBACK}-{zone}"
+
+
+def service_name(name: str, role: Role, cluster: str) -> str:
+    """Name of the Service a gateway reaches a cluster's replicas through. Pure."""
+    return f"{name}-{cluster}" if role == "primary" else f"{name}-{FALLBACK}"
+
+
+def labels(name: str, *, role: Role | None = None, zone: str | None = None,
+           cluster: str | None = None) -> dict[str, str]:
+    """The labels tying a member object to its ModelDeployment. Pure."""
+    out = {MANAGED_BY: OPERATOR, DEPLOYMENT: name}
+    if role:
+        out[ROLE] = role
+    if zone:
+        out[ZONE] = zone
+    if cluster:
+        out[CLUSTER] = cluster
+    return out
+
+
+def _resources(model: ModelSpec) -> dict[str, Any]:
+    requests: dict[str, Any] = {}
+    if model.resources.cpu is not None:
+        requests["cpu"] = str(model.resources.cpu)
+    if model.resources.memory is not None:
+        requests["memory"] = str(model.resources.memory)
+    out: dict[str, Any] = {"requests": requests}
+    if model.resources.gpus:
+        requests[GPU] = str(model.resources.gpus)
+        out["limits"] = {GPU: str(model.resources.gpus)}
+    return out
+
+
+def _deployment(name: str, namespace: str, cluster: str, role: Role, zone: str,
+                model: ModelSpec, replicas: int, tier: ServingTierSpec) -> dict[str, Any]:
+    selector = labels(name, role=role, zone=zone)
+    pod_labels = {**selector, CLUSTER: cluster, "serving.twinhull.io/model": model.name}
+    container: dict[str, Any] = {
+        "name": "model",
+        "image": model.image,
+        "args": list(model.args),
+        "ports": [{"name": "http", "containerPort": model.port, "protocol": "TCP"}],
+        "resources": _resources(model),
+        "readinessProbe": {**_PROBES[model.runtime], "periodSeconds": 5,
+                           "failureThreshold": 3},
+    }
+    if model.env:
+        container["env"] = [{"name": e.name, "value": e.value} for e in model.env]
+    pod_spec: dict[str, Any] = {
+        "nodeSelector": {ZONE_LABEL: zone},
+        "containers": [container],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if tier.priority_class_name:
+        pod_spec["priorityClassName"] = tier.priority_class_name
+    return _stamped({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": workload_name(name, role, zone), "namespace": namespace,
+                     "labels": {**selector, CLUSTER: cluster}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    })
+
+
+def _pdb(name: str, namespace: str, cluster: str, role: Role, zone: str,
+         tier: ServingTierSpec) -> dict[str, Any]:
+    selector = labels(name, role=role, zone=zone)
+    return _stamped({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": workload_name(name, role, zone), "namespace": namespace,
+                     "labels": {**selector, CLUSTER: cluster}},
+        "spec": {"maxUnavailable": tier.disruption_budget.max_unavailable,
+                 "selector": {"matchLabels": selector}},
+    })
+
+
+def _service(name: str, namespace: str, cluster: str, role: Role, port: int
+             ) -> dict[str, Any]:
+    return _stamped({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service_name(name, role, cluster), "namespace": namespace,
+                     "labels": labels(name, role=role, cluster=cluster)},
+        "spec": {"selector": labels(name, role=role),
+                 "ports": [{"name": "http", "port": port, "targetPort": "http",
+                            "protocol": "TCP"}]},
+    })
+
+
+def priority_class(tier_name: str, tier: ServingTierSpec) -> dict[str, Any] | None:
+    """The PriorityClass the tier's pods use, created in each member. Pure."""
+    if not tier.priority_class_name:
+        return None
+    return _stamped({
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": tier.priority_class_name,
+                     "labels": {MANAGED_BY: OPERATOR, "serving.twinhull.io/tier": tier_name}},
+        "value": tier.priority,
+        "globalDefault": False,
+        "description": f"twinhull tier {tier_name} (availability {tier.availability_target}%)",
+    })
+
+
+def member_objects(name: str, namespace: str, cluster: str, spec: ModelDeploymentSpec,
+                   tier: ServingTierSpec, replicas: Mapping[Slot, int]) -> list[dict[str, Any]]:
+    """Every object of one ModelDeployment in one member cluster, namespace first. Pure."""
+    objects: list[dict[str, Any]] = [_stamped({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {MANAGED_BY: OPERATOR}},
+    })]
+    roles: list[tuple[Role, ModelSpec]] = [("primary", spec.model)]
+    if spec.fallback is not None:
+        roles.append(("fallback", spec.fallback.model))
+    for role, model in roles:
+        for (c, r, zone), count in sorted(replicas.items()):
+            if c != cluster or r != role:
+                continue
+            objects.append(_deployment(name, namespace, cluster, role, zone, model, count, tier))
+            objects.append(_pdb(name, namespace, cluster, role, zone, tier))
+        objects.append(_service(name, namespace, cluster, role, model.port))
+    return objects
+
+
+def http_route(name: str, namespace: str, uid: str | None, spec: ModelDeploymentSpec,
+               weights: Mapping[str, int], *, gateway: tuple[str, str]) -> dict[str, Any]:
+    """The hub's HTTPRoute: one weighted backend per cluster and one for the fallback.
+
+    Backends are Multi-Cluster Services ``ServiceImport``s (``<name>-<cluster>`` and
+    ``<name>-fallback``, exported from the members' Services of the same names), which
+    multi-cluster gateways (GKE, Istio, Cilium) route to. Pure.
+    """
+    backends = [
+        {"group": "multicluster.x-k8s.io", "kind": "ServiceImport",
+         "name": service_name(name, "primary", p.cluster), "port": spec.model.port,
+         "weight": weights.get(p.cluster, 0)}
+        for p in spec.placement
+    ]
+    if spec.fallback is not None:
+        backends.append({"group": "multicluster.x-k8s.io", "kind": "ServiceImport",
+                         "name": service_name(name, "fallback", ""),
+                         "port": spec.fallback.model.port, "weight": weights.get(FALLBACK, 0)})
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace,
+                                "labels": labels(name)}
+    if uid:
+        metadata["ownerReferences"] = [{
+            "apiVersion": "serving.twinhull.io/v1alpha1", "kind": "ModelDeployment",
+            "name": name, "uid": uid, "controller": True, "blockOwnerDeletion": True}]
+    return _stamped({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": metadata,
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                            "namespace": gateway[0], "name": gateway[1]}],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/v1"},
+                             "headers": [{"type": "Exact", "name": "x-model",
+                                          "value": spec.model.name}]}],
+                "backendRefs": backends,
+            }],
+        },
+    })

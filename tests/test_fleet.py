@@ -1,0 +1,250 @@
+"""The fleet planner: placement, failover, failback, capacity, weights, conditions.
+Pure: simulated time, no cluster."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from twinhull.api import ModelDeployment
+from twinhull.plan.fleet import (
+    ClusterView,
+    DeploymentInput,
+    Leg,
+    Replicas,
+    plan_fleet,
+)
+from twinhull.policy import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+TIERS = load_file()
+
+
+def example(name: str) -> ModelDeployment:
+    return ModelDeployment.model_validate(
+        next(yaml.safe_load_all((ROOT / "examples" / f"{name}.yaml").read_text())))
+
+
+def cluster(name: str, phase: str = "Healthy", gpus: int = 32, down_zones=()) -> ClusterView:
+    zones = {f"{name}-a": True, f"{name}-b": True}
+    for z in down_zones:
+        zones[z] = False
+    return ClusterView(name=name, phase=phase, zones_ready=zones, gpus=gpus)  # type: ignore[arg-type]
+
+
+def all_ready(replicas) -> dict:
+    return {slot: Replicas(n, n) for slot, n in replicas.items()}
+
+
+def deployment(md: ModelDeployment, **kw) -> DeploymentInput:
+    return DeploymentInput(namespace="ai-platform", name=md.metadata.name or "x", spec=md.spec,
+                           tier=TIERS.resolve(md.spec.sla_tier), **kw)
+
+
+def plan_one(d: DeploymentInput, clusters, now=T0):
+    views = {c.name: c for c in clusters}
+    return plan_fleet([d], views, now=now)[(d.namespace, d.name)]
+
+
+def cond(plan, kind):
+    return next(c for c in plan.conditions if c.type == kind)
+
+
+IDE = example("ide-assistant")
+HEALTHY = [cluster("east"), cluster("west")]
+
+
+def steady(md=IDE, clusters=HEALTHY, **kw):
+    first = plan_one(deployment(md, **kw), clusters)
+    return deployment(md, observed=all_ready(first.replicas), traffic=first.weights,
+                      legs=first.legs, **kw), first
+
+
+def test_healthy_clusters_run_the_declared_replicas_with_equal_weights():
+    d, first = steady()
+    plan = plan_one(d, HEALTHY)
+    assert plan.replicas[("east", "primary", "east-a")] == 1
+    assert plan.replicas[("west", "fallback", "west-b")] == 1
+    assert plan.weights == {"east": 50, "west": 50, "fallback": 0}
+    assert cond(plan, "Ready").status == "True"
+    assert cond(plan, "FailedOver").status == "False"
+    assert plan.decisions == [] and plan.pending is None
+
+
+def test_a_down_cluster_fails_over_at_once_and_survivors_carry_its_replicas():
+    d, _ = steady()
+    plan = plan_one(d, [cluster("east"), cluster("west", "Down")])
+    assert plan.legs["west"].state == "FailedOver"
+    assert plan.weights == {"east": 100, "west": 0, "fallback": 0}
+    assert plan.replicas[("east", "primary", "east-a")] == 2
+    assert plan.replicas[("east", "primary", "east-b")] == 2
+    assert plan.replicas[("west", "primary", "west-a")] == 1, "nothing in west is removed"
+    assert [x.kind for x in plan.decisions] == ["Failover", "ShiftTraffic"]
+    assert plan.decisions[0].inputs["phase"] == "Down"
+    assert cond(plan, "FailedOver").reason == "ClusterDown"
+    assert cond(plan, "Degraded").status == "False"
+
+
+def test_a_suspect_cluster_keeps_its_traffic():
+    d, _ = steady()
+    plan = plan_one(d, [cluster("east"), cluster("west", "Suspect")])
+    assert plan.legs["west"].state == "Serving"
+    assert plan.weights == {"east": 50, "west": 50, "fallback": 0}
+    assert plan.decisions == []
+
+
+def test_survivors_short_of_gpus_degrade_to_the_fallback_for_the_rest():
+    d, _ = steady()
+    # east has room for the baseline (2x4 + 2x1 GPUs) plus one more primary replica
+    plan = plan_one(d, [cluster("east", gpus=14), cluster("west", "Down")])
+    east = plan.replicas[("east", "primary", "east-a")] + plan.replicas[("east", "primary", "east-b")]
+    assert east == 3
+    assert plan.unserved == 1
+    assert plan.weights["fallback"] == 25 and plan.weights["east"] == 75
+    assert cond(plan, "Degraded").reason == "InsufficientCapacity"
+    assert cond(plan, "Ready").status == "False"
+    fallback = plan.replicas[("east", "fallback", "east-a")] + plan.replicas[
+        ("east", "fallback", "east-b")]
+    assert fallback == 2, "no GPU left for more fallback replicas either"
+
+
+def test_cold_fallback_starts_on_failover_when_capacity_is_short():
+    md = example("code-review")  # fallback replicasPerZone: 0, 2 GPUs a replica
+    d, first = steady(md)
+    assert first.replicas[("east", "fallback", "east-a")] == 0
+    plan = plan_one(d, [cluster("east", gpus=3), cluster("west", "Down")])
+    assert plan.unserved == 1
+    assert plan.replicas[("east", "fallback", "east-a")] == 1
+    assert plan.weights == {"east": 50, "west": 0, "fallback": 50}
+
+
+def test_manual_failover_waits_for_the_approved_decision():
+    md = example("hybrid-reasoning")  # traffic.failover: Manual
+    d, _ = steady(md)
+    down = [cluster("east"), cluster("west", "Down")]
+    plan = plan_one(d, down)
+    assert plan.pending is not None and plan.pending.kind == "Failover"
+    assert not plan.pending.applied
+    assert plan.legs["west"].state == "Serving"
+    assert cond(plan, "Progressing").reason == "WaitingForApproval"
+    again = plan_one(d, down, now=T0 + timedelta(seconds=30))
+    assert again.pending is not None and again.pending.id == plan.pending.id, "stable id"
+    approved = plan_one(replace(d, approved=plan.pending.id), down)
+    assert approved.legs["west"].state == "FailedOver"
+    assert approved.weights["west"] == 0
+
+
+def test_failback_ramps_through_the_tier_steps_and_survivors_shrink_only_after():
+    d, _ = steady()
+    tier = d.tier
+    hold = tier.failback.hold_seconds
+    failed = plan_one(d, [cluster("east"), cluster("west", "Down")])
+    state = replace(d, legs=failed.legs, traffic=failed.weights,
+                    observed=all_ready(failed.replicas))
+    now = T0 + timedelta(seconds=60)
+    plan = plan_one(state, HEALTHY, now=now)
+    assert plan.legs["west"].state == "FailingBack" and plan.weights["west"] == 0
+    seen = [plan.weights["west"]]
+    east_replicas = [plan.replicas[("east", "primary", "east-a")]]
+    for _ in range(6):
+        now += timedelta(seconds=hold)
+        state = replace(state, legs=plan.legs, traffic=plan.weights,
+                        observed=all_ready(plan.replicas))
+        plan = plan_one(state, HEALTHY, now=now)
+        seen.append(plan.weights["west"])
+        east_replicas.append(plan.replicas[("east", "primary", "east-a")])
+    # 5%, 25%, 50% of its 50% share; at 100% the weights follow Ready capacity, which
+    # still counts east's extra replicas until they are removed one round later
+    assert seen == [0, 2, 12, 25, 33, 50, 50]
+    assert east_replicas == [2, 2, 2, 2, 1, 1, 1]
+    assert plan.legs["west"].state == "Serving"
+    kinds = [x.kind for x in plan.decisions]
+    assert kinds == []
+
+
+def test_a_step_is_held_until_the_returning_replicas_are_ready():
+    d, _ = steady()
+    failing = replace(d, legs={"east": Leg(), "west": Leg("FailingBack", since=T0, step=-1,
+                                                             step_since=T0)})
+    observed = {k: (v if k[0] == "east" else Replicas(v.desired, 0))
+                for k, v in d.observed.items()}
+    plan = plan_one(replace(failing, observed=observed), HEALTHY, now=T0 + timedelta(hours=1))
+    assert plan.legs["west"].step == -1
+
+
+def test_failing_again_mid_ramp_drops_the_weight_to_zero_at_once():
+    d, _ = steady()
+    ramping = replace(d, legs={"east": Leg(), "west": Leg("FailingBack", since=T0, step=2,
+                                                             step_since=T0)})
+    plan = plan_one(ramping, [cluster("east"), cluster("west", "Down")])
+    assert plan.legs["west"].state == "FailedOver"
+    assert plan.weights["west"] == 0
+
+
+def test_a_zone_without_ready_nodes_moves_its_replicas_to_serving_zones():
+    d, _ = steady()
+    plan = plan_one(d, [cluster("east", down_zones=["east-a"]), cluster("west")])
+    assert plan.replicas[("east", "primary", "east-a")] == 1
+    moved = sum(plan.replicas[(c, "primary", z)] for c, z in
+                [("east", "east-b"), ("west", "west-a"), ("west", "west-b")])
+    assert moved == 4
+    assert cond(plan, "Degraded").reason == "ZoneUnavailable"
+
+
+def test_critical_deployments_get_spare_gpus_before_best_effort_ones():
+    low = ModelDeployment.model_validate({
+        "metadata": {"name": "batch", "namespace": "ai-platform"},
+        "spec": {"slaTier": "best-effort",
+                 "model": {"name": "m", "image": "i", "resources": {"gpus": 4}},
+                 "placement": [{"cluster": "east", "zones": {"east-a": 1, "east-b": 1}},
+                               {"cluster": "west", "zones": {"west-a": 1, "west-b": 1}}]},
+    })
+    clusters = {"east": cluster("east", gpus=28), "west": cluster("west", "Down")}
+    inputs = [deployment(low), deployment(IDE)]
+    plans = plan_fleet(inputs, clusters, now=T0)
+    # baseline in east: 8 (ide) + 2 (ide fallback) + 8 (batch) = 18; 10 GPUs spare
+    assert plans[("ai-platform", "ide-assistant")].unserved == 0
+    assert plans[("ai-platform", "batch")].unserved == 2
+
+
+def test_same_inputs_same_plan():
+    d, _ = steady()
+    views = {"east": cluster("east"), "west": cluster("west", "Down")}
+    assert plan_fleet([d], views, now=T0) == plan_fleet([d], views, now=T0)
+
+
+def test_no_probe_yet_is_no_evidence_of_failure():
+    d, _ = steady()
+    unknown = ClusterView(name="west", phase=None, zones_ready={}, gpus=32)
+    plan = plan_one(d, [cluster("east"), unknown])
+    assert plan.legs["west"].state == "Serving"
+    assert plan.decisions[0].kind == "ShiftTraffic" and plan.weights["east"] == 100
+
+
+def test_a_new_deployment_routes_by_plan_until_something_is_ready():
+    plan = plan_one(deployment(IDE), HEALTHY)
+    assert plan.weights == {"east": 50, "west": 50, "fallback": 0}
+    assert cond(plan, "Available").status == "False"
+
+
+def test_the_fallback_serves_when_no_primary_replica_is_ready():
+    d = deployment(IDE)
+    first = plan_one(d, HEALTHY)
+    observed = {k: Replicas(n, n if k[1] == "fallback" else 0) for k, n in first.replicas.items()}
+    plan = plan_one(replace(d, observed=observed), HEALTHY)
+    assert plan.weights == {"east": 0, "west": 0, "fallback": 100}
+    assert cond(plan, "Available").status == "True"
+
+
+def test_a_cluster_failing_back_takes_over_the_fallback_share_first():
+    d, _ = steady()
+    legs = {"east": Leg(), "west": Leg("FailingBack", since=T0, step=2, step_since=T0)}
+    short = [cluster("east", gpus=10), cluster("west")]  # east holds only its baseline
+    plan = plan_one(replace(d, legs=legs), short)
+    assert plan.unserved == 2
+    # west at 50% of its 2-of-4 share carries 1 replica's worth: fallback keeps 25%
+    assert plan.weights == {"east": 50, "west": 25, "fallback": 25}
