@@ -98,3 +98,69 @@ def lab() -> Iterator[Lab]:
     finally:
         if started:  # also after a failed `up`: stop whatever it started
             _lab("down", timeout=120.0, check=True)
+
+
+class Operator:
+    """A `twinhull run` process on the lab's hub, with its log."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, liveness: str) -> None:
+        self.process = process
+        self.log = log
+        self.liveness = liveness
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The operator running against the lab for the session, with the fast-failback tiers.
+    Stopped with SIGTERM at the end; a stop that is not clean fails the session."""
+    import os
+    import signal
+    import sys
+    import time
+    import urllib.request
+
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "twinhull.cli", "run",
+             "--kubeconfig", str(lab.kubeconfig("hub")),
+             "--policy", str(Path(__file__).parent / "tiers-fast.yaml"),
+             "--liveness", liveness, "--resync", "5"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
+        )
+    operator = Operator(process, log, liveness)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(liveness, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the operator did not start:\n{operator.tail()}")
+            time.sleep(0.5)
+        yield operator
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"the operator ignored SIGTERM for 30 s:\n{operator.tail()}")
+        if code != 0:
+            pytest.fail(f"the operator exited {code} on SIGTERM:\n{operator.tail()}")

@@ -52,7 +52,6 @@ def test_model_deployment_crd_has_status_columns_names_and_rules():
     assert any("exists_one(q, q.cluster == p.cluster)" in r for r in rules)
     scaling_rules = [r["rule"] for r in spec["properties"]["scaling"]["x-kubernetes-validations"]]
     assert "self.minReplicasPerZone <= self.maxReplicasPerZone" in scaling_rules
-    assert spec["properties"]["placement"]["x-kubernetes-list-map-keys"] == ["cluster"]
     conditions = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
         "conditions"
     ]

@@ -65,7 +65,7 @@ def steady(md=IDE, clusters=HEALTHY, **kw):
 
 
 def test_healthy_clusters_run_the_declared_replicas_with_equal_weights():
-    d, first = steady()
+    d, _ = steady()
     plan = plan_one(d, HEALTHY)
     assert plan.replicas[("east", "primary", "east-a")] == 1
     assert plan.replicas[("west", "fallback", "west-b")] == 1
@@ -101,7 +101,7 @@ def test_survivors_short_of_gpus_degrade_to_the_fallback_for_the_rest():
     d, _ = steady()
     # east has room for the baseline (2x4 + 2x1 GPUs) plus one more primary replica
     plan = plan_one(d, [cluster("east", gpus=14), cluster("west", "Down")])
-    east = plan.replicas[("east", "primary", "east-a")] + plan.replicas[("east", "primary", "east-b")]
+    east = sum(plan.replicas[("east", "primary", z)] for z in ("east-a", "east-b"))
     assert east == 3
     assert plan.unserved == 1
     assert plan.weights["fallback"] == 25 and plan.weights["east"] == 75

@@ -5,11 +5,12 @@ CRDs, tier policy, member credentials and ServingClusters.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from .kube import Kubectl
-from .layout import MEMBERS, REPO, Layout
+from .layout import MEMBERS, REPO, LabError, Layout
 from .waiting import wait_until
 
 SYSTEM_NAMESPACE = "twinhull-system"
@@ -32,6 +33,8 @@ def bootstrap(hub: Kubectl, layout: Layout, share: Path) -> str:
     )
     repo_files = [path for path in (*_POLICIES, _CLUSTERS_EXAMPLE) if path.is_file()]
     hub.apply_files(repo_files)
+    if _POLICIES[1].is_file():
+        wait_until(lambda: _admits(hub), 60.0, "the tier admission policy to be in force")
     return ", ".join(
         [
             f"Gateway API standard channel ({len(gateway)} files)",
@@ -40,6 +43,25 @@ def bootstrap(hub: Kubectl, layout: Layout, share: Path) -> str:
             *(str(path.relative_to(REPO)) for path in repo_files),
         ]
     )
+
+
+_PROBE = {
+    "apiVersion": "serving.twinhull.io/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "lab-admission-probe", "namespace": "default"},
+    "spec": {"slaTier": "best-effort", "model": {"name": "probe", "image": "probe:1"},
+             "placement": [{"cluster": "east", "zones": {"east-a": 1}}]},
+}
+
+
+def _admits(hub: Kubectl) -> bool:
+    """True once the API server admits a valid ModelDeployment (dry run): the admission
+    policy has resolved its ServingTier parameters. Until then it denies everything."""
+    try:
+        hub.run("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(_PROBE))
+    except LabError:
+        return False
+    return True
 
 
 def namespace(name: str) -> dict[str, Any]:

@@ -186,14 +186,9 @@ class ModelDeploymentSpec(
     """The primary model server."""
     placement: Annotated[
         list[ClusterPlacement],
-        Field(
-            min_length=1,
-            max_length=16,
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["cluster"],
-            },
-        ),
+        # An atomic list (not a list-map keyed by cluster): the CEL rule then reports a
+        # duplicate cluster in its own words, the same as `twinhull validate`.
+        Field(min_length=1, max_length=16),
     ]
     """Replicas per zone, per cluster; every cluster serves at once (active-active)."""
     fallback: Fallback | None = None

@@ -198,6 +198,8 @@ class Member:
         """Apply and delete what :meth:`plan_writes` says. Returns the writes sent.
         Effects: writes. Failures are kept in :attr:`last_error` and retried next time."""
         applies, deletes = self.plan_writes()
+        log.debug("cluster %s: %d to apply, %d to delete (round %d)", self.name, len(applies),
+                  len(deletes), self.observed_round)
         if not applies and not deletes:
             return 0
         gate = asyncio.Semaphore(parallel)

@@ -177,6 +177,7 @@ async def reconcile(rt: Runtime) -> None:
     """One round over the whole fleet. Effects: publishes member objects, writes the hub."""
     t_now = now()
     if not observed_everywhere(rt) and (t_now - rt.started).total_seconds() < STARTUP_GRACE:
+        log.debug("waiting for every cluster's first observation")
         return
     t = rfc3339(t_now)
     inputs: list[DeploymentInput] = []

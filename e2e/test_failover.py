@@ -1,0 +1,229 @@
+"""Active-active placement, failover and failback, with the real operator on the lab."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from fleet import (
+    ROOT,
+    apply,
+    condition,
+    deployment_manifest,
+    deployments,
+    kubectl,
+    namespace_manifest,
+    route_weights,
+    status,
+    wait_for,
+    write_requests,
+)
+
+pytestmark = pytest.mark.e2e
+
+NS = "e2e-failover"
+ZONES = {"east": ("east-a", "east-b"), "west": ("west-a", "west-b")}
+
+
+def weights(lab, name: str) -> dict[str, int]:
+    w = route_weights(lab, NS, name)
+    return {"east": w.get(f"{name}-east", -1), "west": w.get(f"{name}-west", -1),
+            "fallback": w.get(f"{name}-fallback", -1)}
+
+
+def replicas(lab, cluster: str, name: str) -> dict[str, tuple[int, int]]:
+    got = deployments(lab, cluster, NS)
+    return {z: got.get(f"{name}-{z}", (-1, -1)) for z in ZONES[cluster]}
+
+
+def converged(lab, name: str, want: dict[str, int]) -> bool:
+    """Every zone Deployment has ``want[cluster]`` replicas, all Ready, and status is
+    Ready."""
+    for cluster, n in want.items():
+        if any(r != (n, n) for r in replicas(lab, cluster, name).values()):
+            return False
+    return condition(lab, NS, name, "Ready") == "True"
+
+
+@pytest.fixture
+def md(lab, operator) -> Iterator[str]:
+    """A critical ModelDeployment in both clusters, one 1-GPU replica per zone, converged;
+    deleted afterwards, with its member objects."""
+    name = f"ff-{int(time.time() * 1000) % 100000}"
+    apply(lab, namespace_manifest(NS), deployment_manifest(name, NS))
+    wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=60,
+             what=f"{name} converged")
+    wait_for(lambda: weights(lab, name) == {"east": 50, "west": 50, "fallback": 0},
+             timeout=30, what="50/50 weights")
+    yield name
+    kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=true",
+            "--timeout=60s", check=False)
+
+
+EXAMPLES = ("ide-assistant", "aiops-platform", "code-review", "hybrid-reasoning",
+            "unit-test-agent")
+
+
+def test_examples_run_in_both_clusters_and_are_removed_on_delete(lab, operator):
+    kubectl(lab, "hub", "apply", "--server-side", "-f", str(ROOT / "examples"))
+    files = [arg for name in EXAMPLES for arg in ("-f", str(ROOT / "examples" / f"{name}.yaml"))]
+    try:
+        for name in EXAMPLES:
+            md = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+            for p in md["spec"]["placement"]:
+                for zone, n in p["zones"].items():
+                    wait_for(lambda c=p["cluster"], z=zone, n=n, m=name:
+                             deployments(lab, c, "ai-platform").get(f"{m}-{z}") == (n, n),
+                             timeout=90, what=f"{name} {zone} {n}/{n} Ready")
+            wait_for(lambda m=name: condition(lab, "ai-platform", m, "Ready") == "True",
+                     timeout=60, what=f"{name} Ready")
+        w = route_weights(lab, "ai-platform", "ide-assistant")
+        assert w == {"ide-assistant-east": 50, "ide-assistant-west": 50,
+                     "ide-assistant-fallback": 0}
+        s = status(lab, "ai-platform", "ide-assistant")
+        assert s["observedGeneration"] >= 1 and s["traffic"] == {"east": 50, "west": 50,
+                                                                 "fallback": 0}
+        assert {c["name"]: c["zones"]["east-a" if c["name"] == "east" else "west-a"]
+                for c in s["clusters"]} == {"east": {"desired": 1, "ready": 1},
+                                            "west": {"desired": 1, "ready": 1}}
+    finally:
+        kubectl(lab, "hub", "delete", *files, "--ignore-not-found", "--wait=true",
+                "--timeout=90s", check=False)
+    for cluster in ("east", "west"):  # the finalizer waited for it: nothing left
+        assert deployments(lab, cluster, "ai-platform") == {}
+
+
+def _fail_over_and_back(lab, name: str, fault: tuple[str, ...], heal: tuple[str, ...]) -> None:
+    lab.run(*fault)
+    try:
+        wait_for(lambda: weights(lab, name)["west"] == 0 or None, timeout=20,
+                 what="west weight 0")
+        wait_for(lambda: all(r == (2, 2) for r in replicas(lab, "east", name).values()),
+                 timeout=30, what="east carrying the whole capacity")
+        assert condition(lab, NS, name, "FailedOver") == "True"
+        assert weights(lab, name) == {"east": 100, "west": 0, "fallback": 0}
+    finally:
+        lab.run(*heal)
+    seen: list[int] = []
+
+    def back() -> bool:
+        w = weights(lab, name)["west"]
+        if not seen or seen[-1] != w:
+            seen.append(w)
+        return w == 50
+    wait_for(back, timeout=90, what="west back to 50", interval=0.3)
+    assert any(0 < w < 50 for w in seen), f"no intermediate failback step in {seen}"
+    assert seen == sorted(seen), f"failback went backwards: {seen}"
+    wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=60,
+             what="east back to its declared replicas")
+    assert condition(lab, NS, name, "FailedOver") == "False"
+
+
+def test_killed_cluster_fails_over_and_back_gradually(lab, md):
+    _fail_over_and_back(lab, md, ("kill", "west"), ("revive", "west"))
+
+
+def test_frozen_cluster_fails_over_and_back_gradually(lab, md):
+    _fail_over_and_back(lab, md, ("freeze", "west"), ("revive", "west"))
+
+
+def test_a_zone_without_ready_nodes_hands_its_replicas_to_the_others(lab, md):
+    lab.run("zone-down", "east", "east-a")
+    try:
+        wait_for(lambda: condition(lab, NS, md, "Degraded") == "True", timeout=30,
+                 what="Degraded")
+        s = wait_for(lambda: (st := status(lab, NS, md)) and st["unservedReplicas"] == 0
+                     and sum(z["desired"] for c in st["clusters"] for z in c["zones"].values())
+                     == 5 and st, timeout=30, what="east-a's replica placed elsewhere")
+        reason = next(c["reason"] for c in s["conditions"] if c["type"] == "Degraded")
+        assert reason == "ZoneUnavailable"
+        wait_for(lambda: weights(lab, md)["west"] > 50 or None, timeout=30,
+                 what="traffic leaving east-a")
+    finally:
+        lab.run("zone-up", "east", "east-a")
+    wait_for(lambda: converged(lab, md, {"east": 1, "west": 1}), timeout=60,
+             what="back to declared replicas")
+    wait_for(lambda: weights(lab, md) == {"east": 50, "west": 50, "fallback": 0},
+             timeout=30, what="50/50 again")
+
+
+def test_a_freeze_shorter_than_the_threshold_fails_nothing_over(lab, md):
+    before = len(status(lab, NS, md).get("decisions") or [])
+    lab.run("freeze", "west")
+    try:
+        end = time.monotonic() + 3.0  # one probe timeout: Suspect at most
+        while time.monotonic() < end:
+            assert weights(lab, md)["west"] == 50
+            time.sleep(0.3)
+    finally:
+        lab.run("revive", "west")
+    time.sleep(6)  # long enough for a wrong failover to have shown
+    assert weights(lab, md) == {"east": 50, "west": 50, "fallback": 0}
+    kinds = [d["kind"] for d in (status(lab, NS, md).get("decisions") or [])[before:]]
+    assert "Failover" not in kinds
+
+
+def _time_to_ready(lab, name: str) -> float:
+    start = time.monotonic()
+    apply(lab, deployment_manifest(name, NS, tier="best-effort",
+                                   placement={"east": {"east-a": 1}}, fallback=False))
+    wait_for(lambda: converged(lab, name, {}) and
+             deployments(lab, "east", NS).get(f"{name}-east-a") == (1, 1),
+             timeout=60, what=f"{name} Ready")
+    return time.monotonic() - start
+
+
+def test_a_frozen_cluster_does_not_slow_work_on_a_live_one(lab, operator):
+    apply(lab, namespace_manifest(NS))
+    healthy = _time_to_ready(lab, "east-only-a")
+    lab.run("freeze", "west")
+    try:
+        frozen = _time_to_ready(lab, "east-only-b")
+        start = time.monotonic()
+        kubectl(lab, "hub", "patch", "modeldeployment", "east-only-b", "-n", NS, "--type=merge",
+                "-p", '{"spec":{"placement":[{"cluster":"east","zones":{"east-a":2}}]}}')
+        wait_for(lambda: deployments(lab, "east", NS).get("east-only-b-east-a") == (2, 2),
+                 timeout=60, what="update applied in east")
+        updated = time.monotonic() - start
+    finally:
+        lab.run("revive", "west")
+        for name in ("east-only-a", "east-only-b"):
+            kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=false",
+                    check=False)
+    # one probe period of slack: the same work, the same speed
+    assert frozen <= healthy + 2.5, (healthy, frozen)
+    assert updated <= healthy + 2.5, (healthy, updated)
+
+
+def test_a_no_op_resync_writes_nothing(lab, md):
+    time.sleep(3)  # let the last status write and observation settle
+    member_kinds = {"deployments", "services", "poddisruptionbudgets", "namespaces",
+                    "priorityclasses"}
+    hub_kinds = {"modeldeployments", "httproutes", "events"}
+    before = {c: write_requests(lab, c, member_kinds) for c in ("east", "west")}
+    before["hub"] = write_requests(lab, "hub", hub_kinds)
+    time.sleep(12)  # more than two resync periods (5 s) and several probes
+    after = {c: write_requests(lab, c, member_kinds) for c in ("east", "west")}
+    after["hub"] = write_requests(lab, "hub", hub_kinds)
+    assert after == before
+
+
+def test_deleting_while_a_member_is_down_cleans_it_when_it_returns(lab, operator):
+    name = "ff-delete"
+    apply(lab, namespace_manifest(NS), deployment_manifest(name, NS))
+    wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=60,
+             what=f"{name} converged")
+    lab.run("kill", "west")
+    try:
+        wait_for(lambda: condition(lab, NS, name, "FailedOver") == "True", timeout=20,
+                 what="failed over")
+        kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=true",
+                "--timeout=40s")
+        assert replicas(lab, "east", name) == {"east-a": (-1, -1), "east-b": (-1, -1)}
+    finally:
+        lab.run("revive", "west")
+    wait_for(lambda: not any(k.startswith(name) for k in deployments(lab, "west", NS)) or None,
+             timeout=40, what="west cleaned after it returned")
