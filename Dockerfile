@@ -14,4 +14,4 @@ COPY policies/tiers.yaml /etc/twinhull/tiers.yaml
 USER 65532:65532
 ENV PYTHONUNBUFFERED=1
 ENTRYPOINT ["twinhull"]
-CMD ["--help"]
+CMD ["run", "--policy", "/etc/twinhull/tiers.yaml"]

@@ -1,0 +1,129 @@
+"""What the lab benchmarks share: finding the lab, running the operator, reading the fleet
+through the Kubernetes API (the python client, fast enough to poll every 0.1 s)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+E2E = Path(__file__).resolve().parent.parent
+GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
+
+
+def lab_env() -> dict[str, str]:
+    """The lab's settings (`e2e/lab env`); the lab must be up (`e2e/lab up`)."""
+    if subprocess.run([str(E2E / "lab"), "status"], capture_output=True).returncode != 0:
+        sys.exit("the lab is not up: run `e2e/lab up` (or `make lab-up`) first")
+    out = subprocess.run([str(E2E / "lab"), "env"], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(shlex.split(line)[1].split("=", 1) for line in out.splitlines() if line)
+
+
+def api(kubeconfig: str) -> client.ApiClient:
+    """A client that fails fast instead of retrying."""
+    configuration = client.Configuration()
+    config.load_kube_config(kubeconfig, client_configuration=configuration)
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
+
+def lab(*verb: str) -> None:
+    """Run an `e2e/lab` verb."""
+    subprocess.run([str(E2E / "lab"), *verb], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def operator(env: dict[str, str], *, policy: Path | None = None
+             ) -> Iterator[subprocess.Popen[bytes]]:
+    """`twinhull run` on the lab's hub until the block ends (SIGTERM, then wait)."""
+    port = 18000 + os.getpid() % 1000
+    log = Path(tempfile.mkstemp(prefix="twinhull-bench-", suffix=".log")[1])
+    args = [sys.executable, "-m", "twinhull.cli", "run", "--kubeconfig",
+            env["TWINHULL_HUB_KUBECONFIG"], "--liveness", f"http://127.0.0.1:{port}/healthz"]
+    if policy:
+        args += ["--policy", str(policy)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait(lambda: _live(port) or process.poll() is not None, 60, "operator liveness")
+        if process.poll() is not None:
+            sys.exit(f"the operator exited; see {log}")
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _live(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def wait(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> float:
+    """Poll until ``check()`` is truthy; return the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if check():
+                return time.monotonic() - start
+        except Exception:  # a dead member answers with errors while we poll: keep polling
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def write_requests(env: dict[str, str], cluster: str, resources: set[str]) -> int:
+    """Write requests the API server has served for ``resources`` (its own metrics)."""
+    import re
+
+    text = subprocess.run(
+        [f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
+         env[f"TWINHULL_{cluster.upper()}_KUBECONFIG"], "get", "--raw", "/metrics"],
+        capture_output=True, text=True, check=True).stdout
+    total = 0
+    for labels, value in re.findall(r'^apiserver_request_total\{([^}]*)\} (\S+)$', text, re.M):
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if fields.get("verb") in {"POST", "PUT", "PATCH", "DELETE", "APPLY"} and \
+                fields.get("resource") in resources and not fields.get("dry_run"):
+            total += int(float(value))
+    return total
+
+
+def clusters_healthy(hub: client.ApiClient) -> bool:
+    """Whether every ServingCluster is Healthy (not merely back: past its recovery count)."""
+    items = client.CustomObjectsApi(hub).list_cluster_custom_object(
+        GROUP, VERSION, "servingclusters")["items"]
+    return bool(items) and all((i.get("status") or {}).get("phase") == "Healthy" for i in items)
+
+
+def median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
