@@ -35,6 +35,17 @@ system-deps: ## install the Debian packages the lab needs (prometheus, openssl)
 lab-build: system-deps ## build the lab's Kubernetes, etcd and KWOK binaries (cached outside the repo)
 	e2e/labkit/build.sh all
 
+HELM_VERSION := v3.22.0
+HELM := $(HOME)/.cache/twinhull/tools/helm-$(HELM_VERSION)/helm
+
+$(HELM):
+	@echo "building helm $(HELM_VERSION) from its Go module (cached in $(dir $(HELM)))"
+	GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$(dir $(HELM)) \
+	  go install -trimpath -ldflags "-s -w" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.PHONY: tools
+tools: $(HELM) ## build the tools the tests use (helm), cached outside the repo
+
 .PHONY: crds
 crds: $(STAMP) ## regenerate crds/ and the generated files in policies/
 	$(BIN)/twinhull crds
@@ -54,8 +65,8 @@ unit: $(STAMP) ## unit tests (no cluster)
 	$(BIN)/pytest tests -m 'not e2e'
 
 .PHONY: e2e
-e2e: $(STAMP) lab-build ## e2e tests against the local lab (brings it up and down)
-	$(BIN)/pytest e2e -m e2e
+e2e: $(STAMP) lab-build tools ## e2e tests against the local lab (brings it up and down)
+	TWINHULL_HELM=$(HELM) $(BIN)/pytest e2e -m e2e
 
 .PHONY: test
 test: lint unit e2e ## everything CI runs: lint, unit tests, e2e tests

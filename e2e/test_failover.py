@@ -227,3 +227,27 @@ def test_deleting_while_a_member_is_down_cleans_it_when_it_returns(lab, operator
         lab.run("revive", "west")
     wait_for(lambda: not any(k.startswith(name) for k in deployments(lab, "west", NS)) or None,
              timeout=40, what="west cleaned after it returned")
+
+
+def test_manual_failover_waits_for_the_approval_annotation(lab, operator):
+    name = "ff-manual"
+    apply(lab, namespace_manifest(NS), deployment_manifest(name, NS, failover="Manual"))
+    wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=60,
+             what=f"{name} converged")
+    lab.run("kill", "west")
+    try:
+        pending = wait_for(lambda: status(lab, NS, name).get("pending"), timeout=20,
+                           what="a pending Failover decision")
+        assert pending["kind"] == "Failover" and pending["applied"] is False
+        time.sleep(3)
+        assert weights(lab, name)["west"] == 50, "nothing moves before approval"
+        kubectl(lab, "hub", "annotate", "modeldeployment", name, "-n", NS,
+                f"serving.twinhull.io/approve={pending['id']}")
+        wait_for(lambda: weights(lab, name)["west"] == 0 or None, timeout=15,
+                 what="west weight 0 after approval")
+        decided = [d for d in status(lab, NS, name)["decisions"] if d["id"] == pending["id"]]
+        assert decided and decided[0]["kind"] == "Failover"
+    finally:
+        lab.run("revive", "west")
+        kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=false",
+                check=False)

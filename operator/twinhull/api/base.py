@@ -29,9 +29,9 @@ Quantity = Annotated[
 """A Kubernetes resource quantity such as ``8``, ``500m`` or ``64Gi``."""
 
 
-class Spec(BaseModel):
-    """Base of every user-written value: camelCase on the wire, unknown fields rejected,
-    immutable once parsed."""
+class _Wire(BaseModel):
+    """camelCase on the wire, unknown fields rejected, immutable once parsed, each field's
+    docstring its description in the CRD."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -42,16 +42,12 @@ class Spec(BaseModel):
     )
 
 
-class Status(BaseModel):
-    """Base of status values: same wire format as :class:`Spec`; written by the operator."""
+class Spec(_Wire):
+    """Base of every user-written value."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-    )
+
+class Status(_Wire):
+    """Base of status values, written by the operator."""
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -73,6 +69,16 @@ class Condition(Status):
     """RFC 3339 time of the last change of ``status``."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """The ``metadata.generation`` this condition was computed from."""
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+]
+"""Standard conditions, merged by type."""
 
 
 class ObjectMeta(BaseModel):

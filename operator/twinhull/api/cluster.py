@@ -12,7 +12,7 @@ from pydantic import Field
 from twinhull.api.base import (
     AGE,
     READY,
-    Condition,
+    Conditions,
     CrdInfo,
     Name,
     Resource,
@@ -114,10 +114,7 @@ class ServingClusterStatus(Status):
     """Per-zone readiness from the last good probe."""
     allocatable_gpus: Annotated[int, Field(ge=0)] = 0
     """Allocatable GPUs on Ready nodes in the listed zones."""
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
+    conditions: Conditions
     """``Ready`` (API reachable and healthy) and ``Reachable``."""
 
 

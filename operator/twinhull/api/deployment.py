@@ -14,7 +14,7 @@ from pydantic import Field
 from twinhull.api.base import (
     AGE,
     READY,
-    Condition,
+    Conditions,
     CrdInfo,
     Name,
     Quantity,
@@ -275,10 +275,7 @@ class ModelDeploymentStatus(Status):
 
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """The ``metadata.generation`` this status describes."""
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
+    conditions: Conditions
     """Ready, Available, Progressing, Degraded, FailedOver, RolledBack."""
     clusters: list[ClusterServingStatus] = Field(default_factory=list)
     """Per cluster: phase, weight, replicas per zone."""

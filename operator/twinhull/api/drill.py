@@ -11,7 +11,7 @@ from pydantic import Field
 
 from twinhull.api.base import (
     AGE,
-    Condition,
+    Conditions,
     CrdInfo,
     Name,
     Resource,
@@ -83,10 +83,7 @@ class FailoverDrillStatus(Status):
     results: list[DrillResult] = Field(default_factory=list)
     report: str = ""
     """Summary in words."""
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
+    conditions: Conditions
 
 
 class FailoverDrill(Resource):

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from twinhull.api.base import (
     AGE,
-    Condition,
+    Conditions,
     CrdInfo,
     Name,
     Resource,
@@ -74,10 +74,7 @@ class ModelSnapshotStatus(Status):
     """Detail of the outcome."""
     verified_time: str | None = None
     """RFC 3339 time the outcome was decided."""
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
+    conditions: Conditions
 
 
 class ModelSnapshot(Resource):

@@ -1,0 +1,83 @@
+"""Rendering member objects and the HTTPRoute from a plan. Pure."""
+
+from __future__ import annotations
+
+from test_fleet import IDE, TIERS, example
+from twinhull.plan.render import (
+    HASH,
+    content_hash,
+    http_route,
+    member_objects,
+    priority_class,
+)
+
+CRITICAL = TIERS.resolve("critical")
+
+
+def replicas(n: int = 1) -> dict:
+    return {("east", "primary", "east-a"): n, ("east", "primary", "east-b"): 1,
+            ("east", "fallback", "east-a"): 1, ("east", "fallback", "east-b"): 1,
+            ("west", "primary", "west-a"): 1}
+
+
+def by_name(objects: list[dict]) -> dict[str, dict]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects}
+
+
+def test_one_deployment_and_pdb_per_zone_and_role_pinned_to_its_zone():
+    objects = by_name(member_objects("ide", "ai", "east", IDE.spec, CRITICAL, replicas(3)))
+    assert next(iter(objects)) == "Namespace/ai"
+    deployment = objects["Deployment/ide-east-a"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 3
+    assert pod["nodeSelector"] == {"topology.kubernetes.io/zone": "east-a"}
+    assert pod["priorityClassName"] == "twinhull-critical"
+    container = pod["containers"][0]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "4"}
+    assert container["resources"]["requests"]["memory"] == "64Gi"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert objects["Deployment/ide-fallback-east-b"]["spec"]["template"]["spec"][
+        "containers"][0]["image"] == "vllm/vllm-openai:v0.11.0"
+    assert objects["PodDisruptionBudget/ide-east-a"]["spec"]["maxUnavailable"] == 1
+    assert objects["Service/ide-east"]["spec"]["selector"]["serving.twinhull.io/role"] == \
+        "primary"
+    assert "Deployment/ide-west-a" not in objects, "only this cluster's zones"
+
+
+def test_generic_runtime_is_probed_by_tcp():
+    md = example("unit-test-agent")
+    spec = md.spec.model_copy(update={"model": md.spec.model.model_copy(
+        update={"runtime": "generic"})})
+    objects = by_name(member_objects("uta", "ai", "west", spec, TIERS.resolve("best-effort"),
+                                     {("west", "primary", "west-a"): 1}))
+    probe = objects["Deployment/uta-west-a"]["spec"]["template"]["spec"]["containers"][0][
+        "readinessProbe"]
+    assert probe["tcpSocket"] == {"port": "http"}
+
+
+def test_content_hash_changes_with_content_only():
+    first = by_name(member_objects("ide", "ai", "east", IDE.spec, CRITICAL, replicas(1)))
+    again = by_name(member_objects("ide", "ai", "east", IDE.spec, CRITICAL, replicas(1)))
+    scaled = by_name(member_objects("ide", "ai", "east", IDE.spec, CRITICAL, replicas(2)))
+    def digest(objects):
+        return objects["Deployment/ide-east-a"]["metadata"]["annotations"][HASH]
+    assert digest(first) == digest(again) != digest(scaled)
+    assert content_hash({"a": 1}) == content_hash({"a": 1}) != content_hash({"a": 2})
+
+
+def test_http_route_has_a_weighted_backend_per_cluster_and_the_fallback():
+    route = http_route("ide", "ai", "uid-1", IDE.spec, {"east": 70, "west": 0, "fallback": 30},
+                       gateway=("gw-ns", "gw"))
+    backends = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+    assert backends == {"ide-east": 70, "ide-west": 0, "ide-fallback": 30}
+    assert route["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert route["spec"]["parentRefs"][0] == {"group": "gateway.networking.k8s.io",
+                                              "kind": "Gateway", "namespace": "gw-ns",
+                                              "name": "gw"}
+    headers = route["spec"]["rules"][0]["matches"][0]["headers"]
+    assert headers == [{"type": "Exact", "name": "x-model", "value": "qwen3-next-80b"}]
+
+
+def test_priority_class_follows_the_tier():
+    pc = priority_class("critical", CRITICAL)
+    assert pc is not None and pc["value"] == 1000 and pc["metadata"]["name"] == "twinhull-critical"
