@@ -130,20 +130,32 @@ def test_frozen_cluster_fails_over_and_back_gradually(lab, md):
     _fail_over_and_back(lab, md, ("freeze", "west"), ("revive", "west"))
 
 
-def test_a_zone_without_ready_nodes_hands_its_replicas_to_the_others(lab, md):
+def test_a_zone_without_ready_nodes_fails_over_and_back_in_steps(lab, md):
+    def zone_leg() -> dict:
+        return (status(lab, NS, md).get("failover") or {}).get("east/east-a") or {}
+
     lab.run("zone-down", "east", "east-a")
     try:
-        wait_for(lambda: condition(lab, NS, md, "Degraded") == "True", timeout=30,
-                 what="Degraded")
+        wait_for(lambda: zone_leg().get("state") == "FailedOver", timeout=30,
+                 what="east-a failed over")
         s = wait_for(lambda: (st := status(lab, NS, md)) and st["unservedReplicas"] == 0
                      and sum(z["desired"] for c in st["clusters"] for z in c["zones"].values())
                      == 5 and st, timeout=30, what="east-a's replica placed elsewhere")
-        reason = next(c["reason"] for c in s["conditions"] if c["type"] == "Degraded")
-        assert reason == "ZoneUnavailable"
-        wait_for(lambda: weights(lab, md)["west"] > 50 or None, timeout=30,
-                 what="traffic leaving east-a")
+        reasons = {c["type"]: c["reason"] for c in s["conditions"]}
+        assert reasons["Degraded"] == "ZoneUnavailable"
+        assert reasons["FailedOver"] == "ClusterDown"
     finally:
         lab.run("zone-up", "east", "east-a")
+    steps: list[int] = []
+
+    def back() -> bool:
+        leg = zone_leg()
+        if leg.get("state") == "FailingBack" and (not steps or steps[-1] != leg["step"]):
+            steps.append(leg["step"])
+        return leg.get("state") == "Serving"
+    wait_for(back, timeout=90, what="east-a serving again", interval=0.3)
+    assert [x for x in steps if x >= 0], f"no failback step seen: {steps}"
+    assert steps == sorted(steps), steps
     wait_for(lambda: converged(lab, md, {"east": 1, "west": 1}), timeout=60,
              what="back to declared replicas")
     wait_for(lambda: weights(lab, md) == {"east": 50, "west": 50, "fallback": 0},

@@ -185,14 +185,37 @@ def test_failing_again_mid_ramp_drops_the_weight_to_zero_at_once():
     assert plan.weights["west"] == 0
 
 
-def test_a_zone_without_ready_nodes_moves_its_replicas_to_serving_zones():
+def test_a_zone_without_ready_nodes_fails_over_and_back_like_a_cluster():
     d, _ = steady()
-    plan = plan_one(d, [cluster("east", down_zones=["east-a"]), cluster("west")])
-    assert plan.replicas[("east", "primary", "east-a")] == 1
+    zone_down = [cluster("east", down_zones=["east-a"]), cluster("west")]
+    plan = plan_one(d, zone_down)
+    assert plan.legs["east/east-a"].state == "FailedOver"
+    assert plan.replicas[("east", "primary", "east-a")] == 1, "its Deployment stays"
     moved = sum(plan.replicas[(c, "primary", z)] for c, z in
                 [("east", "east-b"), ("west", "west-a"), ("west", "west-b")])
     assert moved == 4
     assert cond(plan, "Degraded").reason == "ZoneUnavailable"
+    assert cond(plan, "FailedOver").status == "True"
+    assert plan.decisions[0].kind == "Failover" and plan.decisions[0].inputs["zone"] == \
+        "east/east-a"
+    # east-a's pods are unready; east-b took its replica, so east keeps half the traffic
+    assert plan.replicas[("east", "primary", "east-b")] == 2
+    observed = {k: (Replicas(v, 0) if k[2] == "east-a" else Replicas(v, v))
+                for k, v in plan.replicas.items()}
+    state = replace(d, legs=plan.legs, traffic=plan.weights, observed=observed)
+    plan = plan_one(state, zone_down)
+    assert plan.weights == {"east": 50, "west": 50, "fallback": 0}
+    hold = d.tier.failback.hold_seconds
+    now, seen = T0, []
+    for _ in range(6):
+        now += timedelta(seconds=hold)
+        state = replace(state, legs=plan.legs, traffic=plan.weights,
+                        observed=all_ready(plan.replicas))
+        plan = plan_one(state, HEALTHY, now=now)
+        seen.append(plan.legs["east/east-a"].state)
+    assert seen[0] == "FailingBack" and seen[-1] == "Serving"
+    assert plan.replicas[("east", "primary", "east-b")] == 1
+    assert plan.weights == {"east": 50, "west": 50, "fallback": 0}
 
 
 def test_critical_deployments_get_spare_gpus_before_best_effort_ones():

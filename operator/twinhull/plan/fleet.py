@@ -228,65 +228,80 @@ class _Planner:
     # -- failover and failback ---------------------------------------------------------
 
     def step_legs(self) -> dict[str, Leg]:
+        """Advance the failover state of every placed cluster, then of every zone of the
+        clusters that serve. Keys: ``cluster`` and ``cluster/zone``."""
         legs: dict[str, Leg] = {}
-        manual = self.spec.traffic.failover == "Manual"
-        steps = self.d.tier.failback.steps
-        hold = self.d.tier.failback.hold_seconds
         for cluster in self.placed:
-            leg = self.d.legs.get(cluster, Leg(since=self.now))
             phase = self.phase(cluster)
             # Only a cluster seen Down fails over: no probe yet (a restarted operator) or no
             # ServingCluster by that name is no evidence of failure.
-            down = phase == "Down"
-            inputs = {"cluster": cluster, "phase": phase or "Unknown", "from": leg.state}
-            if leg.state == "Serving" and down:
-                why = (f"cluster {cluster} is Down: its traffic moves to the other clusters "
-                       "and their zones take its replicas")
-                decision = self.decide("Failover", why, inputs)
-                if manual and self.d.approved != decision.id:
-                    self.pending = replace(decision, applied=False)
-                else:
-                    leg = Leg("FailedOver", since=self.now)
-                    self.decisions.append(decision)
-            elif leg.state == "FailedOver" and phase == "Healthy":
-                why = (f"cluster {cluster} is Healthy again: traffic returns in steps of "
-                       f"{', '.join(map(_pct, steps))} of its share, {hold}s apart")
-                decision = self.decide("Failback", why, inputs)
-                if manual and self.d.approved != decision.id:
-                    self.pending = replace(decision, applied=False)
-                else:
-                    leg = Leg("FailingBack", since=self.now, step=-1, step_since=self.now)
-                    self.decisions.append(decision)
-            elif leg.state == "FailingBack":
-                leg = self._ramp(cluster, leg, phase, steps, hold, inputs)
-            legs[cluster] = leg
+            legs[cluster] = self._advance(
+                cluster, f"cluster {cluster}", down=phase == "Down",
+                healthy=phase == "Healthy", cells=[cz for cz in self.declared if cz[0] == cluster],
+                inputs={"cluster": cluster, "phase": phase or "Unknown"},
+                gated=self.spec.traffic.failover == "Manual")
+        for (cluster, zone), count in self.declared.items():
+            key = f"{cluster}/{zone}"
+            leg = self.d.legs.get(key, Leg(since=self.now))
+            phase = self.phase(cluster)
+            if legs[cluster].state != "Serving" or phase in (None, "Down") or count == 0:
+                legs[key] = leg  # the cluster's own failover covers the zone meanwhile
+                continue
+            up = self.zone_up(cluster, zone)
+            # A zone without a Ready node cannot serve, approved or not: zones move at once.
+            legs[key] = self._advance(
+                key, f"zone {key}", down=not up, healthy=up and phase == "Healthy",
+                cells=[(cluster, zone)], inputs={"zone": key, "phase": phase,
+                                                 "readyNodes": up}, gated=False)
         return legs
 
-    def _ramp(self, cluster: str, leg: Leg, phase: Phase | None, steps: Sequence[int],
-              hold: int, inputs: dict[str, Any]) -> Leg:
-        if phase == "Down":
+    def _advance(self, key: str, what: str, *, down: bool, healthy: bool,
+                 cells: list[tuple[str, str]], inputs: dict[str, Any], gated: bool) -> Leg:
+        leg = self.d.legs.get(key, Leg(since=self.now))
+        steps = self.d.tier.failback.steps
+        hold = self.d.tier.failback.hold_seconds
+        inputs = {**inputs, "from": leg.state}
+        if leg.state == "Serving" and down:
+            decision = self.decide("Failover", f"{what} is down: its traffic moves to the "
+                                   "serving zones, which take its replicas", inputs)
+            if gated and self.d.approved != decision.id:
+                self.pending = replace(decision, applied=False)
+                return leg
+            self.decisions.append(decision)
+            return Leg("FailedOver", since=self.now)
+        if leg.state == "FailedOver" and healthy:
+            decision = self.decide(
+                "Failback", f"{what} is healthy again: traffic returns in steps of "
+                f"{', '.join(map(_pct, steps))} of its share, {hold}s apart", inputs)
+            if gated and self.d.approved != decision.id:
+                self.pending = replace(decision, applied=False)
+                return leg
+            self.decisions.append(decision)
+            return Leg("FailingBack", since=self.now, step=-1, step_since=self.now)
+        if leg.state != "FailingBack":
+            return leg
+        if down:
             self.decisions.append(self.decide(
-                "Failover", f"cluster {cluster} failed again while failing back: its weight "
-                "drops to 0 at once", {**inputs, "step": leg.step}))
+                "Failover", f"{what} failed again while failing back: its weight drops to 0 "
+                "at once", {**inputs, "step": leg.step}))
             return Leg("FailedOver", since=self.now)
         since = leg.step_since or leg.since or self.now
-        if phase != "Healthy" or (self.now - since).total_seconds() < hold:
+        if not healthy or (self.now - since).total_seconds() < hold:
             return leg
-        want = sum(n for (c, _), n in self.declared.items() if c == cluster)
-        ready = sum(self.ready(cluster, "primary", z) for (c, z) in self.declared if c == cluster)
+        want = sum(self.declared[cz] for cz in cells)
+        ready = sum(self.ready(c, "primary", z) for c, z in cells)
         if ready < want:
             return leg  # hold the step until the returning replicas are Ready
         nxt = leg.step + 1
         if steps[nxt] >= 100:
             self.decisions.append(self.decide(
-                "FailbackComplete", f"cluster {cluster} carries its full share again; the "
-                "other clusters return to their declared replicas",
-                {**inputs, "ready": ready, "declared": want}))
+                "FailbackComplete", f"{what} carries its full share again; the other zones "
+                "return to their declared replicas", {**inputs, "ready": ready,
+                                                       "declared": want}))
             return Leg("Serving", since=self.now)
         self.decisions.append(self.decide(
-            "FailbackStep", f"cluster {cluster} takes {steps[nxt]}% of its share after "
-            f"{hold}s healthy at the previous step", {**inputs, "step": steps[nxt],
-                                                      "ready": ready}))
+            "FailbackStep", f"{what} takes {steps[nxt]}% of its share after {hold}s healthy "
+            "at the previous step", {**inputs, "step": steps[nxt], "ready": ready}))
         return replace(leg, step=nxt, step_since=self.now)
 
     # -- replicas ----------------------------------------------------------------------
@@ -295,10 +310,15 @@ class _Planner:
         view = self.clusters.get(cluster)
         return view is not None and view.zones_ready.get(zone, False)
 
+    def serves(self, legs: Mapping[str, Leg], cluster: str, zone: str) -> bool:
+        """Whether a zone takes its full share: its cluster and itself Serving, and up."""
+        zone_leg = legs.get(f"{cluster}/{zone}")
+        return (legs[cluster].state == "Serving" and self.zone_up(cluster, zone)
+                and (zone_leg is None or zone_leg.state == "Serving"))
+
     def plan_replicas(self, legs: Mapping[str, Leg]) -> tuple[dict[Slot, int], int]:
         spec = self.spec
-        serving = {(c, z) for (c, z) in self.declared
-                   if legs[c].state == "Serving" and self.zone_up(c, z)}
+        serving = {(c, z) for (c, z) in self.declared if self.serves(legs, c, z)}
         missing = sum(n for cz, n in self.declared.items() if cz not in serving)
         takers = {cz: max(1, self.declared[cz]) for cz in serving
                   if self.phase(cz[0]) == "Healthy"}
@@ -321,22 +341,27 @@ class _Planner:
         total = sum(self.declared.values()) or 1
         steps = self.d.tier.failback.steps
         live = [c for c in self.placed if legs[c].state != "FailedOver"]
-        ready = {c: sum(self.ready(c, "primary", z) for (cc, z) in self.declared
-                        if cc == c and self.zone_up(c, z)) for c in live}
-        # A cluster failing back takes its step's percentage of its declared share, and
-        # that much less goes to the fallback.
+        # A cluster or zone failing back takes its step's percentage of its declared share,
+        # and that much less goes to the fallback.
         ramp: dict[str, float] = {}
         for c in live:
-            leg = legs[c]
-            if leg.state == "FailingBack" and leg.step >= 0 and ready[c] > 0:
-                mine = sum(n for (cc, _), n in self.declared.items() if cc == c)
-                ramp[c] = steps[leg.step] / 100 * mine / total
+            ramping: list[tuple[Leg, list[tuple[str, str]]]] = []
+            if legs[c].state == "FailingBack":
+                ramping.append((legs[c], [cz for cz in self.declared if cz[0] == c]))
+            else:
+                ramping += [(legs[f"{c}/{z}"], [(c, z)]) for (cc, z) in self.declared
+                            if cc == c and legs.get(f"{c}/{z}", Leg()).state == "FailingBack"]
+            for leg, cells in ramping:
+                if leg.step >= 0 and any(self.ready(cc, "primary", z) > 0 for cc, z in cells):
+                    mine = sum(self.declared[cz] for cz in cells)
+                    ramp[c] = ramp.get(c, 0.0) + steps[leg.step] / 100 * mine / total
         carried = sum(ramp.values()) * total
         served = 1.0 - max(0.0, unserved - carried) / total
         if self.spec.fallback is None:
             served = 1.0
         serving = [c for c in live if legs[c].state == "Serving"]
-        mass = {c: float(ready[c]) for c in serving}
+        mass = {c: float(sum(self.ready(c, "primary", z) for (cc, z) in self.declared
+                             if cc == c and self.serves(legs, c, z))) for c in serving}
         if not any(mass.values()) and not ramp:
             fallback_ready = any(self.ready(c, "fallback", z) for (c, z) in self.declared
                                  if c in live and self.zone_up(c, z))
