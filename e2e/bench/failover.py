@@ -64,6 +64,12 @@ def main() -> None:
         refs = route["spec"]["rules"][0]["backendRefs"]
         return next(r["weight"] for r in refs if r["name"] == f"{NAME}-{backend}")
 
+    def steady() -> bool:
+        md = routes.get_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments", NAME)
+        conditions = {c["type"]: c["status"] for c in (md.get("status") or {}).get(
+            "conditions") or []}
+        return conditions.get("Ready") == "True" and conditions.get("FailedOver") == "False"
+
     def east_ready(n: int) -> bool:
         items = east.list_namespaced_deployment(NS, _request_timeout=2).items
         primary = [d for d in items if "-fallback-" not in d.metadata.name]
@@ -81,7 +87,8 @@ def main() -> None:
         shifts, capacities = [], []
         try:
             for run in range(1, args.runs + 1):
-                wait(lambda: clusters_healthy(hub), 120, "both clusters Healthy")
+                wait(lambda: clusters_healthy(hub) and steady() and weight("west") == 50, 180,
+                     "both clusters Healthy, the deployment Ready and not failed over")
                 start = time.monotonic()
                 lab("kill", "west")
                 wait(lambda: weight("west") == 0, 60, "west weight 0")
