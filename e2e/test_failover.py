@@ -263,3 +263,17 @@ def test_manual_failover_waits_for_the_approval_annotation(lab, operator):
         lab.run("revive", "west")
         kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=false",
                 check=False)
+
+
+def test_an_unknown_tier_is_reported_and_leaves_what_runs_untouched(lab, md):
+    kubectl(lab, "hub", "patch", "modeldeployment", md, "-n", NS, "--type=merge",
+            "-p", '{"spec":{"slaTier":"platinum"}}')
+    wait_for(lambda: next((c for c in status(lab, NS, md).get("conditions") or []
+                           if c["type"] == "Ready" and c["reason"] == "UnknownTier"), None),
+             timeout=20, what="Ready=False UnknownTier")
+    time.sleep(4)  # two member rounds: nothing may be removed
+    assert all(r == (1, 1) for r in replicas(lab, "east", md).values())
+    assert all(r == (1, 1) for r in replicas(lab, "west", md).values())
+    kubectl(lab, "hub", "patch", "modeldeployment", md, "-n", NS, "--type=merge",
+            "-p", '{"spec":{"slaTier":"critical"}}')
+    wait_for(lambda: condition(lab, NS, md, "Ready") == "True", timeout=30, what="Ready again")

@@ -71,3 +71,9 @@ def test_zones_count_ready_nodes_and_their_gpus():
                      ["east-a", "east-b"])
     assert zones["east-a"].nodes == 2 and zones["east-a"].ready == 1
     assert zones["east-a"].gpus == 8 and zones["east-b"].nodes == 0
+
+
+def test_objects_of_a_deployment_that_cannot_be_planned_are_kept():
+    member = member_seeing(OBJECTS)
+    member.publish([], keep={("ai", "ide")})
+    assert member.plan_writes() == ([], [])

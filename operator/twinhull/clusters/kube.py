@@ -101,8 +101,9 @@ class Kube:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"kube-{name}")
 
     def close(self) -> None:
-        """Stop the threads (calls in flight end at their timeout). Effects: threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Release the threads once the calls already queued have ended (each at its
+        timeout at the latest). Effects: threads."""
+        self._pool.shutdown(wait=False)
 
     async def _run(self, fn: Callable[[], T], timeout: float) -> T:
         loop = asyncio.get_running_loop()

@@ -125,6 +125,9 @@ class Member:
         self.desired: dict[ObjectKey, dict[str, Any]] = {}
         self.desired_published = False
         """True once the fleet has published a complete desired state (orphans may go)."""
+        self.kept: set[tuple[str, str]] = set()
+        """(namespace, ModelDeployment) whose objects stay as they are: its spec cannot be
+        planned now (e.g. an unknown tier), which must not tear down what runs."""
         self._applied: dict[ObjectKey, tuple[str | None, int, int | None]] = {}
         self.writes = 0
         """Write requests sent (for tests and benchmarks)."""
@@ -155,11 +158,15 @@ class Member:
         self.observed = observed
         self.observed_round += 1
 
-    def publish(self, desired: Iterable[Mapping[str, Any]]) -> bool:
-        """Replace the desired objects; return whether anything changed. Effects: memory."""
+    def publish(self, desired: Iterable[Mapping[str, Any]],
+                keep: Iterable[tuple[str, str]] = ()) -> bool:
+        """Replace the desired objects, keeping those of the ``keep`` deployments untouched;
+        return whether anything changed. Effects: memory."""
         new = {key_of(o): dict(o) for o in desired}
-        changed = new != self.desired or not self.desired_published
+        kept = set(keep)
+        changed = new != self.desired or kept != self.kept or not self.desired_published
         self.desired = new
+        self.kept = kept
         self.desired_published = True
         return bool(changed)
 
@@ -191,7 +198,8 @@ class Member:
         if self.desired_published:
             workload = {k for _, k in WORKLOAD_KINDS}
             deletes = [k for k, seen in self.observed.items()
-                       if k[1] in workload and k not in self.desired and seen.deployment]
+                       if k[1] in workload and k not in self.desired and seen.deployment
+                       and (k[2], seen.deployment) not in self.kept]
         return applies, deletes
 
     async def converge(self, *, parallel: int = 4) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -183,6 +184,7 @@ async def reconcile(rt: Runtime) -> None:
     inputs: list[DeploymentInput] = []
     bodies: dict[Key, dict[str, Any]] = {}
     writes: list[Any] = []
+    held: set[Key] = set()
     for key, body in list(rt.deployments.items()):
         if body["metadata"].get("deletionTimestamp"):
             continue
@@ -191,7 +193,8 @@ async def reconcile(rt: Runtime) -> None:
             tier = rt.policy.resolve(spec.sla_tier)
         except (pydantic.ValidationError, UnknownTierError) as exc:
             reason = "UnknownTier" if isinstance(exc, UnknownTierError) else "InvalidSpec"
-            status = _invalid_status(body, reason, str(exc))
+            held.add(key)
+            status = _invalid_status(body, reason, f"{exc}; what runs is left as it is")
             if _differs(status, body.get("status") or {}):
                 writes.append(_patch_status(rt, key, status))
             continue
@@ -219,7 +222,7 @@ async def reconcile(rt: Runtime) -> None:
             pc = priority_class(tier_name, rt.policy.resolve(tier_name))
             if pc is not None:
                 objects.insert(0, pc)
-        if rt.members[cluster].publish(objects):
+        if rt.members[cluster].publish(objects, keep=held):
             rt.poke_member(cluster)
 
     for d in inputs:
@@ -250,8 +253,6 @@ async def reconcile(rt: Runtime) -> None:
 
 
 def _short(inputs: Any) -> str:
-    import json
-
     return json.dumps(inputs, sort_keys=True, default=str)[:400]
 
 

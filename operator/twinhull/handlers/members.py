@@ -4,6 +4,7 @@ run its writer. Effects: network I/O, status writes, Events."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 
 from twinhull.api.cluster import ServingClusterSpec
 from twinhull.clusters.kube import ClusterUnavailable, Kube, configuration
-from twinhull.clusters.member import Member, ProbeResult
+from twinhull.clusters.member import Member, ProbeResult, ZoneNodes
 from twinhull.handlers import events
 from twinhull.handlers.runtime import Runtime, now, parse_time, rfc3339
 from twinhull.plan.fleet import ClusterView
@@ -22,6 +23,8 @@ from twinhull.plan.health import Health, next_health
 log = logging.getLogger(__name__)
 
 GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
+SECRET_RECHECK_SECONDS = 30.0
+"""How often a member's kubeconfig Secret is read again, to follow rotated credentials."""
 
 
 @kopf.on.event(GROUP, VERSION, "servingclusters")
@@ -40,7 +43,9 @@ async def cluster_event(event: kopf.RawEvent, body: kopf.Body, name: str, memo: 
     rt.poke()
 
 
-async def _connect(rt: Runtime, name: str, spec: ServingClusterSpec) -> Member:
+async def _kubeconfig(rt: Runtime, spec: ServingClusterSpec) -> tuple[str, dict[str, Any]]:
+    """Read the member's kubeconfig Secret: (its resourceVersion, the parsed kubeconfig).
+    Effects: one hub read. Its content is never logged."""
     ref = spec.kubeconfig_secret_ref
     namespace = ref.namespace or rt.settings.namespace
     if namespace != rt.settings.namespace:
@@ -52,15 +57,20 @@ async def _connect(rt: Runtime, name: str, spec: ServingClusterSpec) -> Member:
     except ClusterUnavailable as exc:
         raise kopf.TemporaryError(f"cannot read Secret {namespace}/{ref.name}: {exc}",
                                   delay=5) from exc
-    import base64
-
     data = (secret.get("data") or {}).get(ref.key)
     if not data:
         raise kopf.TemporaryError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}; "
                                   "add the member's kubeconfig under that key", delay=10)
-    kubeconfig = yaml.safe_load(base64.b64decode(data))
-    kube = Kube(name, configuration(kubeconfig), timeout=float(spec.health.timeout_seconds))
-    return Member(name, kube, list(spec.zones))
+    try:
+        kubeconfig = yaml.safe_load(base64.b64decode(data))
+    except (ValueError, yaml.YAMLError) as exc:
+        raise kopf.TemporaryError(f"Secret {namespace}/{ref.name} key {ref.key!r} is not a "
+                                  "kubeconfig; fix the Secret", delay=10) from exc
+    return str(secret["metadata"].get("resourceVersion", "")), kubeconfig
+
+
+def _client(name: str, spec: ServingClusterSpec, kubeconfig: dict[str, Any]) -> Kube:
+    return Kube(name, configuration(kubeconfig), timeout=float(spec.health.timeout_seconds))
 
 
 def _health_from(status: dict[str, Any]) -> Health:
@@ -102,7 +112,9 @@ async def cluster_daemon(name: str, body: kopf.Body, memo: Any,
     run its writer alongside. Never blocks on the member beyond its probe timeout."""
     rt: Runtime = memo.runtime
     spec = ServingClusterSpec.model_validate(body["spec"])
-    member = await _connect(rt, name, spec)
+    version, kubeconfig = await _kubeconfig(rt, spec)
+    member = Member(name, _client(name, spec, kubeconfig), list(spec.zones))
+    secret_checked = now()
     rt.members[name] = member
     rt.member_wake[name] = asyncio.Event()
     writer = asyncio.create_task(_writer(rt, member, stopped), name=f"writer-{name}")
@@ -114,6 +126,15 @@ async def cluster_daemon(name: str, body: kopf.Body, memo: Any,
             current = rt.clusters.get(name, dict(body))
             spec = ServingClusterSpec.model_validate(current["spec"])
             member.zones = list(spec.zones)
+            if (now() - secret_checked).total_seconds() >= SECRET_RECHECK_SECONDS:
+                secret_checked = now()
+                with contextlib.suppress(kopf.TemporaryError):
+                    new_version, kubeconfig = await _kubeconfig(rt, spec)
+                    if new_version != version:  # rotated credentials: reconnect
+                        version, old = new_version, member.kube
+                        member.kube = _client(name, spec, kubeconfig)
+                        old.close()
+                        log.info("cluster %s: kubeconfig Secret changed, reconnected", name)
             probe = await member.probe(float(spec.health.timeout_seconds))
             if probe.ok:
                 with contextlib.suppress(ClusterUnavailable):
@@ -161,10 +182,8 @@ async def cluster_daemon(name: str, body: kopf.Body, memo: Any,
         member.kube.close()
 
 
-def member_zones(rt: Runtime, name: str) -> dict[str, Any]:
+def member_zones(rt: Runtime, name: str) -> dict[str, ZoneNodes]:
     """The zones of the last good probe, kept while the cluster does not answer."""
-    from twinhull.clusters.member import ZoneNodes
-
     status = (rt.clusters.get(name) or {}).get("status") or {}
     return {z: ZoneNodes(v.get("nodes", 0), v.get("readyNodes", 0), v.get("allocatableGpus", 0))
             for z, v in (status.get("zones") or {}).items()}

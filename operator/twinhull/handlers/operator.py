@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -19,8 +20,6 @@ log = logging.getLogger(__name__)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """Log in to the hub: the kubeconfig given (``--kubeconfig``/``KUBECONFIG``), else the
     in-cluster service account."""
-    import os
-
     if os.environ.get("KUBECONFIG"):
         return kopf.login_with_kubeconfig(**kwargs)
     return kopf.login_with_service_account(**kwargs)
