@@ -80,6 +80,11 @@ def test_examples_run_in_both_clusters_and_are_removed_on_delete(lab, operator):
                              timeout=90, what=f"{name} {zone} {n}/{n} Ready")
             wait_for(lambda m=name: condition(lab, "ai-platform", m, "Ready") == "True",
                      timeout=60, what=f"{name} Ready")
+        # kstatus-style readiness: what GitOps tools and `kubectl wait` rely on
+        kubectl(lab, "hub", "wait", "--for=condition=Ready", "modeldeployments", "--all",
+                "-n", "ai-platform", "--timeout=30s")
+        listed = kubectl(lab, "hub", "get", "twinhull", "-n", "ai-platform")
+        assert "modeldeployment.serving.twinhull.io/ide-assistant" in listed
         w = route_weights(lab, "ai-platform", "ide-assistant")
         assert w == {"ide-assistant-east": 50, "ide-assistant-west": 50,
                      "ide-assistant-fallback": 0}

@@ -90,3 +90,16 @@ def test_users_can_add_tiers(tmp_path):
 def test_committed_schema_is_the_generated_one(root):
     committed = json.loads((root / "policies" / "tiers.schema.json").read_text())
     assert committed == tier_json_schema()
+
+
+def test_the_operator_refuses_to_start_on_an_invalid_policy(tmp_path, capsys):
+    from twinhull.cli import main
+
+    path = tmp_path / "tiers.yaml"
+    path.write_text("apiVersion: serving.twinhull.io/v1alpha1\nkind: ServingTier\n"
+                    "metadata: {name: gold}\nspec: {availabilityTarget: '99.9', priority: -1}\n")
+    # no cluster is reachable at this kubeconfig: the policy must be refused before any call
+    code = main(["run", "--policy", str(path), "--kubeconfig", str(tmp_path / "none")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "spec.priority: -1 is less than the minimum of 0" in err

@@ -1,0 +1,72 @@
+"""PromQL per serving runtime: the metric names vLLM, TGI and SGLang export, and the
+queries twinhull reads per ModelDeployment, by cluster and zone. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twinhull.api.deployment import Runtime
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The metric names of one runtime."""
+
+    prompt_tokens: str
+    """Counter of prompt (input) tokens processed."""
+    generation_tokens: str
+    """Counter of generated (output) tokens."""
+    running: str
+    """Gauge of requests being served."""
+    waiting: str
+    """Gauge of requests queued."""
+    latency_bucket: str
+    """Histogram buckets of the latency the tier targets (time to first token, else the
+    whole request)."""
+
+
+PRESETS: dict[Runtime, Preset] = {
+    "vllm": Preset("vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+                   "vllm:num_requests_running", "vllm:num_requests_waiting",
+                   "vllm:time_to_first_token_seconds_bucket"),
+    "sglang": Preset("sglang:prompt_tokens_total", "sglang:generation_tokens_total",
+                     "sglang:num_running_reqs", "sglang:num_queue_reqs",
+                     "sglang:time_to_first_token_seconds_bucket"),
+    # TGI exports token counts as histograms: their _sum is the token counter.
+    "tgi": Preset("tgi_request_input_length_sum", "tgi_request_generated_tokens_sum",
+                  "tgi_batch_current_size", "tgi_queue_size", "tgi_request_duration_bucket"),
+}
+PRESETS["generic"] = PRESETS["vllm"]  # servers that mimic vLLM's names (most do)
+
+BY = "sum by (cluster, zone)"
+
+
+def _selector(namespace: str, deployment: str) -> str:
+    return f'{{namespace="{namespace}", twinhull_deployment="{deployment}"}}'
+
+
+def demand_tokens(runtime: Runtime, namespace: str, deployment: str, window: str = "1m"
+                  ) -> str:
+    """Tokens per second (prompt + generated), per cluster and zone. Pure."""
+    p, sel = PRESETS[runtime], _selector(namespace, deployment)
+    return (f"{BY} (rate({p.prompt_tokens}{sel}[{window}])) + "
+            f"{BY} (rate({p.generation_tokens}{sel}[{window}]))")
+
+
+def waiting(runtime: Runtime, namespace: str, deployment: str) -> str:
+    """Queued requests, per cluster and zone. Pure."""
+    p = PRESETS[runtime]
+    return f"{BY} ({p.waiting}{_selector(namespace, deployment)})"
+
+
+def running(runtime: Runtime, namespace: str, deployment: str) -> str:
+    """Requests being served, per cluster and zone. Pure."""
+    p = PRESETS[runtime]
+    return f"{BY} ({p.running}{_selector(namespace, deployment)})"
+
+
+def latency_p95(runtime: Runtime, namespace: str, deployment: str, window: str = "5m") -> str:
+    """95th percentile latency in seconds, per cluster and zone. Pure."""
+    p = PRESETS[runtime]
+    return (f"histogram_quantile(0.95, sum by (cluster, zone, le) "
+            f"(rate({p.latency_bucket}{_selector(namespace, deployment)}[{window}])))")
