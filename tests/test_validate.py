@@ -167,3 +167,31 @@ def test_parse_text_keeps_lines():
     (doc,) = parse_text("a:\n  b:\n    - x\n    - y\n", file="f.yaml")
     assert doc.line_of(("a", "b", 1)) == 4
     assert doc.line_of(("a", "missing")) == 1
+
+
+def test_strict_turns_warnings_into_failures(root, tmp_path, capsys):
+    md = (root / "examples/code-review.yaml").read_text().replace("cluster: west", "cluster: north")
+    path = tmp_path / "both.yaml"
+    path.write_text(md + "\n---\n" + (root / "examples/clusters.yaml").read_text())
+    assert main(["validate", "--strict", str(path)]) == 1
+    assert "valid, 1 warning(s)" in capsys.readouterr().err
+
+
+def test_declared_gpus_beyond_a_clusters_capacity_are_a_warning(root, tmp_path, capsys):
+    clusters = (root / "examples/clusters.yaml").read_text().replace("gpus: 32", "gpus: 8")
+    path = tmp_path / "small.yaml"
+    path.write_text((root / "examples/ide-assistant.yaml").read_text() + "\n---\n" + clusters)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    # ide-assistant: 2 primary replicas x 4 GPUs + 2 warm fallback replicas x 1 GPU per cluster
+    assert "ServingCluster/east: spec.capacity.gpus: warning: the ModelDeployments given " \
+           "declare 10 GPUs here" in out
+
+
+def test_standard_input_is_read_with_a_dash(root, monkeypatch, capsys):
+    import io
+
+    text = (root / "tests/manifests/invalid/critical-single-cluster.yaml").read_text()
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    assert main(["validate", "-"]) == 1
+    assert capsys.readouterr().out.startswith("<stdin>:")

@@ -69,13 +69,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(problem)
         errors = sum(p.severity == "error" for p in report.problems)
+        warnings = len(report.problems) - errors
         verdict = "valid" if report.ok else f"invalid: {errors} error(s)"
+        if warnings:
+            verdict += f", {warnings} warning(s)"
         print(
             f"{verdict}; {report.checked} twinhull object(s) checked, "
             f"{report.passed_through} other object(s) passed through",
             file=sys.stderr,
         )
-    return EXIT_OK if report.ok else EXIT_INVALID
+    passed = report.clean if args.strict else report.ok
+    return EXIT_OK if passed else EXIT_INVALID
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -149,7 +153,10 @@ def parser() -> argparse.ArgumentParser:
         "together. Other kinds pass through. Exit 0 valid, 1 invalid, 2 unreadable input.",
     )
     validate.add_argument("paths", nargs="+", metavar="PATH",
-                          help="YAML files or directories (searched recursively)")
+                          help="YAML files or directories (searched recursively); - for stdin")
+    validate.add_argument("--strict", action="store_true",
+                          help="warnings fail too (exit 1), e.g. a placement naming a cluster "
+                               "none of the inputs defines")
     validate.add_argument("--policy", metavar="FILE",
                           help="tier policy file (default: the packaged default tiers)")
     validate.add_argument("--output", choices=("text", "json"), default="text",

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import pydantic
 
-from twinhull.api import GROUP, KINDS, VERSION
+from twinhull.api import GROUP, KINDS, VERSION, ModelDeploymentSpec
+from twinhull.plan.fleet import baseline_gpus
 from twinhull.policy.tiers import TierPolicy
 from twinhull.validation.cel import FieldPath, crd_rule_errors, tier_rule_errors
 from twinhull.validation.documents import Document
@@ -55,6 +56,11 @@ class Report:
     def ok(self) -> bool:
         """True when no problem is an error. Pure."""
         return not any(p.severity == "error" for p in self.problems)
+
+    @property
+    def clean(self) -> bool:
+        """True when there is no problem at all, warnings included. Pure."""
+        return not self.problems
 
 
 @dataclass(frozen=True)
@@ -154,14 +160,29 @@ def _check_one(item: _Item, policy: TierPolicy, tiers: dict[str, dict[str, Any]]
 
 
 def _check_references(deployments: list[tuple[_Item, dict[str, Any]]],
-                      clusters: dict[str, dict[str, Any]]) -> Iterator[Problem]:
-    """Placements against the ServingClusters among the inputs."""
+                      clusters: dict[str, tuple[_Item, dict[str, Any]]]) -> Iterator[Problem]:
+    """Placements against the ServingClusters among the inputs: known clusters and zones,
+    and GPUs declared within each cluster's capacity."""
     if not clusters:
         return
+    gpus: dict[str, int] = {}
+    for _, md in deployments:
+        for cluster_name, used in baseline_gpus(ModelDeploymentSpec.model_validate(
+                md["spec"])).items():
+            gpus[cluster_name] = gpus.get(cluster_name, 0) + used
+    for name, (item, sc) in sorted(clusters.items()):
+        capacity = sc["spec"]["capacity"]["gpus"]
+        if gpus.get(name, 0) > capacity:
+            yield item.problem(
+                ("spec", "capacity", "gpus"),
+                f"the ModelDeployments given declare {gpus[name]} GPUs here (primary and warm "
+                f"fallback replicas) but capacity is {capacity}; raise it or lower replicas",
+                severity="warning",
+            )
     for item, md in deployments:
         for i, placement in enumerate(md["spec"]["placement"]):
-            cluster = clusters.get(placement["cluster"])
-            if cluster is None:
+            entry = clusters.get(placement["cluster"])
+            if entry is None:
                 yield item.problem(
                     ("spec", "placement", i, "cluster"),
                     f"no ServingCluster {placement['cluster']!r} among the inputs (known: "
@@ -169,7 +190,7 @@ def _check_references(deployments: list[tuple[_Item, dict[str, Any]]],
                     severity="warning",
                 )
                 continue
-            known = cluster["spec"]["zones"]
+            known = entry[1]["spec"]["zones"]
             for zone in placement["zones"]:
                 if zone not in known:
                     yield item.problem(
@@ -184,7 +205,7 @@ def check_documents(documents: Iterable[Document], policy: TierPolicy) -> Report
     problems: list[Problem] = []
     checked = passed = 0
     deployments: list[tuple[_Item, dict[str, Any]]] = []
-    clusters: dict[str, dict[str, Any]] = {}
+    clusters: dict[str, tuple[_Item, dict[str, Any]]] = {}
     tiers = {t["metadata"]["name"]: t for t in policy.objects()}
     for entry in _objects(documents):
         if isinstance(entry, Problem):
@@ -200,6 +221,6 @@ def check_documents(documents: Iterable[Document], policy: TierPolicy) -> Report
             if entry.kind == "ModelDeployment":
                 deployments.append((entry, defaulted))
             elif entry.kind == "ServingCluster":
-                clusters[entry.name] = defaulted
+                clusters[entry.name] = (entry, defaulted)
     problems += _check_references(deployments, clusters)
     return Report(problems=tuple(problems), checked=checked, passed_through=passed)

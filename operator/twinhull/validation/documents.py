@@ -5,6 +5,7 @@ Effects: reads files (:func:`read_paths`); :func:`parse_text` is pure.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -138,19 +139,23 @@ def parse_text(text: str, *, file: str) -> list[Document]:
 
 def _expand(paths: Iterable[Path]) -> Iterator[Path]:
     for path in paths:
-        if path.is_dir():
+        if str(path) != "-" and path.is_dir():
             yield from sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
         else:
             yield path
 
 
 def read_paths(paths: Iterable[Path]) -> list[Document]:
-    """Read files and directories (recursively, ``*.yaml|*.yml|*.json``) into documents.
+    """Read files and directories (recursively, ``*.yaml|*.yml|*.json``) into documents;
+    ``-`` reads standard input (e.g. ``kustomize build | twinhull validate -``).
 
     Effects: reads files. Raises :class:`ManifestError` for a missing or unreadable file.
     """
     documents: list[Document] = []
     for path in _expand(paths):
+        if str(path) == "-":
+            documents += parse_text(sys.stdin.read(), file="<stdin>")
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError as exc:
