@@ -1,0 +1,158 @@
+"""How many primary replicas a ModelDeployment needs now, from measured load. Pure.
+
+From demand (tokens per second, or queued requests, or a custom query's value), the
+tier's headroom and the deployment's targets, with the stability rules users miss in
+HPA and KEDA:
+
+* **missing metrics never scale down**: without a reading the last decision holds and
+  ``metrics_available`` is False (KEDA falls back to a fixed count or stalls);
+* a **tolerance band** (10 %, HPA's default) ignores small changes;
+* **scale-up is rate limited** to doubling or +4 replicas a decision (HPA's default policy);
+* **scale-down waits** for the tier's stabilization window: the count only drops to the
+  highest recommendation seen within it;
+* **queue depth corrects upward**: waiting requests beyond the per-replica target add
+  replicas even when token throughput looks fine;
+* **pre-warm**: a demand forecast for the coming minutes (e.g. the same time on previous
+  days) raises the floor before a recurring peak arrives.
+
+Time is an input; the state it needs (the current count and the recent
+recommendations) is kept in status by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from twinhull.api.deployment import Scaling
+from twinhull.api.tier import ServingTierSpec
+from twinhull.plan.shares import apportion
+
+TOLERANCE = 0.10
+"""Relative change below which the count is kept (HPA's default tolerance)."""
+UP_FACTOR, UP_STEP = 2.0, 4
+"""A decision may at most double the count or add 4 replicas, whichever is more."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """Measured load over all serving zones; None where the metric is unavailable."""
+
+    tokens_per_second: float | None = None
+    waiting: float | None = None
+    custom: float | None = None
+    forecast_tokens_per_second: float | None = None
+    """Expected demand shortly ahead (pre-warm); None when there is no history."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A recommended count at a time (kept for the stabilization window)."""
+
+    time: datetime
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    """The decided total, why, and from what."""
+
+    replicas: int
+    reason: str
+    metrics_available: bool
+    history: tuple[Recommendation, ...]
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def _needed(spec: Scaling, tier: ServingTierSpec, load: Load, current: int
+            ) -> float | None:
+    """Replicas the load asks for (a real number, before rounding and the stability
+    rules); None without a reading."""
+    headroom = 1 + tier.headroom_percent / 100
+    target = spec.target_tokens_per_second_per_replica
+    if spec.metric == "tokens":
+        if load.tokens_per_second is None:
+            return None
+        needed = load.tokens_per_second * headroom / target
+        if load.waiting is not None:  # queued work beyond the target adds replicas
+            excess = load.waiting - spec.target_queue_per_replica * max(current, 1)
+            if excess > 0:
+                needed = max(needed, current + excess / spec.target_queue_per_replica)
+    elif spec.metric == "queue":
+        if load.waiting is None:
+            return None
+        needed = load.waiting / spec.target_queue_per_replica
+    else:
+        if load.custom is None:
+            return None
+        needed = load.custom * headroom / target
+    if load.forecast_tokens_per_second is not None:
+        needed = max(needed, load.forecast_tokens_per_second * headroom / target)
+    return needed
+
+
+def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int, zones: int,
+              history: Sequence[Recommendation], now: datetime) -> ScaleResult:
+    """The total primary replicas to run now over ``zones`` serving zones. Pure."""
+    low, high = spec.min_replicas_per_zone * zones, spec.max_replicas_per_zone * zones
+    window = tier.scale_down_stabilization_seconds
+    within = [r for r in history if (now - r.time).total_seconds() <= window]
+    older = [r for r in history if (now - r.time).total_seconds() > window]
+    # the newest recommendation from before the window shows the window is covered
+    kept = (*older[-1:], *within)
+    needed = _needed(spec, tier, load, current)
+    inputs: dict[str, Any] = {
+        "metric": spec.metric, "tokensPerSecond": load.tokens_per_second,
+        "waiting": load.waiting, "custom": load.custom,
+        "forecastTokensPerSecond": load.forecast_tokens_per_second, "current": current,
+        "headroomPercent": tier.headroom_percent, "bounds": [low, high],
+    }
+    if needed is None:
+        return ScaleResult(current, "no metrics: holding the last decision (never scaling "
+                           "down without a reading)", False, kept, inputs)
+    inputs["needed"] = round(needed, 2)
+    if current and abs(needed / current - 1) <= TOLERANCE:
+        wanted = current  # HPA's rule: the ratio to the current count, before rounding
+    else:
+        wanted = min(max(math.ceil(needed), low), high)
+    history_now = (*kept, Recommendation(now, wanted))
+    recent = (*within, history_now[-1])
+    if wanted > current:
+        limit = max(math.ceil(current * UP_FACTOR), current + UP_STEP)
+        result = min(wanted, limit)
+        why = (f"load needs {needed:.1f} replicas" + (f"; limited to {result} this step"
+                                                  if result < wanted else ""))
+    elif wanted < current and not older:
+        result = current
+        why = (f"load needs {needed:.1f} replicas; holding {current} until the {window}s "
+               "stabilization window has recommendations")
+    elif wanted < current:
+        result = max(r.replicas for r in recent)  # the highest within the window
+        why = (f"load needs {needed:.1f} replicas; scaling down to {result}, the highest "
+               f"recommendation in the last {window}s" if result < current else
+               f"load needs {needed:.1f} replicas; holding {current} for the {window}s "
+               "stabilization window")
+        result = min(result, current)
+    else:
+        result = current
+        why = (f"load needs {needed:.1f} replicas: within {TOLERANCE:.0%} of {current}, "
+               "unchanged")
+    return ScaleResult(result, why, True, history_now, inputs)
+
+
+def spread(total: int, cells: Sequence[tuple[str, str]], weights: dict[str, int], *,
+           low: int, high: int) -> dict[tuple[str, str], int]:
+    """Split a total over (cluster, zone) cells: clusters by traffic weight, zones evenly,
+    each zone within [low, high]. Pure."""
+    clusters = sorted({c for c, _ in cells})
+    by_cluster = apportion(total, {c: float(weights.get(c, 0)) for c in clusters})
+    out: dict[tuple[str, str], int] = {}
+    for cluster in clusters:
+        zones = [cz for cz in cells if cz[0] == cluster]
+        share = apportion(by_cluster[cluster], {f"{c}\0{z}": 1.0 for c, z in zones})
+        for c, z in zones:
+            out[(c, z)] = min(max(share[f"{c}\0{z}"], low), high)
+    return out
