@@ -137,7 +137,9 @@ def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ope
             [sys.executable, "-m", "twinhull.cli", "run",
              "--kubeconfig", str(lab.kubeconfig("hub")),
              "--policy", str(Path(__file__).parent / "tiers-fast.yaml"),
-             "--liveness", liveness, "--resync", "5"],
+             "--liveness", liveness, "--resync", "5",
+             "--prometheus", lab.prometheus_url, "--metrics-interval", "2",
+             "--rate-window", "10s"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
         )
     operator = Operator(process, log, liveness)

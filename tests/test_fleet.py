@@ -271,3 +271,64 @@ def test_a_cluster_failing_back_takes_over_the_fallback_share_first():
     assert plan.unserved == 2
     # west at 50% of its 2-of-4 share carries 1 replica's worth: fallback keeps 25%
     assert plan.weights == {"east": 50, "west": 25, "fallback": 25}
+
+
+def _scaled(mode: str):
+    return example("ide-assistant").model_copy(update={"spec": IDE.spec.model_copy(update={
+        "scaling": IDE.spec.scaling.model_copy(update={"mode": mode})})})
+
+
+def test_enforced_scaling_raises_every_zone_and_says_why():
+    from twinhull.plan.scaling import Load
+
+    md = _scaled("Enforce")  # 2,500 tokens/s a replica, 1..3 a zone, 4 zones
+    d, _ = steady(md)
+    plan = plan_one(replace(d, load=Load(tokens_per_second=16_000)), HEALTHY)  # 7.7 -> 8
+    assert plan.scaled == 8
+    assert {n for (c, r, z), n in plan.replicas.items() if r == "primary"} == {2}
+    (scale,) = [x for x in plan.decisions if x.kind == "Scale"]
+    assert scale.inputs["from"] == 4 and scale.inputs["to"] == 8
+    assert cond(plan, "MetricsAvailable").status == "True"
+
+
+def test_without_metrics_scaling_holds_and_reports_it():
+    d, _ = steady(_scaled("Enforce"))
+    plan = plan_one(replace(d, scaled=8, load=None), HEALTHY)
+    assert plan.scaled == 8 and not [x for x in plan.decisions if x.kind == "Scale"]
+    assert cond(plan, "MetricsAvailable").status == "False"
+
+
+def test_suggested_scaling_waits_for_approval_then_applies_exactly_it():
+    from twinhull.plan.scaling import Load
+
+    d, _ = steady(_scaled("Suggest"))
+    busy = replace(d, load=Load(tokens_per_second=16_000))
+    plan = plan_one(busy, HEALTHY)
+    assert plan.pending is not None and plan.pending.kind == "Scale"
+    assert plan.scaled == 4 and plan.replicas[("east", "primary", "east-a")] == 1
+    approved = plan_one(replace(busy, approved=plan.pending.id), HEALTHY)
+    assert approved.scaled == 8 and approved.replicas[("east", "primary", "east-a")] == 2
+
+
+def test_scaling_off_keeps_the_placement_exactly():
+    d, _ = steady(_scaled("Off"))
+    plan = plan_one(d, HEALTHY)
+    assert plan.scale is None and plan.scaled is None
+    assert all(c.type != "MetricsAvailable" for c in plan.conditions)
+
+
+def test_during_failover_the_survivors_carry_the_scaled_total():
+    d, _ = steady(_scaled("Enforce"))
+    plan = plan_one(replace(d, scaled=8), [cluster("east", gpus=64), cluster("west", "Down")])
+    east = sum(n for (c, r, z), n in plan.replicas.items() if c == "east" and r == "primary")
+    assert east == 8
+
+
+def test_a_suggestion_keeps_its_id_while_the_load_jitters():
+    from twinhull.plan.scaling import Load
+
+    d, _ = steady(_scaled("Suggest"))
+    first = plan_one(replace(d, load=Load(tokens_per_second=16_000)), HEALTHY)
+    second = plan_one(replace(d, load=Load(tokens_per_second=16_321.5)), HEALTHY)
+    assert first.pending is not None and second.pending is not None
+    assert first.pending.id == second.pending.id

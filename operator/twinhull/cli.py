@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,7 +89,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     namespace, _, name = args.gateway.partition("/")
     settings = Settings(namespace=args.namespace, gateway=(namespace, name or namespace),
-                        resync_seconds=args.resync)
+                        resync_seconds=args.resync, prometheus_url=args.prometheus or None,
+                        metrics_seconds=args.metrics_interval, rate_window=args.rate_window)
     try:
         run(kubeconfig=args.kubeconfig, policy=Path(args.policy) if args.policy else None,
             settings=settings, liveness=args.liveness, verbose=args.verbose)
@@ -171,6 +173,14 @@ def parser() -> argparse.ArgumentParser:
                      help="the operator's namespace; kubeconfig Secrets are read only here")
     run.add_argument("--gateway", default="twinhull-system/twinhull",
                      help="NAMESPACE/NAME of the Gateway the HTTPRoutes attach to")
+    run.add_argument("--prometheus", metavar="URL",
+                     default=os.environ.get("TWINHULL_PROMETHEUS_URL"),
+                     help="Prometheus to read load from for scaling (default: "
+                          "$TWINHULL_PROMETHEUS_URL); without it scaling holds its numbers")
+    run.add_argument("--metrics-interval", type=float, default=10.0,
+                     help="seconds between load reads from Prometheus")
+    run.add_argument("--rate-window", default="1m",
+                     help="PromQL range of rate() over token counters (>= 2 scrape intervals)")
     run.add_argument("--resync", type=float, default=10.0,
                      help="seconds between full re-plans when nothing changes")
     run.add_argument("--liveness", default="http://127.0.0.1:8080/healthz",

@@ -225,17 +225,31 @@ class ClusterServingStatus(Status):
     """Why the cluster is not fully serving, if it is not."""
 
 
+class ScalingRecommendation(Status):
+    """A recommended replica count and when it was made (kept when it changes)."""
+
+    time: str
+    replicas: Annotated[int, Field(ge=0)]
+
+
 class ScalingStatus(Status):
     """The last scaling decision and what it was based on."""
 
+    replicas: Annotated[int, Field(ge=0)] | None = None
+    """Primary replicas in all, as decided by scaling."""
     demand_tokens_per_second: str | None = None
-    """Measured demand, tokens per second (string: exact decimal)."""
-    recommended: dict[str, int] = Field(default_factory=dict)
-    """Recommended replicas per cluster."""
+    """Measured demand, tokens per second."""
+    waiting: str | None = None
+    """Measured queued requests."""
+    recommended: Annotated[int, Field(ge=0)] | None = None
+    """What the load asked for at the last decision (before approval in Suggest mode)."""
     decision: str | None = None
-    """Id of the last decision (approve a Suggest decision by this id)."""
+    """Id of the last Scale decision (approve a Suggest decision by this id)."""
     message: str = ""
     """Why, in words."""
+    history: Annotated[list[ScalingRecommendation], Field(max_length=100)] = Field(
+        default_factory=list)
+    """Recent recommendations (for the scale-down stabilization window)."""
 
 
 class Decision(Status):

@@ -31,6 +31,7 @@ from twinhull.plan.fleet import (
     plan_fleet,
 )
 from twinhull.plan.render import HASH, http_route, member_objects, priority_class, workload_name
+from twinhull.plan.scaling import Recommendation
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,43 @@ def _observed(rt: Runtime, namespace: str, name: str, spec: ModelDeploymentSpec
                 if got is not None:
                     out[(p.cluster, role, zone)] = Replicas(*got)
     return out
+
+
+def _history(status: dict[str, Any]) -> tuple[Recommendation, ...]:
+    out = []
+    for entry in (status.get("scaling") or {}).get("history") or []:
+        when = parse_time(entry.get("time"))
+        if when is not None:
+            out.append(Recommendation(when, int(entry.get("replicas", 0))))
+    return tuple(out)
+
+
+def _scaling_status(plan: DeploymentPlan, old: dict[str, Any], t: str | None
+                    ) -> dict[str, Any] | None:
+    """Status of scaling: stable while nothing is decided, so load jitter writes nothing."""
+    scale = plan.scale
+    if scale is None:
+        return None
+    decided = next((d for d in plan.decisions if d.kind == "Scale"), None)
+    pending = plan.pending if plan.pending is not None and plan.pending.kind == "Scale" else None
+    latest = decided or pending
+    out = dict(old) if old else {}
+    out["replicas"] = plan.scaled
+    out["history"] = [{"time": rfc3339(r.time), "replicas": r.replicas} for r in scale.history]
+    if latest is not None:
+        out.update({
+            "decision": latest.id,
+            "recommended": latest.inputs.get("to"),
+            "message": latest.reason + ("" if latest is decided else
+                                        f"; approve with {APPROVE}={latest.id}"),
+            "demandTokensPerSecond": _number(latest.inputs.get("tokensPerSecond")),
+            "waiting": _number(latest.inputs.get("waiting")),
+        })
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _number(value: Any) -> str | None:
+    return None if value is None else f"{float(value):.1f}"
 
 
 def _condition_dicts(conditions: list[Condition], old: list[dict[str, Any]], generation: int,
@@ -137,6 +175,9 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
         "unservedReplicas": plan.unserved,
         "decisions": decisions[-DECISIONS_KEPT:],
     }
+    scaling = _scaling_status(plan, dict(old.get("scaling") or {}), t)
+    if scaling is not None:
+        status["scaling"] = scaling
     return status
 
 
@@ -204,6 +245,8 @@ async def reconcile(rt: Runtime) -> None:
             observed=_observed(rt, key[0], key[1], spec),
             traffic=dict(status.get("traffic") or {}),
             approved=(body["metadata"].get("annotations") or {}).get(APPROVE),
+            load=rt.loads.get(key), scaled=(status.get("scaling") or {}).get("replicas"),
+            scaling_history=_history(status),
         ))
         bodies[key] = body
     plans = plan_fleet(inputs, rt.views, now=t_now)

@@ -12,6 +12,7 @@ import kopf
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.handlers.fleet import fleet_loop
 from twinhull.handlers.runtime import Runtime
+from twinhull.handlers.scaling import load_loop
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             rt.route_hashes[(meta["namespace"], meta["name"])] = digest
     rt.synced = True
     memo.fleet = asyncio.create_task(fleet_loop(rt), name="fleet")
+    memo.loads = asyncio.create_task(load_loop(rt), name="loads")
     log.info("twinhull started: %d tier(s) from %s, %d ModelDeployment(s)",
              len(rt.policy.tiers), rt.policy.source, len(items))
 
@@ -65,6 +67,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop the fleet loop; member daemons are stopped by kopf."""
-    task = memo.get("fleet")
-    if task is not None:
-        task.cancel()
+    for name in ("fleet", "loads"):
+        task = memo.get(name)
+        if task is not None:
+            task.cancel()

@@ -15,6 +15,7 @@ from typing import Any
 from twinhull.clusters.kube import Kube
 from twinhull.clusters.member import Member
 from twinhull.plan.fleet import ClusterView
+from twinhull.plan.scaling import Load
 from twinhull.policy.tiers import TierPolicy
 
 Key = tuple[str, str]
@@ -33,6 +34,13 @@ class Settings:
     """The fleet is re-planned at least this often, even without a change."""
     hub_timeout_seconds: float = 5.0
     """Timeout of every call to the hub."""
+    prometheus_url: str | None = None
+    """Where load is read for scaling; None: scaling holds (MetricsAvailable=False)."""
+    metrics_seconds: float = 10.0
+    """How often load is read from Prometheus."""
+    rate_window: str = "1m"
+    """The PromQL range of ``rate()`` over token counters (at least twice the scrape
+    interval)."""
     heartbeat_seconds: float = 30.0
     """A ServingCluster's lastProbeTime is refreshed at most this often when nothing else
     changes, so a steady cluster costs no write per probe."""
@@ -57,6 +65,10 @@ class Runtime:
     """True once every ModelDeployment was listed: only then may orphans be removed."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     route_hashes: dict[Key, str] = field(default_factory=dict)
+    loads: dict[Key, Load] = field(default_factory=dict)
+    """The latest load per ModelDeployment read from Prometheus."""
+    loads_time: datetime | None = None
+    """When :attr:`loads` were read (None: never, or the last read failed)."""
     started: datetime = field(default_factory=lambda: now())
     hub_writes: int = 0
     """Write requests sent to the hub (status, routes, events), for tests and benchmarks."""

@@ -39,6 +39,22 @@ PRESETS: dict[Runtime, Preset] = {
 PRESETS["generic"] = PRESETS["vllm"]  # servers that mimic vLLM's names (most do)
 
 BY = "sum by (cluster, zone)"
+FLEET = ("namespace", "twinhull_deployment")
+"""Labels of the fleet-wide queries: one series per ModelDeployment."""
+_FLEET_BY = "sum by (namespace, twinhull_deployment)"
+
+
+def fleet_demand_tokens(runtime: Runtime, window: str = "1m") -> str:
+    """Tokens per second of every ModelDeployment of a runtime, in one query. Pure."""
+    p, sel = PRESETS[runtime], '{twinhull_deployment!=""}'
+    return (f"{_FLEET_BY} (rate({p.prompt_tokens}{sel}[{window}])) + "
+            f"{_FLEET_BY} (rate({p.generation_tokens}{sel}[{window}]))")
+
+
+def fleet_waiting(runtime: Runtime) -> str:
+    """Queued requests of every ModelDeployment of a runtime, in one query. Pure."""
+    return f'{_FLEET_BY} ({PRESETS[runtime].waiting}{{twinhull_deployment!=""}})'
+
 
 
 def _selector(namespace: str, deployment: str) -> str:

@@ -32,11 +32,12 @@ class Prometheus:
         self._client = PrometheusConnect(url=url, disable_ssl=True, session=session,
                                          timeout=int(max(1, timeout)), retry=Retry(total=0))
 
-    def vector(self, query: str, *, max_age: float = 60.0) -> Reading:
+    def vector(self, query: str, *, max_age: float = 60.0,
+               by: tuple[str, ...] = ("cluster", "zone")) -> Reading:
         """Run an instant query and apply the bad-value rule (:mod:`.samples`).
         Raises :class:`MetricsUnavailable`. Effects: one HTTP request."""
         try:
             result: list[dict[str, Any]] = self._client.custom_query(query)
         except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
             raise MetricsUnavailable(f"{self.url}: {type(exc).__name__}: {exc}"[:500]) from exc
-        return read_vector(result, now=time.time(), max_age=max_age)
+        return read_vector(result, now=time.time(), max_age=max_age, by=by)

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-Cell = tuple[str, str]
-"""(cluster, zone)."""
+Cell = tuple[str, ...]
+"""The values of the grouping labels, e.g. (cluster, zone)."""
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,14 @@ class Reading:
 
 
 def read_vector(result: Iterable[Mapping[str, Any]], *, now: float, max_age: float = 60.0,
-                cluster_label: str = "cluster", zone_label: str = "zone") -> Reading:
-    """Apply the rule to a Prometheus instant-vector result (``data.result``). Pure."""
+                by: tuple[str, ...] = ("cluster", "zone")) -> Reading:
+    """Apply the rule to a Prometheus instant-vector result (``data.result``), one value
+    per combination of the ``by`` labels. Pure."""
     values: dict[Cell, float] = {}
     dropped: list[str] = []
     for series in result:
         labels = series.get("metric") or {}
-        cell = (str(labels.get(cluster_label, "")), str(labels.get(zone_label, "")))
+        cell = tuple(str(labels.get(label, "")) for label in by)
         try:
             stamp, raw = series["value"]
             value = float(raw)

@@ -36,6 +36,7 @@ from typing import Any, Literal
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.plan.health import Phase
+from twinhull.plan.scaling import Load, Recommendation, ScaleResult, recommend
 from twinhull.plan.shares import apportion
 
 Role = Literal["primary", "fallback"]
@@ -115,6 +116,12 @@ class DeploymentInput:
     """The weights currently published."""
     approved: str | None = None
     """Value of the approval annotation: the id of a decision an SRE approved."""
+    load: Load | None = None
+    """Measured load (None: no reading, e.g. Prometheus unreachable)."""
+    scaled: int | None = None
+    """Primary replicas in all, as last decided by scaling (None: the placement's)."""
+    scaling_history: tuple[Recommendation, ...] = ()
+    """Recent scaling recommendations (kept in status)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,10 @@ class DeploymentPlan:
     conditions: list[Condition]
     unserved: int
     """Declared primary replicas that no cluster can carry now."""
+    scale: ScaleResult | None = None
+    """The scaling recommendation, when scaling is on (Enforce or Suggest)."""
+    scaled: int | None = None
+    """Primary replicas in all after this plan (None: the placement's numbers)."""
 
 
 def decision_id(namespace: str, name: str, kind: str, inputs: Mapping[str, Any]) -> str:
@@ -213,8 +224,12 @@ class _Planner:
         self.decisions: list[Decision] = []
         self.pending: Decision | None = None
 
-    def decide(self, kind: str, reason: str, inputs: Mapping[str, Any]) -> Decision:
-        return Decision(decision_id(self.d.namespace, self.d.name, kind, inputs), kind, reason,
+    def decide(self, kind: str, reason: str, inputs: Mapping[str, Any], *,
+               identity: Mapping[str, Any] | None = None) -> Decision:
+        """A decision whose id is a hash of ``identity`` (default: all its inputs); give the
+        stable part when inputs include measurements, so an approval stays valid."""
+        key = inputs if identity is None else identity
+        return Decision(decision_id(self.d.namespace, self.d.name, kind, key), kind, reason,
                         dict(inputs))
 
     def phase(self, cluster: str) -> Phase | None:
@@ -458,7 +473,37 @@ class _Planner:
         steps = self.d.tier.failback.steps
         return f"{steps[leg.step]}%" if leg.step >= 0 else "0% (holding)"
 
+    def scale(self) -> tuple[ScaleResult | None, int | None]:
+        """Apply the scaling recommendation to the baseline per zone (``self.declared``):
+        the total from load, spread over the placed zones in the placement's proportions
+        (failover then moves the share of failed zones, as it does for declared numbers)."""
+        scaling = self.spec.scaling
+        if scaling is None or scaling.mode == "Off":
+            return None, None
+        cells = list(self.declared)
+        current = self.d.scaled if self.d.scaled is not None else sum(self.declared.values())
+        result = recommend(scaling, self.d.tier, self.d.load or Load(), current=current,
+                           zones=len(cells), history=self.d.scaling_history, now=self.now)
+        total = current
+        if result.replicas != current:
+            inputs = {**result.inputs, "from": current, "to": result.replicas}
+            decision = self.decide("Scale", f"{result.reason}: {current} -> {result.replicas} "
+                                   "replicas", inputs,
+                                   identity={"from": current, "to": result.replicas})
+            if scaling.mode == "Suggest" and self.d.approved != decision.id:
+                if self.pending is None:
+                    self.pending = replace(decision, applied=False)
+            else:
+                self.decisions.append(decision)
+                total = result.replicas
+        shares = apportion(total, {f"{c}\0{z}": float(max(n, 1))
+                                   for (c, z), n in self.declared.items()})
+        low, high = scaling.min_replicas_per_zone, scaling.max_replicas_per_zone
+        self.declared = {(c, z): min(max(shares[f"{c}\0{z}"], low), high) for c, z in cells}
+        return result, total
+
     def plan(self) -> DeploymentPlan:
+        scale, scaled = self.scale()
         legs = self.step_legs()
         replicas, unserved = self.plan_replicas(legs)
         weights = self.plan_weights(legs, replicas, unserved)
@@ -471,10 +516,16 @@ class _Planner:
                  "readyPrimary": {c: sum(self.ready(c, "primary", z) for (cc, z) in self.declared
                                          if cc == c) for c in self.placed},
                  "legs": {c: legs[c].state for c in self.placed}, "unserved": unserved}))
+        conditions = self.conditions(legs, replicas, weights, unserved)
+        if scale is not None:
+            conditions.append(Condition(  # a steady message: load jitter must not write
+                "MetricsAvailable", "True" if scale.metrics_available else "False",
+                "MetricsRead" if scale.metrics_available else "NoMetrics",
+                "load is read from Prometheus" if scale.metrics_available else scale.reason))
         return DeploymentPlan(
             replicas=replicas, weights=weights, legs=legs, decisions=self.decisions,
-            pending=self.pending, unserved=unserved,
-            conditions=self.conditions(legs, replicas, weights, unserved),
+            pending=self.pending, unserved=unserved, conditions=conditions, scale=scale,
+            scaled=scaled,
         )
 
 

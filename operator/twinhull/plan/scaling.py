@@ -16,7 +16,7 @@ HPA and KEDA:
   days) raises the floor before a recurring peak arrives.
 
 Time is an input; the state it needs (the current count and the recent
-recommendations) is kept in status by the caller.
+recommendations, stored only when they change) is kept in status by the caller.
 """
 
 from __future__ import annotations
@@ -118,8 +118,11 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
         wanted = current  # HPA's rule: the ratio to the current count, before rounding
     else:
         wanted = min(max(math.ceil(needed), low), high)
-    history_now = (*kept, Recommendation(now, wanted))
-    recent = (*within, history_now[-1])
+    # Recommendations are a step function, stored only when they change (so a steady
+    # deployment writes nothing): the step active at the window's start counts too.
+    latest = Recommendation(now, wanted)
+    history_now = kept if kept and kept[-1].replicas == wanted else (*kept, latest)
+    recent = (*older[-1:], *within, latest)
     if wanted > current:
         limit = max(math.ceil(current * UP_FACTOR), current + UP_STEP)
         result = min(wanted, limit)

@@ -1,0 +1,80 @@
+"""The load reader: one batch of Prometheus queries per runtime for the whole fleet, on
+an interval, off the event loop. Effects: Prometheus reads, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from twinhull.api.deployment import ModelDeploymentSpec
+from twinhull.api.deployment import Runtime as ServingRuntime
+from twinhull.handlers.runtime import Key, Runtime, now
+from twinhull.metrics.presets import FLEET, fleet_demand_tokens, fleet_waiting
+from twinhull.metrics.prometheus import MetricsUnavailable, Prometheus
+from twinhull.plan.scaling import Load
+
+log = logging.getLogger(__name__)
+
+
+def _scaled_deployments(rt: Runtime) -> dict[Key, ModelDeploymentSpec]:
+    out = {}
+    for key, body in rt.deployments.items():
+        try:
+            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValueError:
+            continue
+        if spec.scaling is not None and spec.scaling.mode != "Off":
+            out[key] = spec
+    return out
+
+
+def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
+               window: str = "1m") -> dict[Key, Load]:
+    """Read the load of every scaled ModelDeployment: two queries per runtime in use, one
+    per custom query. A deployment without series gets no Load (missing, not zero).
+    Effects: HTTP requests. Raises :class:`MetricsUnavailable`."""
+    loads: dict[Key, Load] = {}
+    runtimes: set[ServingRuntime] = {s.model.runtime for s in specs.values()
+                                     if s.scaling is not None and s.scaling.metric != "custom"}
+    tokens: dict[Key, float] = {}
+    waiting: dict[Key, float] = {}
+    for runtime in sorted(runtimes):
+        demand = prometheus.vector(fleet_demand_tokens(runtime, window), by=FLEET)
+        queued = prometheus.vector(fleet_waiting(runtime), by=FLEET)
+        tokens.update({(k[0], k[1]): v for k, v in demand.values.items()})
+        waiting.update({(k[0], k[1]): v for k, v in queued.values.items()})
+    for key, spec in specs.items():
+        assert spec.scaling is not None
+        if spec.scaling.metric == "custom" and spec.scaling.query:
+            reading = prometheus.vector(spec.scaling.query, by=())
+            custom = reading.values.get(())
+            if custom is not None:
+                loads[key] = Load(custom=custom)
+        elif key in tokens or key in waiting:
+            loads[key] = Load(tokens_per_second=tokens.get(key), waiting=waiting.get(key))
+    return loads
+
+
+async def load_loop(rt: Runtime) -> None:
+    """Read load on the interval; wake the fleet when it changed. On failure, forget the
+    loads (the planner then holds every decision and says so)."""
+    if rt.settings.prometheus_url is None:
+        return
+    prometheus = Prometheus(rt.settings.prometheus_url, timeout=5.0)
+    while True:
+        specs = _scaled_deployments(rt)
+        if specs:
+            try:
+                loads = await asyncio.to_thread(read_loads, prometheus, specs,
+                                                window=rt.settings.rate_window)
+                fresh: dict[Any, Any] = loads
+                rt.loads_time = now()
+            except MetricsUnavailable as exc:
+                log.warning("cannot read load: %s", exc)
+                fresh = {}
+                rt.loads_time = None
+            if fresh != rt.loads:
+                rt.loads = fresh
+                rt.poke()
+        await asyncio.sleep(rt.settings.metrics_seconds)
