@@ -109,9 +109,16 @@ def test_suggest_mode_changes_nothing_until_approved(lab, operator, simulator):
     apply(lab, namespace_manifest(NS), manifest(name, mode="Suggest"))
     try:
         simulator([{"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 15000}], tail=120)
-        pending = wait_for(lambda: (p := status(lab, NS, name).get("pending")) and
-                           p["kind"] == "Scale" and p, timeout=60, what="a Scale suggestion")
-        time.sleep(4)
+        seen: list[str] = []
+
+        def settled() -> dict | None:
+            """The suggestion once it stopped changing (the rate window has filled)."""
+            p = status(lab, NS, name).get("pending")
+            if not p or p["kind"] != "Scale":
+                return None
+            seen.append(p["id"])
+            return p if len(seen) >= 8 and len(set(seen[-8:])) == 1 else None
+        pending = wait_for(settled, timeout=90, what="a settled Scale suggestion")
         assert total(lab, name) == 4
         kubectl(lab, "hub", "annotate", "modeldeployment", name, "-n", NS, "--overwrite",
                 f"serving.twinhull.io/approve={pending['id']}")
