@@ -75,12 +75,6 @@ def waiting(runtime: Runtime, namespace: str, deployment: str) -> str:
     return f"{BY} ({p.waiting}{_selector(namespace, deployment)})"
 
 
-def running(runtime: Runtime, namespace: str, deployment: str) -> str:
-    """Requests being served, per cluster and zone. Pure."""
-    p = PRESETS[runtime]
-    return f"{BY} ({p.running}{_selector(namespace, deployment)})"
-
-
 def latency_p95(runtime: Runtime, namespace: str, deployment: str, window: str = "5m") -> str:
     """95th percentile latency in seconds, per cluster and zone. Pure."""
     p = PRESETS[runtime]

@@ -69,7 +69,8 @@ class Replicas:
 
 @dataclass(frozen=True)
 class Leg:
-    """The failover state of one cluster of one ModelDeployment (kept in status)."""
+    """The failover state of one cluster, or one zone, of a ModelDeployment (kept in
+    status under the key `cluster` or `cluster/zone`)."""
 
     state: LegState = "Serving"
     since: datetime | None = None
