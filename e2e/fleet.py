@@ -56,6 +56,12 @@ def condition(lab: Any, namespace: str, name: str, kind: str) -> str | None:
     return None
 
 
+def clusters_healthy(lab: Any) -> bool:
+    """Whether every ServingCluster is Healthy (a revived one is Recovering for a while)."""
+    items = yaml.safe_load(kubectl(lab, "hub", "get", "servingclusters", "-o", "yaml"))["items"]
+    return bool(items) and all((i.get("status") or {}).get("phase") == "Healthy" for i in items)
+
+
 def route_weights(lab: Any, namespace: str, name: str) -> dict[str, int]:
     """Backend name to weight in the hub's HTTPRoute."""
     route = get(lab, "hub", "httproutes.gateway.networking.k8s.io", name, namespace)

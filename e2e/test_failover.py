@@ -11,6 +11,7 @@ import yaml
 from fleet import (
     ROOT,
     apply,
+    clusters_healthy,
     condition,
     deployment_manifest,
     deployments,
@@ -48,13 +49,20 @@ def converged(lab, name: str, want: dict[str, int]) -> bool:
     return condition(lab, NS, name, "Ready") == "True"
 
 
+@pytest.fixture(autouse=True)
+def healthy_lab(lab) -> None:
+    """Start every test from a healthy lab: a cluster revived by the previous test stays
+    Recovering until its recovery threshold of good probes."""
+    wait_for(lambda: clusters_healthy(lab), timeout=60, what="every cluster Healthy")
+
+
 @pytest.fixture
-def md(lab, operator) -> Iterator[str]:
+def md(lab, operator, healthy_lab) -> Iterator[str]:
     """A critical ModelDeployment in both clusters, one 1-GPU replica per zone, converged;
     deleted afterwards, with its member objects."""
     name = f"ff-{int(time.time() * 1000) % 100000}"
     apply(lab, namespace_manifest(NS), deployment_manifest(name, NS))
-    wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=60,
+    wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=90,
              what=f"{name} converged")
     wait_for(lambda: weights(lab, name) == {"east": 50, "west": 50, "fallback": 0},
              timeout=30, what="50/50 weights")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from fleet import (
+    clusters_healthy,
     apply,
     condition,
     deployment_manifest,
@@ -26,6 +27,12 @@ pytestmark = pytest.mark.e2e
 
 NS = "e2e-scaling"
 E2E = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def healthy_lab(lab) -> None:
+    """Start from a healthy lab (a revived cluster is Recovering for a while)."""
+    wait_for(lambda: clusters_healthy(lab), timeout=60, what="every cluster Healthy")
 
 
 def manifest(name: str, mode: str = "Enforce") -> dict:
