@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from fleet import (
-    clusters_healthy,
     apply,
+    clusters_healthy,
     condition,
     deployment_manifest,
     kubectl,
