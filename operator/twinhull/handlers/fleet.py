@@ -52,14 +52,15 @@ def _legs(status: dict[str, Any]) -> dict[str, Leg]:
     return out
 
 
-def _observed(rt: Runtime, namespace: str, name: str, spec: ModelDeploymentSpec
-              ) -> dict[Slot, Replicas]:
+def _observed(ready: dict[str, dict[tuple[str, str], tuple[int, int]]], namespace: str,
+              name: str, spec: ModelDeploymentSpec) -> dict[Slot, Replicas]:
+    """The Deployments of one ModelDeployment, from each member's replica map (built once
+    per round by the caller, not once per deployment)."""
     out: dict[Slot, Replicas] = {}
     for p in spec.placement:
-        member = rt.members.get(p.cluster)
-        if member is None:
+        seen = ready.get(p.cluster)
+        if seen is None:
             continue
-        seen = member.ready_replicas()
         for zone in p.zones:
             for role in ROLES:
                 got = seen.get((namespace, workload_name(name, role, zone)))
@@ -226,6 +227,7 @@ async def reconcile(rt: Runtime) -> None:
     bodies: dict[Key, dict[str, Any]] = {}
     writes: list[Any] = []
     held: set[Key] = set()
+    ready = {cluster: member.ready_replicas() for cluster, member in rt.members.items()}
     for key, body in list(rt.deployments.items()):
         if body["metadata"].get("deletionTimestamp"):
             continue
@@ -242,7 +244,7 @@ async def reconcile(rt: Runtime) -> None:
         status = dict(body.get("status") or {})
         inputs.append(DeploymentInput(
             namespace=key[0], name=key[1], spec=spec, tier=tier, legs=_legs(status),
-            observed=_observed(rt, key[0], key[1], spec),
+            observed=_observed(ready, key[0], key[1], spec),
             traffic=dict(status.get("traffic") or {}),
             approved=(body["metadata"].get("annotations") or {}).get(APPROVE),
             load=rt.loads.get(key), scaled=(status.get("scaling") or {}).get("replicas"),
