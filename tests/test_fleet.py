@@ -234,6 +234,59 @@ def test_critical_deployments_get_spare_gpus_before_best_effort_ones():
     assert plans[("ai-platform", "batch")].unserved == 2
 
 
+def _best_effort(fallback: bool = True) -> ModelDeployment:
+    spec: dict = {"slaTier": "best-effort",
+                  "model": {"name": "m", "image": "i", "resources": {"gpus": 4}},
+                  "placement": [{"cluster": "east", "zones": {"east-a": 1, "east-b": 1}},
+                                {"cluster": "west", "zones": {"west-a": 1, "west-b": 1}}]}
+    if fallback:
+        spec["fallback"] = {"model": {"name": "small", "image": "i", "resources": {"gpus": 1}},
+                            "replicasPerZone": 0}
+    return ModelDeployment.model_validate(
+        {"metadata": {"name": "batch", "namespace": "ai-platform"}, "spec": spec})
+
+
+def test_a_critical_failover_takes_a_best_effort_deployments_own_gpus():
+    clusters = {"east": cluster("east", gpus=20), "west": cluster("west", "Down")}
+    plans = plan_fleet([deployment(_best_effort()), deployment(IDE)], clusters, now=T0)
+    ide, batch = plans[("ai-platform", "ide-assistant")], plans[("ai-platform", "batch")]
+    # ide takes 4x4 primary (its own 2 and west's 2) + 2 warm fallback = 18 of 20 GPUs
+    assert ide.unserved == 0 and cond(ide, "Degraded").status == "False"
+    assert sum(n for (c, r, _), n in ide.replicas.items() if c == "east" and r == "primary") == 4
+    # batch cannot keep even its own east replicas: all 4 go to its 1-GPU fallback model
+    assert batch.unserved == 4
+    assert sum(n for (c, r, _), n in batch.replicas.items()
+               if c == "east" and r == "primary") == 0
+    assert sum(n for (c, r, _), n in batch.replicas.items()
+               if c == "east" and r == "fallback") == 2, "the 2 GPUs left"
+    assert batch.weights == {"east": 0, "west": 0, "fallback": 100}
+    degraded = cond(batch, "Degraded")
+    assert degraded.reason == "InsufficientCapacity"
+    assert "ai-platform/ide-assistant (critical) 18" in degraded.message
+    (decision,) = [x for x in batch.decisions if x.kind == "Capacity"]
+    assert decision.inputs["to"] == 4 and "ide-assistant" in decision.reason
+    # reported once: the same shortage next round decides nothing new
+    again = plan_fleet([replace(deployment(_best_effort()), unserved=4, legs=batch.legs,
+                                traffic=batch.weights), deployment(IDE)], clusters, now=T0)
+    assert not [x for x in again[("ai-platform", "batch")].decisions if x.kind == "Capacity"]
+
+
+def test_scaling_up_past_capacity_spills_to_the_fallback_and_back():
+    from twinhull.plan.scaling import Load
+
+    md = _scaled("Enforce")
+    d, _ = steady(md)
+    small = [cluster("east", gpus=14), cluster("west", gpus=14)]  # 3 primaries + 2 warm fb
+    plan = plan_one(replace(d, load=Load(tokens_per_second=16_000)), small)
+    assert plan.scaled == 8 and plan.unserved == 2
+    assert [x.kind for x in plan.decisions].count("Capacity") == 1
+    calm = plan_one(replace(d, load=Load(tokens_per_second=16_000), scaled=8, unserved=2),
+                    [cluster("east"), cluster("west")])
+    assert calm.unserved == 0
+    assert [x.reason for x in calm.decisions if x.kind == "Capacity"] == [
+        "all 8 replicas placed again"]
+
+
 def test_same_inputs_same_plan():
     d, _ = steady()
     views = {"east": cluster("east"), "west": cluster("west", "Down")}

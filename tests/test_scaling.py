@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twinhull.api.deployment import Scaling
-from twinhull.plan.scaling import Load, Recommendation, recommend, spread
+from twinhull.plan.scaling import Load, Recommendation, prewarm_windows, recommend, spread
 from twinhull.policy import load_file
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -85,7 +85,23 @@ def test_scale_down_needs_a_whole_window_of_recommendations():
 def test_a_forecast_raises_the_floor_before_the_peak():
     quiet = Load(tokens_per_second=1_000)
     assert run(quiet, 4).replicas == 4
-    assert run(Load(tokens_per_second=1_000, forecast_tokens_per_second=15_000), 4).replicas == 8
+    ahead = run(Load(tokens_per_second=1_000, forecast_tokens_per_second=15_000), 4)
+    assert ahead.replicas == 8
+    assert ahead.reason.startswith("pre-warm: the same time on earlier days needed 7.2")
+    assert ahead.inputs["forecastTokensPerSecond"] == 15_000
+    busy = run(Load(tokens_per_second=20_000, forecast_tokens_per_second=15_000), 4)
+    assert busy.reason.startswith("load needs 9.6"), "measured load sets it: not pre-warm"
+
+
+def test_a_forecast_without_a_reading_now_still_holds():
+    held = run(Load(forecast_tokens_per_second=15_000), 4)
+    assert held.replicas == 4 and not held.metrics_available
+
+
+def test_prewarm_windows_look_back_a_day_and_a_week_a_lead_ahead():
+    assert prewarm_windows() == [(86_400, 85_800), (604_800, 604_200)]
+    assert prewarm_windows(60, 15) == [(60, 45), (420, 405)]
+    assert prewarm_windows(10, 15, days=(1,)) == [], "a lead longer than the period: none"
 
 
 def test_spread_follows_weights_and_keeps_zone_bounds():

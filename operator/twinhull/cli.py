@@ -90,7 +90,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     namespace, _, name = args.gateway.partition("/")
     settings = Settings(namespace=args.namespace, gateway=(namespace, name or namespace),
                         resync_seconds=args.resync, prometheus_url=args.prometheus or None,
-                        metrics_seconds=args.metrics_interval, rate_window=args.rate_window)
+                        metrics_seconds=args.metrics_interval, rate_window=args.rate_window,
+                        prewarm_period_seconds=args.prewarm_period,
+                        prewarm_lead_seconds=args.prewarm_lead)
     try:
         run(kubeconfig=args.kubeconfig, policy=Path(args.policy) if args.policy else None,
             settings=settings, liveness=args.liveness, verbose=args.verbose)
@@ -181,6 +183,11 @@ def parser() -> argparse.ArgumentParser:
                      help="seconds between load reads from Prometheus")
     run.add_argument("--rate-window", default="1m",
                      help="PromQL range of rate() over token counters (>= 2 scrape intervals)")
+    run.add_argument("--prewarm-period", type=float, default=86400.0,
+                     help="seconds between recurring peaks that pre-warm looks back by "
+                          "(yesterday and a week ago at 86400; 0: no pre-warm)")
+    run.add_argument("--prewarm-lead", type=float, default=600.0,
+                     help="seconds ahead pre-warm provisions for (about a replica's start-up)")
     run.add_argument("--resync", type=float, default=10.0,
                      help="seconds between full re-plans when nothing changes")
     run.add_argument("--liveness", default="http://127.0.0.1:8080/healthz",

@@ -145,6 +145,10 @@ class Scaling(
     """Fewest replicas per placed zone."""
     max_replicas_per_zone: Annotated[int, Field(ge=0, le=1000)] = 8
     """Most replicas per placed zone."""
+    pre_warm: bool = True
+    """Raise the floor ahead of a recurring peak: the demand measured at the same time
+    yesterday and a week ago, a start-up time ahead (the operator's ``--prewarm-*``
+    flags). Only with ``metric: tokens``."""
 
 
 class Traffic(Spec):
@@ -241,6 +245,8 @@ class ScalingStatus(Status):
     """Measured demand, tokens per second."""
     waiting: str | None = None
     """Measured queued requests."""
+    forecast_tokens_per_second: str | None = None
+    """Pre-warm: the highest demand at the same time on earlier days, a lead time ahead."""
     recommended: Annotated[int, Field(ge=0)] | None = None
     """What the load asked for at the last decision (before approval in Suggest mode)."""
     decision: str | None = None

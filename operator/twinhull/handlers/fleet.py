@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -22,6 +22,7 @@ from twinhull.handlers import events
 from twinhull.handlers.runtime import Key, Runtime, now, parse_time, rfc3339
 from twinhull.plan.fleet import (
     Condition,
+    Decision,
     DeploymentInput,
     DeploymentPlan,
     Leg,
@@ -98,6 +99,7 @@ def _scaling_status(plan: DeploymentPlan, old: dict[str, Any], t: str | None
                                         f"; approve with {APPROVE}={latest.id}"),
             "demandTokensPerSecond": _number(latest.inputs.get("tokensPerSecond")),
             "waiting": _number(latest.inputs.get("waiting")),
+            "forecastTokensPerSecond": _number(latest.inputs.get("forecastTokensPerSecond")),
         })
     return {k: v for k, v in out.items() if v is not None}
 
@@ -249,6 +251,7 @@ async def reconcile(rt: Runtime) -> None:
             approved=(body["metadata"].get("annotations") or {}).get(APPROVE),
             load=rt.loads.get(key), scaled=(status.get("scaling") or {}).get("replicas"),
             scaling_history=_history(status),
+            unserved=int(status.get("unservedReplicas") or 0),
         ))
         bodies[key] = body
     plans = plan_fleet(inputs, rt.views, now=t_now)
@@ -280,9 +283,8 @@ async def reconcile(rt: Runtime) -> None:
         if _differs(status, body.get("status") or {}):
             writes.append(_patch_status(rt, key, status))
         for decision in plan.decisions:
-            writes.append(events.post(
-                rt, body, "Warning" if decision.kind == "Failover" else "Normal", decision.kind,
-                f"{decision.reason} (decision {decision.id}, inputs {_short(decision.inputs)})"))
+            writes.append(events.post(rt, body, _event_type(decision), decision.kind,
+                                      _event_text(decision)))
             log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
                      decision.reason)
         old_pending = ((body.get("status") or {}).get("pending") or {}).get("id")
@@ -299,6 +301,26 @@ async def reconcile(rt: Runtime) -> None:
 
 def _short(inputs: Any) -> str:
     return json.dumps(inputs, sort_keys=True, default=str)[:400]
+
+
+def _event_type(decision: Decision) -> Literal["Normal", "Warning"]:
+    losing = decision.kind == "Capacity" and bool(decision.inputs.get("to"))
+    return "Warning" if decision.kind == "Failover" or losing else "Normal"
+
+
+def _event_text(decision: Decision) -> str:
+    """An Event's message: the change (before -> after), why, and the measurements it was
+    decided from, so ``kubectl describe`` alone explains it."""
+    i = decision.inputs
+    if decision.kind == "Scale":
+        measured = ", ".join(f"{label} {_number(i.get(key))}" for key, label in (
+            ("tokensPerSecond", "demand tokens/s"), ("waiting", "waiting requests"),
+            ("custom", "custom metric"), ("forecastTokensPerSecond", "forecast tokens/s"))
+            if i.get(key) is not None)
+        return (f"replicas {i.get('from')} -> {i.get('to')}: {decision.reason} "
+                f"[{measured or 'no reading'}; needed {i.get('needed')}, headroom "
+                f"{i.get('headroomPercent')}%, bounds {i.get('bounds')}] (decision {decision.id})")
+    return f"{decision.reason} (decision {decision.id}, inputs {_short(i)})"
 
 
 async def _patch_status(rt: Runtime, key: Key, status: dict[str, Any]) -> None:

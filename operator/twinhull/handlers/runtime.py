@@ -41,6 +41,10 @@ class Settings:
     rate_window: str = "1m"
     """The PromQL range of ``rate()`` over token counters (at least twice the scrape
     interval)."""
+    prewarm_period_seconds: float = 86400.0
+    """The period of recurring peaks pre-warm looks back by (a day; 0: no pre-warm)."""
+    prewarm_lead_seconds: float = 600.0
+    """How far ahead pre-warm provisions for: about a replica's start-up time."""
     heartbeat_seconds: float = 30.0
     """A ServingCluster's lastProbeTime is refreshed at most this often when nothing else
     changes, so a steady cluster costs no write per probe."""

@@ -10,9 +10,14 @@ from typing import Any
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.deployment import Runtime as ServingRuntime
 from twinhull.handlers.runtime import Key, Runtime, now
-from twinhull.metrics.presets import FLEET, fleet_demand_tokens, fleet_waiting
+from twinhull.metrics.presets import (
+    FLEET,
+    fleet_demand_forecast,
+    fleet_demand_tokens,
+    fleet_waiting,
+)
 from twinhull.metrics.prometheus import MetricsUnavailable, Prometheus
-from twinhull.plan.scaling import Load
+from twinhull.plan.scaling import Load, prewarm_windows
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +35,28 @@ def _scaled_deployments(rt: Runtime) -> dict[Key, ModelDeploymentSpec]:
 
 
 def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
-               window: str = "1m") -> dict[Key, Load]:
+               window: str = "1m", prewarm: list[tuple[float, float]] | None = None
+               ) -> dict[Key, Load]:
     """Read the load of every scaled ModelDeployment: two queries per runtime in use, one
-    per custom query. A deployment without series gets no Load (missing, not zero).
-    Effects: HTTP requests. Raises :class:`MetricsUnavailable`."""
+    per pre-warm window and runtime (the highest demand at the same time on earlier days,
+    for ``metric: tokens``), one per custom query. A deployment without series gets no
+    Load (missing, not zero). Effects: HTTP requests. Raises :class:`MetricsUnavailable`."""
     loads: dict[Key, Load] = {}
     runtimes: set[ServingRuntime] = {s.model.runtime for s in specs.values()
                                      if s.scaling is not None and s.scaling.metric != "custom"}
     tokens: dict[Key, float] = {}
     waiting: dict[Key, float] = {}
+    forecast: dict[Key, float] = {}
     for runtime in sorted(runtimes):
         demand = prometheus.vector(fleet_demand_tokens(runtime, window), by=FLEET)
         queued = prometheus.vector(fleet_waiting(runtime), by=FLEET)
         tokens.update({(k[0], k[1]): v for k, v in demand.values.items()})
         waiting.update({(k[0], k[1]): v for k, v in queued.values.items()})
+        for start, end in prewarm or []:
+            past = prometheus.vector(fleet_demand_forecast(runtime, window, start_s=start,
+                                                           end_s=end), by=FLEET)
+            for k, v in past.values.items():
+                forecast[(k[0], k[1])] = max(v, forecast.get((k[0], k[1]), 0.0))
     for key, spec in specs.items():
         assert spec.scaling is not None
         if spec.scaling.metric == "custom" and spec.scaling.query:
@@ -52,7 +65,10 @@ def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
             if custom is not None:
                 loads[key] = Load(custom=custom)
         elif key in tokens or key in waiting:
-            loads[key] = Load(tokens_per_second=tokens.get(key), waiting=waiting.get(key))
+            ahead = (forecast.get(key) if spec.scaling.metric == "tokens"
+                     and spec.scaling.pre_warm else None)
+            loads[key] = Load(tokens_per_second=tokens.get(key), waiting=waiting.get(key),
+                              forecast_tokens_per_second=ahead)
     return loads
 
 
@@ -62,12 +78,15 @@ async def load_loop(rt: Runtime) -> None:
     if rt.settings.prometheus_url is None:
         return
     prometheus = Prometheus(rt.settings.prometheus_url, timeout=5.0)
+    settings = rt.settings
+    prewarm = (prewarm_windows(settings.prewarm_period_seconds, settings.prewarm_lead_seconds)
+               if settings.prewarm_period_seconds > 0 else [])
     while True:
         specs = _scaled_deployments(rt)
         if specs:
             try:
                 loads = await asyncio.to_thread(read_loads, prometheus, specs,
-                                                window=rt.settings.rate_window)
+                                                window=settings.rate_window, prewarm=prewarm)
                 fresh: dict[Any, Any] = loads
                 rt.loads_time = now()
             except MetricsUnavailable as exc:

@@ -51,6 +51,17 @@ def fleet_demand_tokens(runtime: Runtime, window: str = "1m") -> str:
             f"{_FLEET_BY} (rate({p.generation_tokens}{sel}[{window}]))")
 
 
+def fleet_demand_forecast(runtime: Runtime, window: str, *, start_s: float, end_s: float
+                          ) -> str:
+    """The highest tokens per second of every ModelDeployment of a runtime over a past
+    window, from ``start_s`` to ``end_s`` seconds ago (a pre-warm window of
+    :func:`twinhull.plan.scaling.prewarm_windows`), as one subquery. Pure."""
+    length = max(1, round(start_s - end_s))
+    step = max(1, length // 20)
+    return (f"max_over_time(({fleet_demand_tokens(runtime, window)})[{length}s:{step}s] "
+            f"offset {max(0, round(end_s))}s)")
+
+
 def fleet_waiting(runtime: Runtime) -> str:
     """Queued requests of every ModelDeployment of a runtime, in one query. Pure."""
     return f'{_FLEET_BY} ({PRESETS[runtime].waiting}{{twinhull_deployment!=""}})'

@@ -14,10 +14,14 @@ The rules:
   if it goes Down mid-ramp.
 * Replicas of zones that do not serve (their cluster not Serving, or no Ready node in the
   zone) are carried by the serving zones of Healthy clusters, in proportion to their
-  declared replicas, within each cluster's GPU capacity. Deployments are served in tier
-  priority order, so a critical deployment's failover claims free GPUs before a
-  best-effort one. What cannot be carried is *unserved*: the deployment is Degraded, and
-  that share of traffic goes to the fallback model, whose replicas are raised to match.
+  declared (or scaled) replicas, within each cluster's GPU capacity.
+* GPUs are handed out in tier priority order: each deployment takes its serving zones'
+  own replicas, then those it carries for zones that do not serve, then its fallback's,
+  from what the higher tiers left. So a critical deployment's failover or scale-up can
+  take the GPUs a best-effort deployment was using. What a deployment cannot place is
+  *unserved*: it is Degraded (the message names who holds the GPUs), a ``Capacity``
+  decision records the change, and that share of traffic goes to the fallback model,
+  whose replicas are raised to match (its smaller footprint usually still fits).
 * Nothing in a failed cluster is removed: its replica counts stay as declared.
 * Traffic weights are integers summing to 100: the fallback gets the unserved share, the
   clusters split the rest in proportion to their Ready primary replicas; a cluster failing
@@ -123,6 +127,8 @@ class DeploymentInput:
     """Primary replicas in all, as last decided by scaling (None: the placement's)."""
     scaling_history: tuple[Recommendation, ...] = ()
     """Recent scaling recommendations (kept in status)."""
+    unserved: int = 0
+    """Replicas reported unserved last time (status), to decide only on a change."""
 
 
 @dataclass(frozen=True)
@@ -168,22 +174,39 @@ def baseline_gpus(spec: ModelDeploymentSpec) -> dict[str, int]:
 
 
 class _Ledger:
-    """Free GPUs per cluster while the fleet is planned in priority order."""
+    """Free GPUs per cluster while the fleet is planned in tier priority order, and who
+    holds them (to explain to a deployment that got less why)."""
 
-    def __init__(self, clusters: Mapping[str, ClusterView], used: Mapping[str, int]) -> None:
-        self.free = {c: v.gpus - used.get(c, 0) for c, v in clusters.items()}
+    def __init__(self, clusters: Mapping[str, ClusterView]) -> None:
+        self.free = {c: v.gpus for c, v in clusters.items()}
+        self.capacity = dict(self.free)
+        self.holders: dict[str, dict[str, int]] = {c: {} for c in clusters}
 
-    def take(self, cluster: str, gpus: int, want: int) -> int:
-        """Reserve up to ``want`` replicas of ``gpus`` each; return how many fit."""
-        if gpus <= 0:
-            return want
+    def take(self, cluster: str, gpus: int, want: int, holder: str) -> int:
+        """Reserve up to ``want`` replicas of ``gpus`` each for ``holder``; return how many
+        fit."""
+        if gpus <= 0 or want <= 0:
+            return max(want, 0)
         fit = max(0, min(want, self.free.get(cluster, 0) // gpus))
-        self.free[cluster] = self.free.get(cluster, 0) - fit * gpus
+        if fit:
+            self.free[cluster] -= fit * gpus
+            held = self.holders.setdefault(cluster, {})
+            held[holder] = held.get(holder, 0) + fit * gpus
         return fit
 
+    def explain(self, cluster: str, exclude: str) -> str:
+        """Who holds a cluster's GPUs, largest first, e.g. ``east: 32 GPUs, 30 held by
+        ai/ide (critical) 18, ai/aiops (critical) 12``."""
+        held = {h: g for h, g in self.holders.get(cluster, {}).items() if h != exclude}
+        top = sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))
+        who = ", ".join(f"{h} {g}" for h, g in top[:4]) + (", ..." if len(top) > 4 else "")
+        return (f"{cluster}: {self.capacity.get(cluster, 0)} GPUs, "
+                f"{sum(held.values())} held by higher or equal priority "
+                f"{who or 'nobody'}, {self.free.get(cluster, 0)} free")
 
-def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, gpus: int
-            ) -> dict[tuple[str, str], int]:
+
+def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, gpus: int,
+            holder: str) -> dict[tuple[str, str], int]:
     """Place ``total`` replicas over slots in proportion to their weights, within GPU
     capacity; slots that are full pass their share on to the others."""
     placed = dict.fromkeys(slots, 0)
@@ -195,7 +218,7 @@ def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, g
         progress = 0
         for key, share in shares.items():
             cluster, zone = key.split("\0")
-            fit = ledger.take(cluster, gpus, share)
+            fit = ledger.take(cluster, gpus, share, holder)
             placed[(cluster, zone)] += fit
             progress += fit
             if fit < share:
@@ -224,6 +247,9 @@ class _Planner:
         self.placed = [p.cluster for p in d.spec.placement]
         self.decisions: list[Decision] = []
         self.pending: Decision | None = None
+        self.holder = f"{d.namespace}/{d.name} ({d.spec.sla_tier})"
+        self.shortage = ""
+        """Why replicas are unserved: who holds the GPUs of the clusters concerned."""
 
     def decide(self, kind: str, reason: str, inputs: Mapping[str, Any], *,
                identity: Mapping[str, Any] | None = None) -> Decision:
@@ -333,21 +359,35 @@ class _Planner:
                 and (zone_leg is None or zone_leg.state == "Serving"))
 
     def plan_replicas(self, legs: Mapping[str, Leg]) -> tuple[dict[Slot, int], int]:
+        """Replicas per slot within the GPUs left by higher-priority deployments: each
+        serving zone's own replicas first, then the replicas of zones that do not serve
+        (or did not fit) on the Healthy serving zones, then the fallback model's warm
+        replicas plus one for each replica still unserved."""
         spec = self.spec
-        serving = {(c, z) for (c, z) in self.declared if self.serves(legs, c, z)}
-        missing = sum(n for cz, n in self.declared.items() if cz not in serving)
+        me = self.holder
+        gpus = spec.model.resources.gpus
+        serving = [cz for cz in self.declared if self.serves(legs, *cz)]
+        own = {cz: self.ledger.take(cz[0], gpus, self.declared[cz], me) for cz in serving}
+        missing = sum(n - own.get(cz, 0) for cz, n in self.declared.items())
         takers = {cz: max(1, self.declared[cz]) for cz in serving
                   if self.phase(cz[0]) == "Healthy"}
-        extra = _spread(missing, takers, self.ledger, spec.model.resources.gpus)
+        extra = _spread(missing, takers, self.ledger, gpus, me)
         unserved = missing - sum(extra.values())
         replicas: dict[Slot, int] = {
-            (c, "primary", z): n + extra.get((c, z), 0) for (c, z), n in self.declared.items()
+            (c, "primary", z): (own[(c, z)] + extra.get((c, z), 0) if (c, z) in own else n)
+            for (c, z), n in self.declared.items()
         }
         if spec.fallback is not None:
-            base = spec.fallback.replicas_per_zone
-            fb_extra = _spread(unserved, takers, self.ledger, spec.fallback.model.resources.gpus)
+            base, fb_gpus = spec.fallback.replicas_per_zone, spec.fallback.model.resources.gpus
+            warm = {cz: self.ledger.take(cz[0], fb_gpus, base, me) if cz in own else base
+                    for cz in self.declared}
+            fb_extra = _spread(unserved, takers, self.ledger, fb_gpus, me)
             for c, z in self.declared:
-                replicas[(c, "fallback", z)] = base + fb_extra.get((c, z), 0)
+                replicas[(c, "fallback", z)] = warm[(c, z)] + fb_extra.get((c, z), 0)
+        if unserved:
+            short = sorted({c for (c, z) in self.declared if (c, z) in own or c in
+                            {cc for cc, _ in takers}})
+            self.shortage = "; ".join(self.ledger.explain(c, me) for c in short)
         return replicas, unserved
 
     # -- traffic -----------------------------------------------------------------------
@@ -431,9 +471,9 @@ class _Planner:
             where = "fallback model" if self.spec.fallback else "remaining replicas (no fallback)"
             out.append(Condition(
                 "Degraded", "True", "InsufficientCapacity",
-                f"{unserved} of {total} declared replicas cannot be placed in the serving "
-                f"zones' GPU capacity; {weights.get(FALLBACK, 0)}% of traffic goes to the "
-                f"{where}"))
+                f"{unserved} of {total} replicas cannot be placed in the serving zones' GPU "
+                f"capacity ({self.shortage}); {weights.get(FALLBACK, 0)}% of traffic goes to "
+                f"the {where}"))
         elif zones_down:
             out.append(Condition("Degraded", "True", "ZoneUnavailable",
                                  f"no Ready node in {', '.join(zones_down)}; other zones carry "
@@ -517,6 +557,15 @@ class _Planner:
                  "readyPrimary": {c: sum(self.ready(c, "primary", z) for (cc, z) in self.declared
                                          if cc == c) for c in self.placed},
                  "legs": {c: legs[c].state for c in self.placed}, "unserved": unserved}))
+        if unserved != self.d.unserved:
+            total = sum(self.declared.values())
+            self.decisions.append(self.decide(
+                "Capacity",
+                (f"{unserved} of {total} replicas cannot be placed ({self.shortage}); "
+                 f"{weights.get(FALLBACK, 0)}% of traffic goes to the fallback model"
+                 if unserved else f"all {total} replicas placed again"),
+                {"from": self.d.unserved, "to": unserved, "tier": self.spec.sla_tier,
+                 "priority": self.d.tier.priority, "shortage": self.shortage}))
         conditions = self.conditions(legs, replicas, weights, unserved)
         if scale is not None:
             conditions.append(Condition(  # a steady message: load jitter must not write
@@ -532,11 +581,9 @@ class _Planner:
 
 def plan_fleet(deployments: Sequence[DeploymentInput], clusters: Mapping[str, ClusterView],
                *, now: datetime) -> dict[tuple[str, str], DeploymentPlan]:
-    """Plan every deployment: highest tier priority first for spare GPUs. Pure."""
-    used: dict[str, int] = {}
-    for d in deployments:
-        for c, g in baseline_gpus(d.spec).items():
-            used[c] = used.get(c, 0) + g
-    ledger = _Ledger(clusters, used)
+    """Plan every deployment, highest tier priority first: each takes the GPUs it needs
+    (its own zones, then what failed over or scaled up, then its fallback) from what the
+    higher tiers left. Pure."""
+    ledger = _Ledger(clusters)
     order = sorted(deployments, key=lambda d: (-d.tier.priority, d.namespace, d.name))
     return {(d.namespace, d.name): _Planner(d, clusters, ledger, now).plan() for d in order}

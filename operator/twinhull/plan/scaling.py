@@ -35,6 +35,19 @@ TOLERANCE = 0.10
 """Relative change below which the count is kept (HPA's default tolerance)."""
 UP_FACTOR, UP_STEP = 2.0, 4
 """A decision may at most double the count or add 4 replicas, whichever is more."""
+PREWARM_LEAD_SECONDS = 600
+"""How far ahead pre-warm looks: a large model's replica takes minutes to load."""
+PREWARM_LOOKBACK_DAYS = (1, 7)
+"""The earlier days whose same time forecasts now: yesterday, and a week ago."""
+DAY_SECONDS = 86400
+
+
+def prewarm_windows(period: float = DAY_SECONDS, lead: float = PREWARM_LEAD_SECONDS,
+                    days: Sequence[int] = PREWARM_LOOKBACK_DAYS) -> list[tuple[float, float]]:
+    """The past windows whose demand forecasts ``[now, now + lead)``: for each lookback
+    day ``d``, seconds before now of its start and end, ``(d*period, d*period - lead)``.
+    The forecast is the highest demand measured in any of them. Pure."""
+    return [(d * period, d * period - lead) for d in days if d * period > lead]
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,15 @@ def _needed(spec: Scaling, tier: ServingTierSpec, load: Load, current: int
     return needed
 
 
+def _prewarming(spec: Scaling, tier: ServingTierSpec, load: Load, current: int) -> bool:
+    """Whether the forecast, not the load measured now, sets the count."""
+    if load.forecast_tokens_per_second is None:
+        return False
+    now_only = _needed(spec, tier, Load(load.tokens_per_second, load.waiting, load.custom),
+                       current)
+    return now_only is None or now_only < (_needed(spec, tier, load, current) or 0)
+
+
 def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int, zones: int,
               history: Sequence[Recommendation], now: datetime) -> ScaleResult:
     """The total primary replicas to run now over ``zones`` serving zones. Pure."""
@@ -128,6 +150,9 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
         result = min(wanted, limit)
         why = (f"load needs {needed:.1f} replicas" + (f"; limited to {result} this step"
                                                   if result < wanted else ""))
+        if _prewarming(spec, tier, load, current):
+            why = (f"pre-warm: the same time on earlier days needed {needed:.1f} replicas"
+                   + (f"; limited to {result} this step" if result < wanted else ""))
     elif wanted < current and not older:
         result = current
         why = (f"load needs {needed:.1f} replicas; holding {current} until the {window}s "
