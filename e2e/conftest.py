@@ -100,6 +100,10 @@ def lab() -> Iterator[Lab]:
             _lab("down", timeout=120.0, check=True)
 
 
+PREWARM_PERIOD, PREWARM_LEAD = 90, 20
+"""The lab's "day" for pre-warm (tests that scale set preWarm: false unless testing it)."""
+
+
 class Operator:
     """A `twinhull run` process on the lab's hub, with its log."""
 
@@ -139,7 +143,8 @@ def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ope
              "--policy", str(Path(__file__).parent / "tiers-fast.yaml"),
              "--liveness", liveness, "--resync", "5",
              "--prometheus", lab.prometheus_url, "--metrics-interval", "2",
-             "--rate-window", "10s"],
+             "--rate-window", "10s", "--prewarm-period", str(PREWARM_PERIOD),
+             "--prewarm-lead", str(PREWARM_LEAD)],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
         )
     operator = Operator(process, log, liveness)

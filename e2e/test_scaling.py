@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import PREWARM_LEAD, PREWARM_PERIOD
 from fleet import (
     apply,
     clusters_healthy,
     condition,
     deployment_manifest,
+    deployments,
     kubectl,
     namespace_manifest,
+    route_weights,
     status,
     wait_for,
 )
@@ -35,11 +38,12 @@ def healthy_lab(lab) -> None:
     wait_for(lambda: clusters_healthy(lab), timeout=60, what="every cluster Healthy")
 
 
-def manifest(name: str, mode: str = "Enforce") -> dict:
-    md = deployment_manifest(name, NS, gpus=0)
+def manifest(name: str, mode: str = "Enforce", *, pre_warm: bool = False, gpus: int = 0,
+             max_per_zone: int = 4) -> dict:
+    md = deployment_manifest(name, NS, gpus=gpus)
     md["spec"]["scaling"] = {"mode": mode, "metric": "tokens",
-                             "targetTokensPerSecondPerReplica": 2500,
-                             "minReplicasPerZone": 1, "maxReplicasPerZone": 4}
+                             "targetTokensPerSecondPerReplica": 2500, "preWarm": pre_warm,
+                             "minReplicasPerZone": 1, "maxReplicasPerZone": max_per_zone}
     return md
 
 
@@ -48,11 +52,12 @@ def simulator(lab, tmp_path) -> Iterator:
     """Start e2e/loadsim on a trace; stopped at the end of the test."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(points: list[dict], tail: float) -> float:
+    def start(points: list[dict], tail: float, *args: str) -> float:
         trace = tmp_path / f"trace-{len(processes)}.yaml"
         trace.write_text(yaml.safe_dump(points))
         processes.append(subprocess.Popen(
-            [sys.executable, str(E2E / "loadsim"), "--trace", str(trace), "--tail", str(tail)],
+            [sys.executable, str(E2E / "loadsim"), "--trace", str(trace), "--tail", str(tail),
+             *args],
             env={**lab.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         return time.monotonic()
     yield start
@@ -136,4 +141,104 @@ def test_suggest_mode_changes_nothing_until_approved(lab, operator, simulator):
                  what="exactly the approved count")
     finally:
         kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=false",
+                check=False)
+
+
+def test_pre_warm_raises_replicas_before_a_recurring_peak(lab, operator, simulator):
+    """The lab's "day" is PREWARM_PERIOD seconds: a peak at 10 s recurs at 10 s + a day.
+    Replicas rise a lead time before the second peak, while load is still low, and the
+    decision says it is pre-warm."""
+    name = "sc-prewarm"
+    apply(lab, namespace_manifest(NS), manifest(name, pre_warm=True))
+    second = 10 + PREWARM_PERIOD
+    try:
+        began = simulator([
+            {"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 2000},
+            {"at": 10, "deployment": f"{NS}/{name}", "tokensPerSecond": 15000},
+            {"at": 25, "deployment": f"{NS}/{name}", "tokensPerSecond": 2000},
+            {"at": second, "deployment": f"{NS}/{name}", "tokensPerSecond": 15000},
+        ], 20, "--replica-tokens", "5000")  # served in full: measured = offered
+        wait_for(lambda: (total(lab, name) or 0) >= 7, timeout=60, what="the first peak")
+        wait_for(lambda: total(lab, name) == 4, timeout=90, what="scale-down after it")
+        low_since = time.monotonic() - began
+        assert low_since < second - PREWARM_LEAD, "the lab was too slow to see pre-warm"
+        wait_for(lambda: (total(lab, name) or 0) >= 7, timeout=second + 10 - low_since,
+                 what="pre-warm before the second peak")
+        raised_at = time.monotonic() - began
+        assert raised_at < second, f"raised at {raised_at:.0f}s: before the peak at {second}s"
+        s = status(lab, NS, name)
+        last = [d for d in s["decisions"] if d["kind"] == "Scale"][-1]
+        assert last["reason"].startswith("pre-warm"), last
+        assert float(last["inputs"]["forecastTokensPerSecond"]) > 10000
+        assert float(last["inputs"]["tokensPerSecond"]) < 5000, "load now is still low"
+    finally:
+        kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=false",
+                check=False)
+
+
+def _events(lab, name: str, reason: str) -> list[dict]:
+    out = kubectl(lab, "hub", "get", "events", "-n", NS, "-o", "yaml",
+                  "--field-selector", f"involvedObject.name={name},reason={reason}")
+    return (yaml.safe_load(out) or {}).get("items") or []
+
+
+def test_killing_west_at_peak_keeps_critical_whole_and_moves_best_effort_to_fallback(
+        lab, operator, simulator):
+    """GPUs are arbitrated by tier: at peak the critical app runs 7 replicas of 4 GPUs;
+    when west dies east (32 GPUs) carries all 7 (28 GPUs), and the best-effort app (6 GPUs
+    a replica) cannot keep even its east replica: it moves to its 1-GPU fallback model."""
+    crit, low = "sc-crit", "sc-low"
+    others = lambda: [  # noqa: E731
+        f'{i["metadata"]["namespace"]}/{i["metadata"]["name"]}' for i in yaml.safe_load(
+            kubectl(lab, "hub", "get", "modeldeployments", "-A", "-o", "yaml"))["items"]]
+    try:
+        wait_for(lambda: not others(), timeout=90, what="no other ModelDeployment")
+    except AssertionError:
+        pytest.fail(f"other ModelDeployments would hold GPUs: {others()}")
+    be = deployment_manifest(low, NS, tier="best-effort", gpus=6,
+                             placement={"east": {"east-b": 1}, "west": {"west-b": 1}})
+    be["spec"]["fallback"]["model"]["resources"]["gpus"] = 1
+    apply(lab, namespace_manifest(NS), manifest(crit, gpus=4), be)
+    try:
+        # 14,000 x 1.2 / 2,500 = 6.7: 7 replicas; 5,000 tokens/s a replica, so even the
+        # first 4 serve it all and the measured demand is the offered one (no overshoot)
+        simulator([{"at": 0, "deployment": f"{NS}/{crit}", "tokensPerSecond": 14000}],
+                  400, "--replica-tokens", "5000")
+        wait_for(lambda: total(lab, crit) == 7, timeout=90, what="the critical app at peak")
+        wait_for(lambda: condition(lab, NS, crit, "Ready") == "True"
+                 and condition(lab, NS, low, "Ready") == "True", timeout=90,
+                 what="both apps Ready at peak")
+        lab.run("kill", "west")
+        try:
+            wait_for(lambda: route_weights(lab, NS, crit).get(f"{crit}-east") == 100,
+                     timeout=60, what="critical traffic all on east")
+
+            def critical_whole() -> bool:
+                east = deployments(lab, "east", NS)
+                primary = [v for k, v in east.items() if k in (f"{crit}-east-a", f"{crit}-east-b")]
+                return sum(r for _, r in primary) == 7 and sum(d for d, _ in primary) == 7
+            wait_for(critical_whole, timeout=90, what="7 critical replicas Ready in east")
+            s = status(lab, NS, crit)
+            assert s["unservedReplicas"] == 0
+            assert condition(lab, NS, crit, "Degraded") == "False"
+
+            wait_for(lambda: route_weights(lab, NS, low).get(f"{low}-fallback") == 100,
+                     timeout=60, what="best-effort traffic on its fallback")
+            east = deployments(lab, "east", NS)
+            assert east[f"{low}-east-b"][0] == 0, "its GPUs went to the critical app"
+            wait_for(lambda: deployments(lab, "east", NS)[f"{low}-fallback-east-b"] == (2, 2),
+                     timeout=60, what="2 fallback replicas Ready")
+            s = status(lab, NS, low)
+            degraded = next(c for c in s["conditions"] if c["type"] == "Degraded")
+            assert degraded["reason"] == "InsufficientCapacity"
+            assert f"{NS}/{crit} (critical) 28" in degraded["message"], degraded["message"]
+            assert [d for d in s["decisions"] if d["kind"] == "Capacity"]
+            (event, *_) = _events(lab, low, "Capacity")
+            assert event["type"] == "Warning" and crit in event["message"]
+        finally:
+            lab.run("revive", "west")
+        scaled = [e["message"] for e in _events(lab, crit, "Scale")]
+        assert any(" -> 7: " in m and "demand tokens/s" in m for m in scaled), scaled
+    finally:
+        kubectl(lab, "hub", "delete", "modeldeployment", crit, low, "-n", NS, "--wait=false",
                 check=False)
