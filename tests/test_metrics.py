@@ -121,20 +121,25 @@ def test_errors_and_silence_are_unavailable_not_zero(prometheus):
 def test_prewarm_reads_the_highest_demand_of_earlier_days(prometheus):
     from twinhull.api.deployment import ModelDeploymentSpec
     from twinhull.handlers.scaling import read_loads
-    from twinhull.metrics.presets import fleet_demand_forecast, fleet_demand_tokens
+    from twinhull.metrics.presets import (
+        FLEET_CELLS,
+        fleet_demand_forecast,
+        fleet_demand_tokens,
+    )
 
     url, handler = prometheus
     now = time.time()
 
-    def answer(value: float) -> tuple[int, dict]:
+    def answer(value: float, **cell: str) -> tuple[int, dict]:
         return 200, {"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {"namespace": "ai", "twinhull_deployment": "ide"},
+            {"metric": {"namespace": "ai", "twinhull_deployment": "ide", **cell},
              "value": [now, str(value)]}]}}
     day = fleet_demand_forecast("vllm", "1m", start_s=86_400, end_s=85_800)
     assert day.startswith("max_over_time((sum by (namespace, twinhull_deployment)")
     assert day.endswith(")[600s:30s] offset 85800s)")
     week = fleet_demand_forecast("vllm", "1m", start_s=604_800, end_s=604_200)
-    handler.answers.update({fleet_demand_tokens("vllm", "1m"): answer(1_000.0),
+    by_zone = fleet_demand_tokens("vllm", "1m", by=FLEET_CELLS)
+    handler.answers.update({by_zone: answer(1_000.0, cluster="east", zone="east-a"),
                             day: answer(9_000.0), week: answer(12_000.0)})
     spec = ModelDeploymentSpec.model_validate({
         "slaTier": "critical", "model": {"name": "m", "image": "i"},
@@ -143,6 +148,7 @@ def test_prewarm_reads_the_highest_demand_of_earlier_days(prometheus):
     windows = [(86_400.0, 85_800.0), (604_800.0, 604_200.0)]
     loads = read_loads(Prometheus(url), {("ai", "ide"): spec}, prewarm=windows)
     assert loads[("ai", "ide")].tokens_per_second == 1_000.0
+    assert loads[("ai", "ide")].zones == {"east/east-a": 1_000.0}
     assert loads[("ai", "ide")].forecast_tokens_per_second == 12_000.0, "the higher day"
     off = spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"pre_warm": False})})
     assert read_loads(Prometheus(url), {("ai", "ide"): off}, prewarm=windows)[

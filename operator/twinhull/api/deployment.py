@@ -247,6 +247,12 @@ class ScalingStatus(Status):
     """Measured queued requests."""
     forecast_tokens_per_second: str | None = None
     """Pre-warm: the highest demand at the same time on earlier days, a lead time ahead."""
+    running: str | None = None
+    """Requests being served."""
+    latency_p95_seconds: str | None = None
+    """95th percentile time to first token (or request latency, per runtime)."""
+    demand_by_zone: dict[str, str] = Field(default_factory=dict)
+    """Measured tokens per second per ``cluster/zone``."""
     recommended: Annotated[int, Field(ge=0)] | None = None
     """What the load asked for at the last decision (before approval in Suggest mode)."""
     decision: str | None = None

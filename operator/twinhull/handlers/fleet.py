@@ -100,12 +100,16 @@ def _scaling_status(plan: DeploymentPlan, old: dict[str, Any], t: str | None
             "demandTokensPerSecond": _number(latest.inputs.get("tokensPerSecond")),
             "waiting": _number(latest.inputs.get("waiting")),
             "forecastTokensPerSecond": _number(latest.inputs.get("forecastTokensPerSecond")),
+            "running": _number(latest.inputs.get("running")),
+            "latencyP95Seconds": _number(latest.inputs.get("latencyP95Seconds"), 2),
+            "demandByZone": {z: _number(v) for z, v in
+                             (latest.inputs.get("tokensPerSecondByZone") or {}).items()},
         })
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _number(value: Any) -> str | None:
-    return None if value is None else f"{float(value):.1f}"
+def _number(value: Any, digits: int = 1) -> str | None:
+    return None if value is None else f"{float(value):.{digits}f}"
 
 
 def _condition_dicts(conditions: list[Condition], old: list[dict[str, Any]], generation: int,
@@ -315,7 +319,8 @@ def _event_text(decision: Decision) -> str:
     if decision.kind == "Scale":
         measured = ", ".join(f"{label} {_number(i.get(key))}" for key, label in (
             ("tokensPerSecond", "demand tokens/s"), ("waiting", "waiting requests"),
-            ("custom", "custom metric"), ("forecastTokensPerSecond", "forecast tokens/s"))
+            ("custom", "custom metric"), ("forecastTokensPerSecond", "forecast tokens/s"),
+            ("running", "running requests"), ("latencyP95Seconds", "p95 latency s"))
             if i.get(key) is not None)
         return (f"replicas {i.get('from')} -> {i.get('to')}: {decision.reason} "
                 f"[{measured or 'no reading'}; needed {i.get('needed')}, headroom "

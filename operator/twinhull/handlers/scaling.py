@@ -12,8 +12,11 @@ from twinhull.api.deployment import Runtime as ServingRuntime
 from twinhull.handlers.runtime import Key, Runtime, now
 from twinhull.metrics.presets import (
     FLEET,
+    FLEET_CELLS,
     fleet_demand_forecast,
     fleet_demand_tokens,
+    fleet_latency_p95,
+    fleet_running,
     fleet_waiting,
 )
 from twinhull.metrics.prometheus import MetricsUnavailable, Prometheus
@@ -37,21 +40,32 @@ def _scaled_deployments(rt: Runtime) -> dict[Key, ModelDeploymentSpec]:
 def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
                window: str = "1m", prewarm: list[tuple[float, float]] | None = None
                ) -> dict[Key, Load]:
-    """Read the load of every scaled ModelDeployment: two queries per runtime in use, one
-    per pre-warm window and runtime (the highest demand at the same time on earlier days,
-    for ``metric: tokens``), one per custom query. A deployment without series gets no
-    Load (missing, not zero). Effects: HTTP requests. Raises :class:`MetricsUnavailable`."""
+    """Read the load of every scaled ModelDeployment: four queries per runtime in use
+    (demand per zone, waiting, running, latency), one per pre-warm window and runtime (the
+    highest demand at the same time on earlier days, for ``metric: tokens``), one per
+    custom query. A deployment without series gets no Load (missing, not zero).
+    Effects: HTTP requests. Raises :class:`MetricsUnavailable`."""
     loads: dict[Key, Load] = {}
     runtimes: set[ServingRuntime] = {s.model.runtime for s in specs.values()
                                      if s.scaling is not None and s.scaling.metric != "custom"}
     tokens: dict[Key, float] = {}
+    zones: dict[Key, dict[str, float]] = {}
     waiting: dict[Key, float] = {}
+    running: dict[Key, float] = {}
+    latency: dict[Key, float] = {}
     forecast: dict[Key, float] = {}
     for runtime in sorted(runtimes):
-        demand = prometheus.vector(fleet_demand_tokens(runtime, window), by=FLEET)
+        demand = prometheus.vector(fleet_demand_tokens(runtime, window, by=FLEET_CELLS),
+                                   by=FLEET_CELLS)
+        for (ns, name, cluster, zone), v in demand.values.items():
+            tokens[(ns, name)] = tokens.get((ns, name), 0.0) + v
+            zones.setdefault((ns, name), {})[f"{cluster}/{zone}"] = v
         queued = prometheus.vector(fleet_waiting(runtime), by=FLEET)
-        tokens.update({(k[0], k[1]): v for k, v in demand.values.items()})
         waiting.update({(k[0], k[1]): v for k, v in queued.values.items()})
+        busy = prometheus.vector(fleet_running(runtime), by=FLEET)
+        running.update({(k[0], k[1]): v for k, v in busy.values.items()})
+        slow = prometheus.vector(fleet_latency_p95(runtime, window), by=FLEET)
+        latency.update({(k[0], k[1]): v for k, v in slow.values.items()})
         for start, end in prewarm or []:
             past = prometheus.vector(fleet_demand_forecast(runtime, window, start_s=start,
                                                            end_s=end), by=FLEET)
@@ -68,7 +82,9 @@ def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
             ahead = (forecast.get(key) if spec.scaling.metric == "tokens"
                      and spec.scaling.pre_warm else None)
             loads[key] = Load(tokens_per_second=tokens.get(key), waiting=waiting.get(key),
-                              forecast_tokens_per_second=ahead)
+                              forecast_tokens_per_second=ahead, running=running.get(key),
+                              latency_p95_seconds=latency.get(key),
+                              zones=zones.get(key, {}))
     return loads
 
 

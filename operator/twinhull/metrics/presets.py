@@ -41,14 +41,35 @@ PRESETS["generic"] = PRESETS["vllm"]  # servers that mimic vLLM's names (most do
 BY = "sum by (cluster, zone)"
 FLEET = ("namespace", "twinhull_deployment")
 """Labels of the fleet-wide queries: one series per ModelDeployment."""
-_FLEET_BY = "sum by (namespace, twinhull_deployment)"
+FLEET_CELLS = (*FLEET, "cluster", "zone")
+"""Labels of the per-zone fleet-wide queries: one series per ModelDeployment and zone."""
+_SEL = '{twinhull_deployment!=""}'
 
 
-def fleet_demand_tokens(runtime: Runtime, window: str = "1m") -> str:
-    """Tokens per second of every ModelDeployment of a runtime, in one query. Pure."""
-    p, sel = PRESETS[runtime], '{twinhull_deployment!=""}'
-    return (f"{_FLEET_BY} (rate({p.prompt_tokens}{sel}[{window}])) + "
-            f"{_FLEET_BY} (rate({p.generation_tokens}{sel}[{window}]))")
+def _by(labels: tuple[str, ...]) -> str:
+    return f"sum by ({', '.join(labels)})"
+
+
+def fleet_demand_tokens(runtime: Runtime, window: str = "1m", by: tuple[str, ...] = FLEET
+                        ) -> str:
+    """Tokens per second of every ModelDeployment of a runtime, in one query, per ``by``
+    labels. Pure."""
+    p, agg = PRESETS[runtime], _by(by)
+    return (f"{agg} (rate({p.prompt_tokens}{_SEL}[{window}])) + "
+            f"{agg} (rate({p.generation_tokens}{_SEL}[{window}]))")
+
+
+def fleet_running(runtime: Runtime, by: tuple[str, ...] = FLEET) -> str:
+    """Requests being served, of every ModelDeployment of a runtime. Pure."""
+    return f"{_by(by)} ({PRESETS[runtime].running}{_SEL})"
+
+
+def fleet_latency_p95(runtime: Runtime, window: str = "1m") -> str:
+    """95th percentile of the runtime's latency histogram (time to first token where the
+    runtime has it) per ModelDeployment, in one query. Pure."""
+    p = PRESETS[runtime]
+    return (f"histogram_quantile(0.95, sum by (namespace, twinhull_deployment, le) "
+            f"(rate({p.latency_bucket}{_SEL}[{window}])))")
 
 
 def fleet_demand_forecast(runtime: Runtime, window: str, *, start_s: float, end_s: float
@@ -62,9 +83,9 @@ def fleet_demand_forecast(runtime: Runtime, window: str, *, start_s: float, end_
             f"offset {max(0, round(end_s))}s)")
 
 
-def fleet_waiting(runtime: Runtime) -> str:
+def fleet_waiting(runtime: Runtime, by: tuple[str, ...] = FLEET) -> str:
     """Queued requests of every ModelDeployment of a runtime, in one query. Pure."""
-    return f'{_FLEET_BY} ({PRESETS[runtime].waiting}{{twinhull_deployment!=""}})'
+    return f"{_by(by)} ({PRESETS[runtime].waiting}{_SEL})"
 
 
 

@@ -22,8 +22,8 @@ recommendations, stored only when they change) is kept in status by the caller.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +59,12 @@ class Load:
     custom: float | None = None
     forecast_tokens_per_second: float | None = None
     """Expected demand shortly ahead (pre-warm); None when there is no history."""
+    running: float | None = None
+    """Requests being served (reported, not decided on)."""
+    latency_p95_seconds: float | None = None
+    """95th percentile latency (time to first token where the runtime has it; reported)."""
+    zones: Mapping[str, float] = field(default_factory=dict)
+    """Tokens per second per ``cluster/zone`` (reported: the decision is on the total)."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +117,7 @@ def _prewarming(spec: Scaling, tier: ServingTierSpec, load: Load, current: int) 
     """Whether the forecast, not the load measured now, sets the count."""
     if load.forecast_tokens_per_second is None:
         return False
-    now_only = _needed(spec, tier, Load(load.tokens_per_second, load.waiting, load.custom),
-                       current)
+    now_only = _needed(spec, tier, replace(load, forecast_tokens_per_second=None), current)
     return now_only is None or now_only < (_needed(spec, tier, load, current) or 0)
 
 
@@ -130,6 +135,8 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
         "metric": spec.metric, "tokensPerSecond": load.tokens_per_second,
         "waiting": load.waiting, "custom": load.custom,
         "forecastTokensPerSecond": load.forecast_tokens_per_second, "current": current,
+        "running": load.running, "latencyP95Seconds": load.latency_p95_seconds,
+        "tokensPerSecondByZone": {k: round(v, 1) for k, v in sorted(load.zones.items())},
         "headroomPercent": tier.headroom_percent, "bounds": [low, high],
     }
     if needed is None:
