@@ -171,3 +171,33 @@ def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ope
             pytest.fail(f"the operator ignored SIGTERM for 30 s:\n{operator.tail()}")
         if code != 0:
             pytest.fail(f"the operator exited {code} on SIGTERM:\n{operator.tail()}")
+
+
+@pytest.fixture
+def simulator(lab: Lab, tmp_path: Path) -> Iterator[Any]:
+    """Start e2e/loadsim on a trace; stopped at the end of the test, even when it fails."""
+    import sys
+    import time
+
+    import yaml
+
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(points: list[dict[str, Any]], tail: float, *args: str) -> float:
+        trace = tmp_path / f"trace-{len(processes)}.yaml"
+        trace.write_text(yaml.safe_dump(points))
+        processes.append(subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "loadsim"), "--trace", str(trace),
+             "--tail", str(tail), *args],
+            env={**lab.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return time.monotonic()
+    try:
+        yield start
+    finally:
+        for p in processes:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

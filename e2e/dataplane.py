@@ -1,35 +1,56 @@
-"""The lab's data-plane simulator: stands in for the model servers, which in the lab are
-KWOK pods that serve nothing.
+"""The data-plane simulator: stands in for the model servers, which in the lab are KWOK
+pods that serve nothing, and for the offline scaling benchmark (e2e/bench/scaling).
 
-A simulator, not a benchmark of real servers. Its model:
+A simulator, not a benchmark of real servers. Its model (:class:`Pool`, pure, shared by
+``e2e/loadsim`` on the wall clock and the benchmark in simulated time):
 
-* demand per ModelDeployment comes from a trace: points ``{at, deployment, tokensPerSecond}``
-  each held until the next point for that deployment (``--trace FILE``);
-* demand is split over clusters by the weights of the hub's HTTPRoute, and inside a
-  cluster over zones in proportion to their Ready primary replicas (read from the members
-  every second); the fallback backend is served by the fallback replicas the same way;
-* each Ready replica serves up to ``--replica-tokens`` tokens per second; what exceeds
-  that waits, as requests of ``--tokens-per-request`` tokens, up to ``--queue-limit``
-  requests per replica; beyond that requests are dropped;
+* each Ready replica serves ``replica_tokens`` tokens per second (prompt and generation
+  together), shared equally by the requests it runs (processor sharing), at most
+  ``concurrency`` requests per replica and no request faster than one replica;
+* requests beyond the running slots wait in one FIFO queue per deployment and zone (what
+  vLLM reports as ``vllm:num_requests_waiting``);
+* a request's time to first token is its wait plus its prefill: the prompt tokens
+  (``prompt_share`` of its tokens) at ``prefill_tokens_per_second``; it is *within target*
+  if that is at most the tier's ``verification.maxLatencyP95Seconds``;
+* a request is *dropped* when it has waited longer than the client ``timeout``, when the
+  queue is over ``queue_limit`` requests per replica, or when no replica is Ready at all;
 * a replica whose image tag ends in ``-errors`` fails every request it takes (the lab's
-  way to simulate a bad revision's error rate).
+  way to simulate a bad revision's error rate);
+* replicas are counted, not placed: cold starts (model loading) are the caller's (the
+  benchmark starts a replica ``--cold-start`` seconds before it is Ready; the lab's KWOK
+  pods become Ready at once).
 
-Exposed per (namespace, twinhull_deployment, cluster, zone, role) with vLLM's metric names
-(``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``,
-``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
-``vllm:request_success_total``, plus ``twinhull_sim_request_failure_total`` and
-``twinhull_sim_dropped_requests_total``) on 127.0.0.1, registered with the lab's Prometheus
-through its file_sd target directory. Its limits: no latency model beyond queueing, no
-per-request token sizes (a fixed mean), no model of cold starts.
+Its limits: no KV-cache or batching model beyond the concurrency limit, one throughput for
+prompt and generation tokens, no per-replica routing (a zone's replicas share one queue,
+as behind a least-loaded balancer), no network latency, no retries by clients.
+
+In the lab (``e2e/loadsim``) demand comes from a trace: points
+``{at, deployment, tokensPerSecond}`` each held until the next point for that deployment
+(``--trace FILE``), or generated from apps.yaml (``--apps FILE``, see e2e/workload.py); it
+is split over clusters by the weights of the hub's HTTPRoute, and inside a cluster over
+zones in proportion to their Ready primary replicas (read from the members every second);
+the fallback backend is served by the fallback replicas the same way; requests of
+``--tokens-per-request`` tokens (or the app's token distribution with ``--apps``) arrive
+evenly spaced at that rate. Exposed per (namespace, twinhull_deployment, cluster, zone,
+role) with vLLM's metric names (``vllm:prompt_tokens_total``,
+``vllm:generation_tokens_total``, ``vllm:num_requests_running``,
+``vllm:num_requests_waiting``, ``vllm:request_success_total``,
+``vllm:time_to_first_token_seconds``, plus ``twinhull_sim_request_failure_total``,
+``twinhull_sim_dropped_requests_total`` and ``twinhull_sim_requests_within_target_total``)
+on 127.0.0.1, registered with the lab's Prometheus through its file_sd target directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import threading
 import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,16 +61,185 @@ import yaml
 Cell = tuple[str, str, str, str, str]
 """(namespace, deployment, cluster, zone, role)."""
 
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+"""vLLM's buckets of ``vllm:time_to_first_token_seconds``."""
+DEFAULT_TARGET_SECONDS = 5.0
+"""Latency target where a deployment's tier is unknown (the standard tier's)."""
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    """The parameters of the replica model (see the module's docstring)."""
+
+    replica_tokens: float = 3000.0
+    """Tokens per second one Ready replica serves, all its requests together."""
+    concurrency: int = 16
+    """Requests one replica runs at a time; more wait."""
+    prefill_tokens_per_second: float = 30000.0
+    """Prompt tokens per second of one request's prefill (the time to its first token)."""
+    prompt_share: float = 0.8
+    """Share of a request's tokens that are prompt (the rest are generated)."""
+    timeout: float = 60.0
+    """Seconds a client waits in the queue before giving up (a dropped request)."""
+    queue_limit: float | None = None
+    """Waiting requests per Ready replica beyond which new requests are rejected."""
+
+
+class Pool:
+    """The Ready replicas of one deployment (or one zone of it) behind one FIFO queue, in
+    continuous time: call :meth:`advance` to a time, then :meth:`arrive` or
+    :meth:`set_ready` at it. Event-driven and exact between calls (processor sharing with
+    a virtual clock: every running request gets the same rate, so one counter ``v`` of
+    tokens served per request orders completions). Pure.
+
+    Counters for the metrics count everything; ``requests``, ``within`` and ``dropped``
+    count only requests that arrived at or after ``count_from`` (a benchmark's warm-up)."""
+
+    def __init__(self, model: ServerModel, target_seconds: float, *, ready: int = 0,
+                 errors: bool = False, count_from: float = 0.0, start: float = 0.0) -> None:
+        self.model, self.target, self.ready, self.errors = model, target_seconds, ready, errors
+        self.count_from = count_from
+        self.t = start
+        self.v = 0.0
+        self.running: list[tuple[float, int]] = []
+        self.queue: deque[tuple[float, float]] = deque()
+        self._serial = 0
+        self.requests = self.within = self.dropped = 0
+        self.all_dropped = self.success = self.failure = self.all_within = 0
+        self.prompt = self.generation = 0.0
+        self.ttft_buckets = [0] * len(TTFT_BUCKETS)
+        self.ttft_sum, self.ttft_count = 0.0, 0
+
+    @property
+    def served(self) -> float:
+        """Tokens served so far."""
+        return self.prompt + self.generation
+
+    def _serve(self, tokens: float) -> None:
+        self.prompt += tokens * self.model.prompt_share
+        self.generation += tokens * (1 - self.model.prompt_share)
+
+    def advance(self, t: float) -> None:
+        """Serve until ``t``: completions, and queued requests taking the freed slots."""
+        rt = self.model.replica_tokens
+        while self.t < t:
+            n = len(self.running)
+            if not n or not self.ready:
+                self.t = t
+                break
+            rate = min(rt, self.ready * rt / n)
+            head = self.running[0][0]
+            done = self.t + (head - self.v) / rate
+            if done <= t:
+                self._serve(rate * n * (done - self.t))
+                self.t, self.v = done, head
+                while self.running and self.running[0][0] <= head:
+                    heapq.heappop(self.running)
+                    if self.errors:
+                        self.failure += 1
+                    else:
+                        self.success += 1
+                self._admit()
+            else:
+                self._serve(rate * n * (t - self.t))
+                self.v += rate * (t - self.t)
+                self.t = t
+        self.expire()
+
+    def _drop(self, arrival: float) -> None:
+        self.all_dropped += 1
+        if arrival >= self.count_from:
+            self.dropped += 1
+
+    def _start(self, arrival: float, tokens: float) -> None:
+        ttft = self.t - arrival + tokens * self.model.prompt_share / (
+            self.model.prefill_tokens_per_second)
+        i = bisect_left(TTFT_BUCKETS, ttft)
+        if i < len(self.ttft_buckets):
+            self.ttft_buckets[i] += 1
+        self.ttft_sum += ttft
+        self.ttft_count += 1
+        if ttft <= self.target and not self.errors:
+            self.all_within += 1
+            if arrival >= self.count_from:
+                self.within += 1
+        self._serial += 1
+        heapq.heappush(self.running, (self.v + tokens, self._serial))
+
+    def _admit(self) -> None:
+        slots = self.ready * self.model.concurrency
+        while self.queue and len(self.running) < slots:
+            arrival, tokens = self.queue.popleft()
+            if self.t - arrival > self.model.timeout:
+                self._drop(arrival)
+            else:
+                self._start(arrival, tokens)
+
+    def expire(self) -> None:
+        """Drop the queued requests whose clients gave up."""
+        while self.queue and self.t - self.queue[0][0] > self.model.timeout:
+            self._drop(self.queue.popleft()[0])
+
+    def arrive(self, t: float, tokens: float) -> None:
+        """A request of ``tokens`` tokens arrives at ``t`` (after :meth:`advance` to it)."""
+        self.advance(t)
+        if t >= self.count_from:
+            self.requests += 1
+        limit = self.model.queue_limit
+        if not self.ready:
+            self._drop(t)
+        elif not self.queue and len(self.running) < self.ready * self.model.concurrency:
+            self._start(t, tokens)
+        elif limit is not None and len(self.queue) >= limit * self.ready:
+            self._drop(t)
+        else:
+            self.queue.append((t, tokens))
+
+    def set_ready(self, t: float, ready: int) -> None:
+        """The Ready replicas from ``t`` on."""
+        self.advance(t)
+        self.ready = max(0, ready)
+        self._admit()
+
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue."""
+        return len(self.queue)
+
+
+def within_target_share(within: float, requests: float) -> float:
+    """Percent of requests served within the latency target (100 without requests); the
+    benchmark's measure, from its counters or from loadsim's (the increase of
+    ``twinhull_sim_requests_within_target_total`` over that of all requests). Pure."""
+    return 100.0 * within / requests if requests else 100.0
+
 
 @dataclass
-class Counters:
-    prompt: float = 0.0
-    generation: float = 0.0
-    success: float = 0.0
-    failure: float = 0.0
-    dropped: float = 0.0
-    running: float = 0.0
-    waiting: float = 0.0
+class Feed:
+    """Turns a cell's demand (tokens per second) into requests, evenly spaced."""
+
+    size: Callable[[], float]
+    """The next request's tokens."""
+    owed: float = 0.0
+    next_size: float = 0.0
+
+    def arrivals(self, start: float, dt: float, tokens_per_second: float
+                 ) -> list[tuple[float, float]]:
+        """Requests arriving in ``(start, start + dt]`` at that rate."""
+        if self.next_size <= 0:
+            self.next_size = self.size()
+        out: list[tuple[float, float]] = []
+        pos = 0.0
+        while tokens_per_second > 0:
+            needed = (self.next_size - self.owed) / tokens_per_second
+            if pos + needed > dt:
+                self.owed += tokens_per_second * (dt - pos)
+                break
+            pos += needed
+            out.append((start + pos, self.next_size))
+            self.owed, self.next_size = 0.0, self.size()
+        return out
 
 
 @dataclass
@@ -60,14 +250,21 @@ class World:
     """Ready replicas and whether they serve errors."""
     weights: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     """(namespace, deployment) to backend weights (cluster names and ``fallback``)."""
+    targets: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(namespace, deployment) to its tier's latency target, seconds."""
 
 
 def load_trace(path: Path) -> list[dict[str, Any]]:
     """Trace points sorted by time: ``{at: s, deployment: ns/name, tokensPerSecond: n}``."""
     points = yaml.safe_load(path.read_text()) or []
+    return check_points(points, str(path))
+
+
+def check_points(points: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """Trace points checked and sorted by time."""
     for p in points:
         if not {"at", "deployment", "tokensPerSecond"} <= set(p):
-            raise SystemExit(f"{path}: each point needs at, deployment, tokensPerSecond: {p}")
+            raise SystemExit(f"{source}: each point needs at, deployment, tokensPerSecond: {p}")
     return sorted(points, key=lambda p: float(p["at"]))
 
 
@@ -112,8 +309,23 @@ def observe(world: World, members: dict[str, Any], hub: Any) -> None:
             image = d.spec.template.spec.containers[0].image
             world.ready[(d.metadata.namespace, owner, cluster, zone, role)] = (
                 d.status.ready_replicas or 0, image.endswith("-errors"))
+    objects = client.CustomObjectsApi(hub)
     try:
-        routes = client.CustomObjectsApi(hub).list_cluster_custom_object(
+        tiers = {t["metadata"]["name"]: float(
+            t["spec"].get("verification", {}).get("maxLatencyP95Seconds",
+                                                   DEFAULT_TARGET_SECONDS))
+            for t in objects.list_cluster_custom_object(
+                "serving.twinhull.io", "v1alpha1", "servingtiers", _request_timeout=2)["items"]}
+        for md in objects.list_cluster_custom_object(
+                "serving.twinhull.io", "v1alpha1", "modeldeployments",
+                _request_timeout=2)["items"]:
+            key = (md["metadata"]["namespace"], md["metadata"]["name"])
+            world.targets[key] = tiers.get(md["spec"].get("slaTier", ""),
+                                           DEFAULT_TARGET_SECONDS)
+    except Exception:  # keep the last view; unknown deployments get the default target
+        pass
+    try:
+        routes = objects.list_cluster_custom_object(
             "gateway.networking.k8s.io", "v1", "httproutes", _request_timeout=2)["items"]
     except Exception:
         return
@@ -126,87 +338,173 @@ def observe(world: World, members: dict[str, Any], hub: Any) -> None:
         world.weights[(ns, name)] = weights
 
 
-def step(world: World, counters: dict[Cell, Counters], demand: dict[tuple[str, str], float],
-         dt: float, *, replica_tokens: float, tokens_per_request: float,
-         queue_limit: float) -> None:
-    """Advance the model by ``dt`` seconds. Pure apart from updating ``counters``."""
+def step(world: World, pools: dict[Cell, Pool], feeds: dict[Cell, Feed],
+         demand: dict[tuple[str, str], float], now: float, dt: float, *, model: ServerModel,
+         size: Callable[[tuple[str, str]], Callable[[], float]]) -> None:
+    """Advance the model by ``dt`` seconds to ``now``: the Ready replicas and weights of
+    ``world``, requests from ``demand`` (tokens per second per deployment) of sizes drawn
+    from ``size(deployment)``. Pure apart from updating ``pools`` and ``feeds``."""
+    for cell, (ready, errors) in world.ready.items():
+        if cell in pools:
+            pools[cell].errors = errors
+            pools[cell].set_ready(now - dt, ready)
     for (ns, name), tps in demand.items():
         weights = world.weights.get((ns, name)) or {}
         total_weight = sum(weights.values()) or 1
+        target = world.targets.get((ns, name), DEFAULT_TARGET_SECONDS)
         for backend, weight in weights.items():
             share = tps * weight / total_weight
             role = "fallback" if backend == "fallback" else "primary"
             cells = [(c, r) for c, r in world.ready.items() if c[:2] == (ns, name)
                      and c[4] == role and (role == "fallback" or c[2] == backend)]
             replicas = sum(r[0] for _, r in cells)
-            for cell, (ready, errors) in cells:
-                part = share * ready / replicas if replicas else 0.0
-                c = counters.setdefault(cell, Counters())
-                capacity = ready * replica_tokens
-                served = min(part + c.waiting * tokens_per_request / max(dt, 1e-9), capacity)
-                backlog = c.waiting + (part - served) * dt / tokens_per_request
-                limit = queue_limit * max(ready, 1)
-                c.dropped += max(0.0, backlog - limit)
-                c.waiting = min(max(backlog, 0.0), limit)
-                c.running = served / replica_tokens if ready else 0.0
-                requests = served * dt / tokens_per_request
-                c.prompt += served * dt * 0.8
-                c.generation += served * dt * 0.2
-                if errors:
-                    c.failure += requests
-                else:
-                    c.success += requests
             if not replicas:  # nothing Ready behind this backend: everything is dropped
-                c = counters.setdefault((ns, name, backend, "", role), Counters())
-                c.dropped += share * dt / tokens_per_request
+                cells = [((ns, name, backend, "", role), (0, False))]
+            for cell, (ready, errors) in cells:
+                part = share * ready / replicas if replicas else share
+                pool = pools.get(cell)
+                if pool is None:
+                    pool = pools[cell] = Pool(model, target, ready=ready, errors=errors,
+                                              start=now - dt)
+                feed = feeds.setdefault(cell, Feed(size((ns, name))))
+                for at, tokens in feed.arrivals(now - dt, dt, part):
+                    pool.arrive(at, tokens)
+    for pool in pools.values():
+        pool.advance(now)
 
 
-def exposition(counters: dict[Cell, Counters]) -> str:
+def exposition(pools: dict[Cell, Pool]) -> str:
     """Prometheus text format of all counters. Pure."""
-    metrics = [
-        ("vllm:prompt_tokens_total", "counter", "prompt"),
-        ("vllm:generation_tokens_total", "counter", "generation"),
-        ("vllm:request_success_total", "counter", "success"),
-        ("twinhull_sim_request_failure_total", "counter", "failure"),
-        ("twinhull_sim_dropped_requests_total", "counter", "dropped"),
-        ("vllm:num_requests_running", "gauge", "running"),
-        ("vllm:num_requests_waiting", "gauge", "waiting"),
+    metrics: list[tuple[str, str, Callable[[Pool], float]]] = [
+        ("vllm:prompt_tokens_total", "counter", lambda p: p.prompt),
+        ("vllm:generation_tokens_total", "counter", lambda p: p.generation),
+        ("vllm:request_success_total", "counter", lambda p: p.success),
+        ("twinhull_sim_request_failure_total", "counter", lambda p: p.failure),
+        ("twinhull_sim_dropped_requests_total", "counter", lambda p: p.all_dropped),
+        ("twinhull_sim_requests_within_target_total", "counter", lambda p: p.all_within),
+        ("vllm:num_requests_running", "gauge", lambda p: len(p.running)),
+        ("vllm:num_requests_waiting", "gauge", lambda p: p.waiting),
     ]
     lines = []
-    for metric, kind, attr in metrics:
+
+    def labels(cell: Cell) -> str:
+        ns, name, cluster, zone, role = cell
+        return (f'namespace="{ns}",twinhull_deployment="{name}",cluster="{cluster}",'
+                f'zone="{zone}",role="{role}"')
+    for metric, kind, get in metrics:
         lines.append(f"# TYPE {metric} {kind}")
-        for (ns, name, cluster, zone, role), c in sorted(counters.items()):
-            labels = (f'namespace="{ns}",twinhull_deployment="{name}",cluster="{cluster}",'
-                      f'zone="{zone}",role="{role}"')
-            lines.append(f"{metric}{{{labels}}} {getattr(c, attr):.3f}")
+        for cell, pool in sorted(pools.items()):
+            lines.append(f"{metric}{{{labels(cell)}}} {get(pool):.3f}")
+    metric = "vllm:time_to_first_token_seconds"
+    lines.append(f"# TYPE {metric} histogram")
+    for cell, pool in sorted(pools.items()):
+        cumulative = 0
+        for le, n in zip(TTFT_BUCKETS, pool.ttft_buckets, strict=True):
+            cumulative += n
+            lines.append(f'{metric}_bucket{{{labels(cell)},le="{le}"}} {cumulative}')
+        lines.append(f'{metric}_bucket{{{labels(cell)},le="+Inf"}} {pool.ttft_count}')
+        lines.append(f"{metric}_sum{{{labels(cell)}}} {pool.ttft_sum:.3f}")
+        lines.append(f"{metric}_count{{{labels(cell)}}} {pool.ttft_count}")
     return "\n".join(lines) + "\n"
 
 
+def _points(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.trace is not None:
+        return load_trace(args.trace)
+    from workload import replay_points
+
+    return check_points(replay_points(
+        args.apps, args.examples, day=args.day, start=args.start, hours=args.hours,
+        compress=args.compress, step=args.step, seed=args.seed,
+        load_factor=args.load_factor), str(args.apps))
+
+
+def _sizes(args: argparse.Namespace) -> Callable[[tuple[str, str]], Callable[[], float]]:
+    """Request sizes per deployment: the app's token distribution with ``--apps``, else
+    ``--tokens-per-request``."""
+    if args.apps is None:
+        return lambda _: lambda: float(args.tokens_per_request)
+    import random
+
+    from workload import deployments, load_apps, token_sizes
+
+    names = {(md["metadata"]["namespace"], name) for name, md in
+             deployments(args.examples).items()}
+    dists = {(ns, app.name): token_sizes(app) for app in load_apps(args.apps)
+             for ns, name in names if name == app.name}
+
+    def size(key: tuple[str, str]) -> Callable[[], float]:
+        dist = dists.get(key)
+        if dist is None:
+            return lambda: float(args.tokens_per_request)
+        rng = random.Random(f"{args.seed}:{key}")
+        return lambda: dist.sample(rng)
+    return size
+
+
 def main(argv: list[str] | None = None) -> int:
+    repo = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(prog="e2e/loadsim", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", type=Path, required=True,
-                        help="YAML list of {at, deployment: ns/name, tokensPerSecond}")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trace", type=Path,
+                        help="YAML list of {at, deployment: ns/name, tokensPerSecond}, each "
+                        "rate held until the deployment's next point")
+    source.add_argument("--apps", type=Path,
+                        help="generate the trace from apps.yaml (e2e/workload.py) for the "
+                        "apps with a ModelDeployment in --examples")
+    parser.add_argument("--examples", type=Path, default=repo / "examples",
+                        help="ModelDeployments naming the apps' namespace/name (--apps)")
+    parser.add_argument("--day", type=int, default=0, help="--apps: day, 0 = Monday")
+    parser.add_argument("--start", default="09:00", help="--apps: local time to start at")
+    parser.add_argument("--hours", type=float, default=3.0, help="--apps: hours to replay")
+    parser.add_argument("--compress", type=float, default=60.0,
+                        help="--apps: time compression (rates stay real, the clock is faster)")
+    parser.add_argument("--step", type=float, default=None,
+                        help="--apps: real seconds per trace point (default max(60, compress))")
+    parser.add_argument("--seed", type=int, default=1, help="--apps: random seed")
+    parser.add_argument("--load-factor", type=float, default=None,
+                        help="--apps: volumes x F (default: e2e/workload.py's)")
+    parser.add_argument("--print-trace", action="store_true",
+                        help="print the trace as YAML and exit (no lab needed)")
     parser.add_argument("--tail", type=float, default=0.0,
                         help="seconds to keep running after the trace's last point")
     parser.add_argument("--port", type=int, default=0, help="metrics port (default: any)")
     parser.add_argument("--replica-tokens", type=float, default=3000.0,
                         help="tokens per second one Ready replica serves")
-    parser.add_argument("--tokens-per-request", type=float, default=4000.0)
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="requests one replica runs at once; more wait")
+    parser.add_argument("--prefill-tokens", type=float, default=30000.0,
+                        help="prompt tokens per second of a request's prefill")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds a request waits before the client gives up (dropped)")
+    parser.add_argument("--tokens-per-request", type=float, default=4000.0,
+                        help="request size with --trace")
     parser.add_argument("--queue-limit", type=float, default=64.0,
                         help="waiting requests per replica before requests are dropped")
     args = parser.parse_args(argv)
-    points = load_trace(args.trace)
+    if args.load_factor is None:
+        from workload import DEFAULT_LOAD_FACTOR
+
+        args.load_factor = DEFAULT_LOAD_FACTOR
+    points = _points(args)
+    if args.print_trace:
+        print(yaml.safe_dump(points, sort_keys=False), end="")
+        return 0
+    model = ServerModel(replica_tokens=args.replica_tokens, concurrency=args.concurrency,
+                        prefill_tokens_per_second=args.prefill_tokens, timeout=args.timeout,
+                        queue_limit=args.queue_limit)
+    sizes = _sizes(args)
     end = (float(points[-1]["at"]) if points else 0.0) + args.tail
     env = os.environ
     members = {c: _client(env[f"TWINHULL_{c.upper()}_KUBECONFIG"]) for c in ("east", "west")}
     hub = _client(env["TWINHULL_HUB_KUBECONFIG"])
-    world, counters, lock = World(), {}, threading.Lock()
+    world, pools, feeds, lock = World(), {}, {}, threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             with lock:
-                body = exposition(counters).encode()
+                body = exposition(pools).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
@@ -221,16 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     target = Path(env["TWINHULL_PROMETHEUS_TARGETS"]) / f"loadsim-{os.getpid()}.json"
     target.write_text(json.dumps([{"targets": [f"127.0.0.1:{server.server_address[1]}"],
                                    "labels": {"job": "loadsim"}}]))
-    print(f"loadsim: metrics on 127.0.0.1:{server.server_address[1]}, trace {args.trace}, "
-          f"{end:.0f}s", flush=True)
+    print(f"loadsim: metrics on 127.0.0.1:{server.server_address[1]}, "
+          f"trace {args.trace or args.apps}, {end:.0f}s", flush=True)
     start = last = time.monotonic()
     try:
         while (now := time.monotonic()) - start <= end:
             observe(world, members, hub)
             with lock:
-                step(world, counters, demand_at(points, now - start), now - last,
-                     replica_tokens=args.replica_tokens,
-                     tokens_per_request=args.tokens_per_request, queue_limit=args.queue_limit)
+                step(world, pools, feeds, demand_at(points, now - start), now - start,
+                     now - last, model=model, size=sizes)
             last = now
             time.sleep(1.0)
     except KeyboardInterrupt:

@@ -3,10 +3,7 @@ data-plane simulator (e2e/loadsim) replaying a trace."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,25 +42,6 @@ def manifest(name: str, mode: str = "Enforce", *, pre_warm: bool = False, gpus: 
                              "targetTokensPerSecondPerReplica": 2500, "preWarm": pre_warm,
                              "minReplicasPerZone": 1, "maxReplicasPerZone": max_per_zone}
     return md
-
-
-@pytest.fixture
-def simulator(lab, tmp_path) -> Iterator:
-    """Start e2e/loadsim on a trace; stopped at the end of the test."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(points: list[dict], tail: float, *args: str) -> float:
-        trace = tmp_path / f"trace-{len(processes)}.yaml"
-        trace.write_text(yaml.safe_dump(points))
-        processes.append(subprocess.Popen(
-            [sys.executable, str(E2E / "loadsim"), "--trace", str(trace), "--tail", str(tail),
-             *args],
-            env={**lab.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        return time.monotonic()
-    yield start
-    for p in processes:
-        p.terminate()
-        p.wait(timeout=10)
 
 
 def total(lab, name: str) -> int | None:
