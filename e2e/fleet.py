@@ -137,3 +137,38 @@ def namespace_manifest(name: str) -> dict[str, Any]:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+REVISION = "serving.twinhull.io/revision"
+
+
+def workloads(lab: Any, cluster: str, namespace: str, name: str
+              ) -> dict[str, tuple[str, str, bool]] | None:
+    """A ModelDeployment's Deployments in a member: name to (revision annotation, image,
+    settled: fully rolled out and Ready). None when the member does not answer."""
+    out = kubectl(lab, cluster, "get", "deployments", "-n", namespace, "-o", "yaml",
+                  "-l", f"serving.twinhull.io/deployment={name}", "--request-timeout=5s",
+                  check=False)
+    if not out.strip():
+        return None
+    result = {}
+    for d in (yaml.safe_load(out) or {}).get("items") or []:
+        spec, st = d["spec"], d.get("status") or {}
+        want = spec.get("replicas") or 0
+        settled = (st.get("observedGeneration", 0) >= d["metadata"].get("generation", 0)
+                   and st.get("updatedReplicas", 0) == want and st.get("replicas", 0) == want
+                   and st.get("readyReplicas", 0) >= want)
+        result[d["metadata"]["name"]] = (
+            (d["metadata"].get("annotations") or {}).get(REVISION, ""),
+            spec["template"]["spec"]["containers"][0]["image"], settled)
+    return result
+
+
+def runs(lab: Any, namespace: str, name: str, revision: str) -> bool:
+    """Whether every Deployment of a ModelDeployment in both members runs ``revision``,
+    settled and Ready."""
+    for cluster in ("east", "west"):
+        got = workloads(lab, cluster, namespace, name)
+        if not got or any(r != revision or not ok for r, _, ok in got.values()):
+            return False
+    return True

@@ -224,10 +224,13 @@ def test_a_frozen_cluster_does_not_slow_work_on_a_live_one(lab, operator):
 
 
 def test_a_no_op_resync_writes_nothing(lab, md):
+    wait_for(lambda: status(lab, NS, md).get("lastGoodSnapshot")
+             and not status(lab, NS, md).get("rollout"), timeout=60,
+             what="the first revision verified Good")
     time.sleep(3)  # let the last status write and observation settle
     member_kinds = {"deployments", "services", "poddisruptionbudgets", "namespaces",
                     "priorityclasses"}
-    hub_kinds = {"modeldeployments", "httproutes", "events"}
+    hub_kinds = {"modeldeployments", "httproutes", "events", "modelsnapshots"}
     before = {c: write_requests(lab, c, member_kinds) for c in ("east", "west")}
     before["hub"] = write_requests(lab, "hub", hub_kinds)
     time.sleep(12)  # more than two resync periods (5 s) and several probes

@@ -91,6 +91,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = Settings(namespace=args.namespace, gateway=(namespace, name or namespace),
                         resync_seconds=args.resync, prometheus_url=args.prometheus or None,
                         metrics_seconds=args.metrics_interval, rate_window=args.rate_window,
+                        failure_metric=args.failure_metric or None,
                         prewarm_period_seconds=args.prewarm_period,
                         prewarm_lead_seconds=args.prewarm_lead)
     try:
@@ -102,23 +103,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    import yaml
+def _hub(args: argparse.Namespace) -> tuple[Any, str, str] | None:
+    """A client of the hub's custom objects and the NAMESPACE/NAME target (None: usage
+    error, printed). Effects: reads the kubeconfig."""
     from kubernetes import config as kube_config
     from kubernetes.client import ApiClient, CustomObjectsApi
-    from kubernetes.client.exceptions import ApiException
 
     namespace, _, name = args.target.partition("/")
     if not name:
         print("error: give NAMESPACE/NAME", file=sys.stderr)
-        return EXIT_USAGE
+        return None
     kube_config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
-    api = CustomObjectsApi(ApiClient())
+    return CustomObjectsApi(ApiClient()), namespace, name
+
+
+def _deployment(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.client.exceptions import ApiException
+
     try:
-        obj = cast(dict[str, Any], api.get_namespaced_custom_object(
+        return cast(dict[str, Any], api.get_namespaced_custom_object(
             "serving.twinhull.io", "v1alpha1", namespace, "modeldeployments", name))
     except ApiException as exc:
         print(f"error: {namespace}/{name}: {exc.reason}", file=sys.stderr)
+        return None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import yaml
+
+    hub = _hub(args)
+    if hub is None:
+        return EXIT_USAGE
+    api, namespace, name = hub
+    obj = _deployment(api, namespace, name)
+    if obj is None:
         return EXIT_INVALID
     status = obj.get("status") or {}
     print(f"{namespace}/{name}  tier={obj['spec']['slaTier']}  "
@@ -132,6 +150,100 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.decisions:
         print(yaml.safe_dump({"decisions": status.get("decisions") or []}, sort_keys=False))
     return EXIT_OK
+
+
+def _age(created: str | None) -> str:
+    from datetime import UTC, datetime
+
+    if not created:
+        return "-"
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))
+               ).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    hub = _hub(args)
+    if hub is None:
+        return EXIT_USAGE
+    api, namespace, name = hub
+    obj = _deployment(api, namespace, name)
+    if obj is None:
+        return EXIT_INVALID
+    status = obj.get("status") or {}
+    items = api.list_namespaced_custom_object(
+        "serving.twinhull.io", "v1alpha1", namespace, "modelsnapshots",
+        label_selector=f"serving.twinhull.io/deployment={name}")["items"]
+    items.sort(key=lambda i: (i["metadata"].get("creationTimestamp") or "",
+                              i["spec"].get("generation", 0)))
+    rows = []
+    for i in items:
+        snap_status = i.get("status") or {}
+        marks = [m for m, on in (("current", i["metadata"]["name"] == status.get(
+            "currentSnapshot")), ("last-good", i["metadata"]["name"] == status.get(
+                "lastGoodSnapshot")), ("held-back", i["spec"]["hash"] == status.get(
+                    "heldBack"))) if on]
+        rows.append({"name": i["metadata"]["name"], "generation": i["spec"].get("generation"),
+                     "hash": i["spec"]["hash"], "reason": i["spec"].get("reason"),
+                     "outcome": snap_status.get("outcome", "Pending"),
+                     "why": snap_status.get("reason", ""),
+                     "image": i["spec"]["deployment"]["model"]["image"],
+                     "age": _age(i["metadata"].get("creationTimestamp")), "marks": marks})
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(f"{'SNAPSHOT':<40} {'GEN':>4} {'HASH':<16} {'OUTCOME':<8} {'AGE':>5}  IMAGE / NOTES")
+    for r in rows:
+        notes = " ".join(filter(None, [r["image"], r["why"], ",".join(r["marks"])]))
+        print(f"{r['name']:<40} {r['generation']:>4} {r['hash']:<16} {r['outcome']:<8} "
+              f"{r['age']:>5}  {notes}")
+    return EXIT_OK
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    import getpass
+    import socket
+    import time
+    import uuid
+    from datetime import UTC, datetime
+
+    hub = _hub(args)
+    if hub is None:
+        return EXIT_USAGE
+    api, namespace, name = hub
+    if _deployment(api, namespace, name) is None:
+        return EXIT_INVALID
+    request = {"id": uuid.uuid4().hex[:12], "to": args.to or "",
+               "by": args.by or f"{getpass.getuser()}@{socket.gethostname()}",
+               "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    api.patch_namespaced_custom_object(
+        "serving.twinhull.io", "v1alpha1", namespace, "modeldeployments", name,
+        {"metadata": {"annotations": {"serving.twinhull.io/rollback": json.dumps(request)}}})
+    target = args.to or "the last Good snapshot"
+    print(f"{namespace}/{name}: rollback to {target} requested (id {request['id']})")
+    if args.no_wait:
+        return EXIT_OK
+    start = time.monotonic()
+    while time.monotonic() - start < args.timeout:
+        status = (_deployment(api, namespace, name) or {}).get("status") or {}
+        handled = status.get("rollbackRequest") or {}
+        if handled.get("id") == request["id"]:
+            if handled.get("result", "").startswith("no "):
+                print(f"error: {handled['result']}", file=sys.stderr)
+                return EXIT_INVALID
+            if status.get("rollout") is None and status.get("currentSnapshot") == handled.get(
+                    "to"):
+                print(f"{namespace}/{name}: rolled back to {handled['to']} in "
+                      f"{time.monotonic() - start:.1f}s; every cluster runs it, Ready. The "
+                      "spec is held back until it changes: revert it in Git to match.")
+                return EXIT_OK
+        time.sleep(1.0)
+    print(f"error: not rolled back within {args.timeout:g}s; see `twinhull status "
+          f"{namespace}/{name}`", file=sys.stderr)
+    return EXIT_INVALID
 
 
 def parser() -> argparse.ArgumentParser:
@@ -183,6 +295,9 @@ def parser() -> argparse.ArgumentParser:
                      help="seconds between load reads from Prometheus")
     run.add_argument("--rate-window", default="1m",
                      help="PromQL range of rate() over token counters (>= 2 scrape intervals)")
+    run.add_argument("--failure-metric", default="",
+                     help="Prometheus counter of failed requests (labelled namespace, "
+                          "twinhull_deployment) that verifies new revisions' error rate")
     run.add_argument("--prewarm-period", type=float, default=86400.0,
                      help="seconds between recurring peaks that pre-warm looks back by "
                           "(yesterday and a week ago at 86400; 0: no pre-warm)")
@@ -200,6 +315,27 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--kubeconfig", help="hub kubeconfig (default: $KUBECONFIG)")
     status.add_argument("--decisions", action="store_true", help="also list recent decisions")
     status.set_defaults(func=_cmd_status)
+
+    history = sub.add_parser("history", help="list a ModelDeployment's snapshots")
+    history.add_argument("target", metavar="NAMESPACE/NAME")
+    history.add_argument("--kubeconfig", help="hub kubeconfig (default: $KUBECONFIG)")
+    history.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    history.set_defaults(func=_cmd_history)
+
+    rollback = sub.add_parser(
+        "rollback", help="roll a ModelDeployment back to a snapshot in every cluster",
+        description="Asks the operator for a rollback through the annotation "
+                    "serving.twinhull.io/rollback (the same works from kubectl or a pipeline), "
+                    "then waits until every cluster runs the snapshot, Ready.")
+    rollback.add_argument("target", metavar="NAMESPACE/NAME")
+    rollback.add_argument("--to", help="snapshot name (`twinhull history`); default: the "
+                                       "last Good one before the current")
+    rollback.add_argument("--by", help="who asks (default: user@host)")
+    rollback.add_argument("--kubeconfig", help="hub kubeconfig (default: $KUBECONFIG)")
+    rollback.add_argument("--timeout", type=float, default=600.0,
+                          help="seconds to wait for the result")
+    rollback.add_argument("--no-wait", action="store_true", help="only make the request")
+    rollback.set_defaults(func=_cmd_rollback)
     return top
 
 

@@ -296,6 +296,34 @@ class FailoverLeg(Status):
     """RFC 3339 time the current step began."""
 
 
+class RolloutStatus(Status):
+    """A revision on its way to the clusters (kept so a restarted operator resumes it)."""
+
+    target: str
+    """The ModelSnapshot being rolled out, or rolled back to."""
+    mode: Literal["Initial", "Rollout", "Rollback"]
+    """Initial: the first revision, everywhere at once; Rollout: one cluster at a time;
+    Rollback: a known-Good snapshot, everywhere at once."""
+    since: str
+    """RFC 3339 time it started (the progress deadline counts from here)."""
+    done: list[str] = Field(default_factory=list)
+    """Clusters running the target, Ready."""
+    verifying_since: str | None = None
+    """RFC 3339 time every cluster ran it: the verification window counts from here."""
+    failed: str = ""
+    """Why it failed when it could not be rolled back (it then stops)."""
+
+
+class RollbackRequestStatus(Status):
+    """The last manual rollback request handled (``twinhull rollback``)."""
+
+    id: str
+    to: str | None = None
+    by: str = ""
+    at: str = ""
+    result: str = ""
+
+
 class ModelDeploymentStatus(Status):
     """What the operator observed and decided for one ModelDeployment."""
 
@@ -317,6 +345,14 @@ class ModelDeploymentStatus(Status):
     """The ModelSnapshot running now."""
     last_good_snapshot: str | None = None
     """The newest ModelSnapshot verified Good."""
+    rollout: RolloutStatus | None = None
+    """The revision on its way, if any."""
+    held_back: str | None = None
+    """Revision hash of the spec that was rolled back: not retried until the spec changes."""
+    held_back_reason: str | None = None
+    """Why it was rolled back: the reason (CamelCase), a colon, and the message."""
+    rollback_request: RollbackRequestStatus | None = None
+    """The last manual rollback request handled."""
     failover: dict[str, FailoverLeg] = Field(default_factory=dict)
     """Failover state per placed cluster."""
     pending: Decision | None = None

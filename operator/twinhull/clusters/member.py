@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twinhull.clusters.kube import ClusterUnavailable, Kube
-from twinhull.plan.render import DEPLOYMENT, HASH, MANAGED_BY, OPERATOR
+from twinhull.plan.render import DEPLOYMENT, HASH, MANAGED_BY, OPERATOR, REVISION
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,10 @@ class Seen:
     ready: int = 0
     deployment: str | None = None
     """The ModelDeployment it belongs to (label), if any."""
+    revision: str | None = None
+    """Deployments: the revision its template runs (annotation)."""
+    settled: bool = False
+    """Deployments: fully rolled out (no old pods left) and every replica Ready."""
 
 
 def _node_ready(node: Mapping[str, Any]) -> bool:
@@ -94,11 +98,21 @@ def seen_of(obj: Mapping[str, Any]) -> Seen:
     """The parts of an observed object twinhull compares. Pure."""
     meta = obj.get("metadata", {})
     replicas = ready = None
+    settled = False
     if obj.get("kind") == "Deployment":
         replicas = obj.get("spec", {}).get("replicas")
-        ready = obj.get("status", {}).get("readyReplicas") or 0
-    return Seen(hash=(meta.get("annotations") or {}).get(HASH), replicas=replicas,
-                ready=ready or 0, deployment=(meta.get("labels") or {}).get(DEPLOYMENT))
+        status = obj.get("status") or {}
+        ready = status.get("readyReplicas") or 0
+        want = replicas or 0
+        # what `kubectl rollout status` waits for: the controller saw this generation,
+        # every pod is of the new template (none old left) and Ready
+        settled = ((status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
+                   and (status.get("updatedReplicas") or 0) == want
+                   and (status.get("replicas") or 0) == want and ready >= want)
+    annotations = meta.get("annotations") or {}
+    return Seen(hash=annotations.get(HASH), replicas=replicas, ready=ready or 0,
+                deployment=(meta.get("labels") or {}).get(DEPLOYMENT),
+                revision=annotations.get(REVISION), settled=settled)
 
 
 def needs_write(desired: Mapping[str, Any], seen: Seen | None) -> bool:
@@ -174,6 +188,22 @@ class Member:
         """(namespace, Deployment name) to (spec replicas, ready replicas). Pure."""
         return {(ns, name): (seen.replicas or 0, seen.ready)
                 for (_, kind, ns, name), seen in self.observed.items() if kind == "Deployment"}
+
+    def revisions(self) -> dict[tuple[str, str], str | None]:
+        """(namespace, ModelDeployment) to the revision all its Deployments here run,
+        settled (fully rolled out and Ready); None while any is mixed or not Ready. Pure
+        (reads the last observation)."""
+        out: dict[tuple[str, str], str | None] = {}
+        for (_, kind, ns, _name), seen in self.observed.items():
+            if kind != "Deployment" or seen.deployment is None:
+                continue
+            key = (ns, seen.deployment)
+            ok = seen.settled and seen.revision is not None
+            if key not in out:
+                out[key] = seen.revision if ok else None
+            elif out[key] != seen.revision or not ok:
+                out[key] = None
+        return out
 
     def _pending(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
         if not needs_write(obj, self.observed.get(key)):

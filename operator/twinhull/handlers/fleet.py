@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import datetime
 from typing import Any, Literal
 
 import pydantic
@@ -18,7 +19,7 @@ import pydantic
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.errors import UnknownTierError
-from twinhull.handlers import events
+from twinhull.handlers import events, revisions
 from twinhull.handlers.runtime import Key, Runtime, now, parse_time, rfc3339
 from twinhull.plan.fleet import (
     Condition,
@@ -32,6 +33,13 @@ from twinhull.plan.fleet import (
     plan_fleet,
 )
 from twinhull.plan.render import HASH, http_route, member_objects, priority_class, workload_name
+from twinhull.plan.rollout import (
+    Health,
+    RevisionInput,
+    RevisionPlan,
+    plan_revision,
+    with_revision,
+)
 from twinhull.plan.scaling import Recommendation
 
 log = logging.getLogger(__name__)
@@ -132,7 +140,8 @@ def _leg_dict(leg: Leg) -> dict[str, Any]:
 
 
 def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: DeploymentPlan,
-            observed: dict[Slot, Replicas], t: str | None) -> dict[str, Any]:
+            observed: dict[Slot, Replicas], t: str | None, rev: RevisionPlan
+            ) -> dict[str, Any]:
     old = dict(body.get("status") or {})
     generation = int(body["metadata"].get("generation", 0))
     clusters: list[dict[str, Any]] = []
@@ -155,7 +164,7 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
                          "weight": plan.weights.get(p.cluster, 0), "zones": zones,
                          "fallbackZones": fallback_zones, "message": message})
     decisions = list(old.get("decisions") or [])
-    for d in plan.decisions:
+    for d in [*plan.decisions, *rev.decisions]:
         decisions.append({"id": d.id, "kind": d.kind, "time": t, "reason": d.reason,
                           "applied": True, "inputs": dict(d.inputs)})
     ready = sum(z["ready"] for c in clusters for z in c["zones"].values()
@@ -171,8 +180,8 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
                    "inputs": dict(plan.pending.inputs)}
     status: dict[str, Any] = {
         "observedGeneration": generation,
-        "conditions": _condition_dicts(plan.conditions, old.get("conditions") or [], generation,
-                                       t),
+        "conditions": _condition_dicts(_merged(plan.conditions, rev.conditions),
+                                       old.get("conditions") or [], generation, t),
         "clusters": clusters,
         "traffic": plan.weights,
         "trafficSplit": " ".join(f"{k}={v}" for k, v in plan.weights.items()),
@@ -182,10 +191,54 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
         "unservedReplicas": plan.unserved,
         "decisions": decisions[-DECISIONS_KEPT:],
     }
+    status.update(revisions.revision_status(rev, old, t, now()))
     scaling = _scaling_status(plan, dict(old.get("scaling") or {}), t)
     if scaling is not None:
         status["scaling"] = scaling
     return status
+
+
+def _merged(fleet: list[Condition], revision: list[Condition]) -> list[Condition]:
+    """The fleet's conditions with the revision planner's: its Progressing (a rollout)
+    replaces the fleet's unless that waits for an approval."""
+    theirs = {c.type: c for c in revision}
+    out = []
+    for c in fleet:
+        mine = theirs.pop(c.type, None)
+        if mine is None or (c.type == "Progressing" and c.reason == "WaitingForApproval"):
+            out.append(c)
+        else:
+            out.append(mine)
+    return out + list(theirs.values())
+
+
+def _plan_revisions(rt: Runtime, inputs: list[DeploymentInput], bodies: dict[Key, Any],
+                    plans: dict[Key, DeploymentPlan], t_now: datetime
+                    ) -> dict[Key, RevisionPlan]:
+    """The revision plan of every deployment, from its status, its snapshots, what runs
+    settled in each member and its health. Pure (reads memory)."""
+    settled = {c: m.revisions() for c, m in rt.members.items()}
+    out = {}
+    for d in inputs:
+        key = (d.namespace, d.name)
+        body, plan = bodies[key], plans[key]
+        status = body.get("status") or {}
+        serving = frozenset(
+            c for c, leg in plan.legs.items()
+            if leg.state == "Serving" and (v := rt.views.get(c)) is not None
+            and v.phase == "Healthy")
+        errors, latency = rt.health.get(key, (None, None))
+        out[key] = plan_revision(RevisionInput(
+            namespace=d.namespace, name=d.name, spec=d.spec,
+            generation=int(body["metadata"].get("generation", 0)), tier=d.tier, now=t_now,
+            snapshots=revisions.snapshots_of(rt, *key),
+            current=status.get("currentSnapshot"), last_good=status.get("lastGoodSnapshot"),
+            held_back=status.get("heldBack"), held_back_why=revisions.held_back_why(status),
+            rollout=revisions.rollout_of(status),
+            serving=serving,
+            settled={p.cluster: settled.get(p.cluster, {}).get(key) for p in d.spec.placement},
+            health=Health(errors, latency), request=revisions.request_of(body)))
+    return out
 
 
 def _differs(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -259,15 +312,30 @@ async def reconcile(rt: Runtime) -> None:
         ))
         bodies[key] = body
     plans = plan_fleet(inputs, rt.views, now=t_now)
+    revs = _plan_revisions(rt, inputs, bodies, plans, t_now)
+    # a revision reaches no member before its ModelSnapshot is recorded
+    recording = [(d, revs[(d.namespace, d.name)].record) for d in inputs
+                 if revs[(d.namespace, d.name)].record is not None]
+    recorded = await asyncio.gather(*(
+        revisions.record(rt, revisions.snapshot_manifest(
+            d.namespace, d.name, bodies[(d.namespace, d.name)]["metadata"].get("uid"), snap,
+            d.spec.sla_tier, d.tier))
+        for d, snap in recording if snap is not None))
+    unrecorded = {(d.namespace, d.name) for (d, _), ok in zip(recording, recorded, strict=True)
+                  if not ok}
+    held |= unrecorded
+    inputs = [d for d in inputs if (d.namespace, d.name) not in unrecorded]
 
     desired: dict[str, list[dict[str, Any]]] = {c: [] for c in rt.members}
     tiers_used: set[str] = set()
     for d in inputs:
         tiers_used.add(d.spec.sla_tier)
-        plan = plans[(d.namespace, d.name)]
+        plan, rev = plans[(d.namespace, d.name)], revs[(d.namespace, d.name)]
         for p in d.spec.placement:
             if p.cluster in desired:
-                desired[p.cluster] += member_objects(d.name, d.namespace, p.cluster, d.spec,
+                snap = rev.render.get(p.cluster)
+                spec = with_revision(d.spec, snap.spec) if snap is not None else d.spec
+                desired[p.cluster] += member_objects(d.name, d.namespace, p.cluster, spec,
                                                      d.tier, plan.replicas)
     for cluster, objects in desired.items():
         for tier_name in sorted(tiers_used):
@@ -283,10 +351,17 @@ async def reconcile(rt: Runtime) -> None:
         route = http_route(d.name, d.namespace, body["metadata"].get("uid"), d.spec,
                            plan.weights, gateway=rt.settings.gateway)
         writes.append(_write_route(rt, key, route))
-        status = _status(rt, body, d.spec, plan, dict(d.observed), t)
+        rev = revs[key]
+        status = _status(rt, body, d.spec, plan, dict(d.observed), t, rev)
         if _differs(status, body.get("status") or {}):
             writes.append(_patch_status(rt, key, status))
-        for decision in plan.decisions:
+        if rev.outcomes:
+            writes.append(revisions.write_outcomes(rt, d.namespace, rev, t))
+        snaps = revisions.snapshots_of(rt, d.namespace, d.name)
+        limit = d.spec.rollback.history_limit or d.tier.rollback_history_limit
+        if len(snaps) > limit:
+            writes.append(revisions.retain(rt, key, snaps, limit, rev))
+        for decision in [*plan.decisions, *rev.decisions]:
             writes.append(events.post(rt, body, _event_type(decision), decision.kind,
                                       _event_text(decision)))
             log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
@@ -309,7 +384,8 @@ def _short(inputs: Any) -> str:
 
 def _event_type(decision: Decision) -> Literal["Normal", "Warning"]:
     losing = decision.kind == "Capacity" and bool(decision.inputs.get("to"))
-    return "Warning" if decision.kind == "Failover" or losing else "Normal"
+    bad = decision.kind in ("Failover", "Rollback", "RolloutFailed")
+    return "Warning" if bad or losing else "Normal"
 
 
 def _event_text(decision: Decision) -> str:

@@ -50,6 +50,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     for item in items:
         meta = item["metadata"]
         rt.deployments.setdefault((meta["namespace"], meta["name"]), item)
+    # snapshots before the first round: a restarted operator must know what was recorded
+    for snap in await rt.hub.list("serving.twinhull.io/v1alpha1", "ModelSnapshot"):
+        meta = snap["metadata"]
+        rt.snapshots.setdefault((meta["namespace"], meta["name"]), snap)
     routes = await rt.hub.list("gateway.networking.k8s.io/v1", "HTTPRoute",
                                selector="app.kubernetes.io/managed-by=twinhull")
     for route in routes:

@@ -41,6 +41,9 @@ class Settings:
     rate_window: str = "1m"
     """The PromQL range of ``rate()`` over token counters (at least twice the scrape
     interval)."""
+    failure_metric: str | None = None
+    """Counter of failed requests (labels namespace, twinhull_deployment) for rollout
+    verification; None: revisions are verified on readiness and latency only."""
     prewarm_period_seconds: float = 86400.0
     """The period of recurring peaks pre-warm looks back by (a day; 0: no pre-warm)."""
     prewarm_lead_seconds: float = 600.0
@@ -71,6 +74,10 @@ class Runtime:
     route_hashes: dict[Key, str] = field(default_factory=dict)
     loads: dict[Key, Load] = field(default_factory=dict)
     """The latest load per ModelDeployment read from Prometheus."""
+    health: dict[Key, tuple[float | None, float | None]] = field(default_factory=dict)
+    """(error percent, p95 latency seconds) per ModelDeployment, for rollout verification."""
+    snapshots: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """Every ModelSnapshot, (namespace, name) to body, from watch events."""
     loads_time: datetime | None = None
     """When :attr:`loads` were read (None: never, or the last read failed)."""
     started: datetime = field(default_factory=lambda: now())

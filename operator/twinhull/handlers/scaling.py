@@ -15,6 +15,7 @@ from twinhull.metrics.presets import (
     FLEET_CELLS,
     fleet_demand_forecast,
     fleet_demand_tokens,
+    fleet_error_percent,
     fleet_latency_p95,
     fleet_running,
     fleet_waiting,
@@ -25,16 +26,36 @@ from twinhull.plan.scaling import Load, prewarm_windows
 log = logging.getLogger(__name__)
 
 
-def _scaled_deployments(rt: Runtime) -> dict[Key, ModelDeploymentSpec]:
+def _specs(rt: Runtime) -> dict[Key, ModelDeploymentSpec]:
     out = {}
     for key, body in rt.deployments.items():
         try:
-            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+            out[key] = ModelDeploymentSpec.model_validate(body.get("spec") or {})
         except ValueError:
             continue
-        if spec.scaling is not None and spec.scaling.mode != "Off":
-            out[key] = spec
     return out
+
+
+def _scaled(specs: dict[Key, ModelDeploymentSpec]) -> dict[Key, ModelDeploymentSpec]:
+    return {k: s for k, s in specs.items() if s.scaling is not None and s.scaling.mode != "Off"}
+
+
+def read_health(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
+                window: str, failures: str | None
+                ) -> dict[Key, tuple[float | None, float | None]]:
+    """Error percent and p95 latency of every ModelDeployment, for rollout verification:
+    two queries per runtime in use (one without a failure metric). Effects: HTTP
+    requests. Raises :class:`MetricsUnavailable`."""
+    errors: dict[Key, float] = {}
+    latency: dict[Key, float] = {}
+    for runtime in sorted({s.model.runtime for s in specs.values()}):
+        if failures:
+            reading = prometheus.vector(fleet_error_percent(runtime, failures, window), by=FLEET)
+            errors.update({(k[0], k[1]): v for k, v in reading.values.items()})
+        slow = prometheus.vector(fleet_latency_p95(runtime, window), by=FLEET)
+        latency.update({(k[0], k[1]): v for k, v in slow.values.items()})
+    return {key: (errors.get(key), latency.get(key)) for key in specs
+            if key in errors or key in latency}
 
 
 def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
@@ -98,7 +119,19 @@ async def load_loop(rt: Runtime) -> None:
     prewarm = (prewarm_windows(settings.prewarm_period_seconds, settings.prewarm_lead_seconds)
                if settings.prewarm_period_seconds > 0 else [])
     while True:
-        specs = _scaled_deployments(rt)
+        every = _specs(rt)
+        if every:
+            try:
+                health = await asyncio.to_thread(read_health, prometheus, every,
+                                                 window=settings.rate_window,
+                                                 failures=settings.failure_metric)
+            except MetricsUnavailable as exc:
+                log.warning("cannot read health: %s", exc)
+                health = {}
+            if health != rt.health:
+                rt.health = health
+                rt.poke()
+        specs = _scaled(every)
         if specs:
             try:
                 loads = await asyncio.to_thread(read_loads, prometheus, specs,

@@ -23,18 +23,21 @@ class Preset:
     latency_bucket: str
     """Histogram buckets of the latency the tier targets (time to first token, else the
     whole request)."""
+    success: str
+    """Counter of requests completed."""
 
 
 PRESETS: dict[Runtime, Preset] = {
     "vllm": Preset("vllm:prompt_tokens_total", "vllm:generation_tokens_total",
                    "vllm:num_requests_running", "vllm:num_requests_waiting",
-                   "vllm:time_to_first_token_seconds_bucket"),
+                   "vllm:time_to_first_token_seconds_bucket", "vllm:request_success_total"),
     "sglang": Preset("sglang:prompt_tokens_total", "sglang:generation_tokens_total",
                      "sglang:num_running_reqs", "sglang:num_queue_reqs",
-                     "sglang:time_to_first_token_seconds_bucket"),
+                     "sglang:time_to_first_token_seconds_bucket", "sglang:num_requests_total"),
     # TGI exports token counts as histograms: their _sum is the token counter.
     "tgi": Preset("tgi_request_input_length_sum", "tgi_request_generated_tokens_sum",
-                  "tgi_batch_current_size", "tgi_queue_size", "tgi_request_duration_bucket"),
+                  "tgi_batch_current_size", "tgi_queue_size", "tgi_request_duration_bucket",
+                  "tgi_request_success"),
 }
 PRESETS["generic"] = PRESETS["vllm"]  # servers that mimic vLLM's names (most do)
 
@@ -81,6 +84,17 @@ def fleet_demand_forecast(runtime: Runtime, window: str, *, start_s: float, end_
     step = max(1, length // 20)
     return (f"max_over_time(({fleet_demand_tokens(runtime, window)})[{length}s:{step}s] "
             f"offset {max(0, round(end_s))}s)")
+
+
+def fleet_error_percent(runtime: Runtime, failures: str, window: str = "1m") -> str:
+    """Failed requests in percent of all, per ModelDeployment, in one query: ``failures``
+    is a counter of failed requests labelled like the runtime's (the servers themselves
+    count only successes; failures are counted by whatever fronts them, e.g. the gateway).
+    A deployment without a failure series gets no value: not verified on errors. Pure."""
+    p, agg = PRESETS[runtime], _by(FLEET)
+    fail = f"{agg} (rate({failures}{_SEL}[{window}]))"
+    ok = f"{agg} (rate({p.success}{_SEL}[{window}]))"
+    return f"100 * {fail} / ({fail} + {ok})"
 
 
 def fleet_waiting(runtime: Runtime, by: tuple[str, ...] = FLEET) -> str:

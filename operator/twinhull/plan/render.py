@@ -30,6 +30,8 @@ ROLE = "serving.twinhull.io/role"
 ZONE = "serving.twinhull.io/zone"
 CLUSTER = "serving.twinhull.io/cluster"
 HASH = "serving.twinhull.io/content-hash"
+REVISION = "serving.twinhull.io/revision"
+"""Annotation of a Deployment: the revision (:func:`revision_of`) its pods run."""
 ZONE_LABEL = "topology.kubernetes.io/zone"
 GPU = "nvidia.com/gpu"
 
@@ -46,6 +48,18 @@ def content_hash(obj: Mapping[str, Any]) -> str:
     """Hash of an object's content, the renderer version included. Pure."""
     raw = json.dumps([RENDERER, obj], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def revision_of(spec: ModelDeploymentSpec) -> str:
+    """The content hash of a spec's *revision*: what a rollout changes in the pods (the
+    primary and fallback models) and the renderer version. Replicas, placement, scaling
+    and traffic are not part of it. Pure."""
+    content = {
+        "model": spec.model.model_dump(mode="json", by_alias=True),
+        "fallback": (spec.fallback.model.model_dump(mode="json", by_alias=True)
+                     if spec.fallback is not None else None),
+    }
+    return content_hash(content)
 
 
 def _stamped(obj: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +104,8 @@ def _resources(model: ModelSpec) -> dict[str, Any]:
 
 
 def _deployment(name: str, namespace: str, cluster: str, role: Role, zone: str,
-                model: ModelSpec, replicas: int, tier: ServingTierSpec) -> dict[str, Any]:
+                model: ModelSpec, replicas: int, tier: ServingTierSpec, revision: str
+                ) -> dict[str, Any]:
     selector = labels(name, role=role, zone=zone)
     pod_labels = {**selector, CLUSTER: cluster, "serving.twinhull.io/model": model.name}
     container: dict[str, Any] = {
@@ -115,7 +130,8 @@ def _deployment(name: str, namespace: str, cluster: str, role: Role, zone: str,
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": workload_name(name, role, zone), "namespace": namespace,
-                     "labels": {**selector, CLUSTER: cluster}},
+                     "labels": {**selector, CLUSTER: cluster},
+                     "annotations": {REVISION: revision}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector},
@@ -174,6 +190,7 @@ def member_objects(name: str, namespace: str, cluster: str, spec: ModelDeploymen
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": namespace, "labels": {MANAGED_BY: OPERATOR}},
     })]
+    revision = revision_of(spec)
     roles: list[tuple[Role, ModelSpec]] = [("primary", spec.model)]
     if spec.fallback is not None:
         roles.append(("fallback", spec.fallback.model))
@@ -181,7 +198,8 @@ def member_objects(name: str, namespace: str, cluster: str, spec: ModelDeploymen
         for (c, r, zone), count in sorted(replicas.items()):
             if c != cluster or r != role:
                 continue
-            objects.append(_deployment(name, namespace, cluster, role, zone, model, count, tier))
+            objects.append(_deployment(name, namespace, cluster, role, zone, model, count, tier,
+                                       revision))
             objects.append(_pdb(name, namespace, cluster, role, zone, tier))
         objects.append(_service(name, namespace, cluster, role, model.port))
     return objects

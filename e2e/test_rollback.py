@@ -1,0 +1,209 @@
+"""Revisions in the lab: snapshots, cluster-by-cluster rollout, automatic rollback on a
+revision that never becomes Ready and on an error-rate breach, manual rollback, history,
+retention, and restore of a member's deleted objects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fleet import (
+    apply,
+    clusters_healthy,
+    condition,
+    deployment_manifest,
+    get,
+    kubectl,
+    namespace_manifest,
+    runs,
+    status,
+    wait_for,
+    workloads,
+)
+
+pytestmark = pytest.mark.e2e
+
+NS = "e2e-rollback"
+V1 = "vllm/vllm-openai:v0.11.0"
+
+
+@pytest.fixture(autouse=True)
+def healthy_lab(lab) -> None:
+    wait_for(lambda: clusters_healthy(lab), timeout=60, what="every cluster Healthy")
+
+
+def manifest(name: str, *, history: int = 10) -> dict:
+    md = deployment_manifest(name, NS)
+    md["spec"]["rollback"] = {"historyLimit": history, "progressDeadlineSeconds": 30}
+    return md
+
+
+def set_image(lab, name: str, image: str) -> None:
+    kubectl(lab, "hub", "patch", "modeldeployment", name, "-n", NS, "--type=merge", "-p",
+            f'{{"spec": {{"model": {{"image": "{image}"}}}}}}')
+
+
+def snapshot(lab, name: str) -> dict:
+    return get(lab, "hub", "modelsnapshots", name, NS) or {}
+
+
+def good(lab, name: str, timeout: float = 120) -> str:
+    """Wait for the current revision to be verified Good; return its snapshot."""
+    def verified() -> str | None:
+        s = status(lab, NS, name)
+        current = s.get("currentSnapshot")
+        return current if current and current == s.get("lastGoodSnapshot") \
+            and not s.get("rollout") else None
+    return wait_for(verified, timeout=timeout, what=f"{name}'s revision verified Good")
+
+
+def history(lab, name: str) -> list[dict]:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-m", "twinhull.cli", "history", f"{NS}/{name}", "-o", "json",
+         "--kubeconfig", str(lab.kubeconfig("hub"))], capture_output=True, text=True,
+        check=True, timeout=60)
+    return list(json.loads(out.stdout))
+
+
+@pytest.fixture
+def md(lab, operator) -> Iterator[str]:
+    created: list[str] = []
+
+    def make(name: str, **kw) -> str:
+        apply(lab, namespace_manifest(NS), manifest(name, **kw))
+        created.append(name)
+        return name
+    try:
+        yield make  # type: ignore[misc]
+    finally:
+        for name in created:
+            kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=true",
+                    "--timeout=60s", check=False)
+
+
+class Watch:
+    """Records every (east images, west images) seen, twice a second, in a thread."""
+
+    def __init__(self, lab, name: str) -> None:
+        self.lab, self.name = lab, name
+        self.seen: list[tuple[set[str], set[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            east = workloads(self.lab, "east", NS, self.name) or {}
+            west = workloads(self.lab, "west", NS, self.name) or {}
+            self.seen.append(({i for _, i, _ in east.values()}, {i for _, i, _ in west.values()}))
+            time.sleep(0.5)
+
+    def stop(self) -> list[tuple[set[str], set[str]]]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.seen
+
+
+def test_a_revision_never_ready_rolls_back_in_both_clusters_and_is_not_retried(lab, md):
+    name = md("rb-crash", history=1)
+    v1 = good(lab, name)
+    v1_hash = snapshot(lab, v1)["spec"]["hash"]
+    bad_image = "vllm/vllm-openai:v0.12.0-crashloop"
+    watch = Watch(lab, name)
+    try:
+        set_image(lab, name, bad_image)
+        wait_for(lambda: condition(lab, NS, name, "RolledBack") == "True", timeout=90,
+                 what="RolledBack=True")
+        s = status(lab, NS, name)
+        rolled = next(c for c in s["conditions"] if c["type"] == "RolledBack")
+        assert rolled["reason"] == "ProgressDeadlineExceeded", rolled
+        assert v1 in rolled["message"] and "held back" in rolled["message"]
+        wait_for(lambda: runs(lab, NS, name, v1_hash), timeout=60,
+                 what="v1 settled in both clusters")
+        time.sleep(12)  # rounds after the rollback: the bad spec is not tried again
+        assert runs(lab, NS, name, v1_hash)
+    finally:
+        seen = watch.stop()
+    both = [(e, w) for e, w in seen if bad_image in e and bad_image in w]
+    assert not both, "east and west never both run the bad revision"
+    assert any(bad_image in e for e, _ in seen), "the bad revision did reach the first cluster"
+    s = status(lab, NS, name)
+    assert s["currentSnapshot"] == v1 and s["heldBack"] != v1_hash
+    rows = {r["name"]: r for r in history(lab, name)}
+    (bad,) = [r for r in rows.values() if r["image"] == bad_image]
+    assert bad["outcome"] == "Bad" and "held-back" in bad["marks"]
+    # historyLimit 1 keeps the newest (the bad one) and, always, the last Good one
+    assert rows[v1]["outcome"] == "Good" and "last-good" in rows[v1]["marks"]
+    events = kubectl(lab, "hub", "get", "events", "-n", NS, "--field-selector",
+                     f"involvedObject.name={name},reason=Rollback", "-o", "name")
+    assert events.strip(), "a Rollback Event"
+
+
+def test_an_error_rate_breach_rolls_back_during_verification(lab, md, simulator):
+    name = md("rb-errors")
+    v1 = good(lab, name)
+    v1_hash = snapshot(lab, v1)["spec"]["hash"]
+    simulator([{"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 3000}], 300)
+    time.sleep(15)  # the simulator's traffic is in Prometheus: a baseline without errors
+    assert condition(lab, NS, name, "RolledBack") == "False"
+    set_image(lab, name, "vllm/vllm-openai:v0.12.0-errors")  # the simulator fails these
+    wait_for(lambda: condition(lab, NS, name, "RolledBack") == "True", timeout=90,
+             what="RolledBack=True")
+    rolled = next(c for c in status(lab, NS, name)["conditions"] if c["type"] == "RolledBack")
+    assert rolled["reason"] == "ErrorRateExceeded", rolled
+    wait_for(lambda: runs(lab, NS, name, v1_hash), timeout=60, what="v1 back everywhere")
+
+
+def test_manual_rollback_to_a_named_snapshot_and_retention(lab, md):
+    name = md("rb-manual", history=2)
+    v1 = good(lab, name)
+    set_image(lab, name, "vllm/vllm-openai:v0.11.1")
+    v2 = good(lab, name)
+    assert v2 != v1
+    done = subprocess.run(
+        [sys.executable, "-m", "twinhull.cli", "rollback", f"{NS}/{name}", "--to", v1,
+         "--by", "e2e", "--timeout", "90", "--kubeconfig", str(lab.kubeconfig("hub"))],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"rolled back to {v1}" in done.stdout
+    assert runs(lab, NS, name, snapshot(lab, v1)["spec"]["hash"])
+    s = status(lab, NS, name)
+    assert s["currentSnapshot"] == v1 and s["rollbackRequest"]["by"] == "e2e"
+    rolled = next(c for c in s["conditions"] if c["type"] == "RolledBack")
+    assert rolled["status"] == "True" and rolled["reason"] == "ManualRollback"
+    rows = {r["name"]: r for r in history(lab, name)}
+    assert "current" in rows[v1]["marks"] and "held-back" in rows[v2]["marks"]
+    # a new spec rolls out again; with historyLimit 2 the oldest snapshot goes
+    set_image(lab, name, "vllm/vllm-openai:v0.11.2")
+    v3 = good(lab, name)
+    wait_for(lambda: len(history(lab, name)) == 2, timeout=30, what="retention at 2")
+    assert [r["name"] for r in history(lab, name)] == [v2, v3]
+    assert condition(lab, NS, name, "RolledBack") == "False"
+
+
+def test_a_members_deleted_objects_are_restored_from_the_current_snapshot(lab, md):
+    name = md("rb-restore")
+    v1 = good(lab, name)
+    v1_hash = snapshot(lab, v1)["spec"]["hash"]
+    lab.run("kill", "west")
+    try:
+        wait_for(lambda: condition(lab, NS, name, "FailedOver") == "True", timeout=60,
+                 what="west failed over")
+    finally:
+        lab.run("revive", "west")
+    wait_for(lambda: clusters_healthy(lab), timeout=60, what="west Healthy again")
+    kubectl(lab, "west", "delete", "deployments,services,poddisruptionbudgets", "-n", NS,
+            "-l", f"serving.twinhull.io/deployment={name}", "--wait=false")
+    start = time.monotonic()
+    wait_for(lambda: runs(lab, NS, name, v1_hash), timeout=60,
+             what="west's objects restored from the snapshot")
+    restored = time.monotonic() - start
+    assert restored < 30, f"restored after {restored:.0f}s"
+    assert status(lab, NS, name)["currentSnapshot"] == v1

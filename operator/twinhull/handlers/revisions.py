@@ -1,0 +1,219 @@
+"""Revisions in the hub: ModelSnapshots in memory (watched), the revision state of each
+ModelDeployment in and out of its status, recording snapshots, their outcomes and
+retention. The decisions are :mod:`twinhull.plan.rollout`'s. Effects: hub reads and
+writes, memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+import kopf
+import pydantic
+
+from twinhull.api.deployment import ModelDeploymentSpec
+from twinhull.api.tier import ServingTierSpec
+from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.handlers.runtime import Key, Runtime, parse_time, rfc3339
+from twinhull.plan.render import DEPLOYMENT, MANAGED_BY, OPERATOR, RENDERER
+from twinhull.plan.rollout import (
+    RevisionPlan,
+    RollbackRequest,
+    Rollout,
+    Snapshot,
+    prune,
+)
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
+API = f"{GROUP}/{VERSION}"
+ROLLBACK = "serving.twinhull.io/rollback"
+"""Annotation of a ModelDeployment asking for a rollback: JSON ``{"id", "to", "by",
+"at"}`` (``twinhull rollback`` writes it; ``to`` empty: the last Good snapshot)."""
+
+
+@kopf.on.event(GROUP, VERSION, "modelsnapshots")
+async def snapshot_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None,
+                         name: str, memo: Any, **_: Any) -> None:
+    """Keep every ModelSnapshot in memory; a new or changed one may let a rollout go on."""
+    rt: Runtime = memo.runtime
+    key = (namespace or "", name)
+    if event["type"] == "DELETED":
+        rt.snapshots.pop(key, None)
+        return
+    old = rt.snapshots.get(key)
+    rt.snapshots[key] = dict(body)
+    if old is None:
+        rt.poke()
+
+
+def snapshot_of(body: dict[str, Any]) -> Snapshot | None:
+    """A ModelSnapshot object as the planner sees it (None if unreadable). Pure."""
+    spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+    try:
+        deployment = ModelDeploymentSpec.model_validate(spec.get("deployment") or {})
+    except pydantic.ValidationError:
+        return None
+    return Snapshot(name=meta.get("name", ""), hash=str(spec.get("hash", "")),
+                    generation=int(spec.get("generation", 0)), spec=deployment,
+                    reason=str(spec.get("reason", "NewRevision")),
+                    outcome=(body.get("status") or {}).get("outcome") or "Pending",
+                    created=parse_time(meta.get("creationTimestamp")))
+
+
+def snapshots_of(rt: Runtime, namespace: str, name: str) -> list[Snapshot]:
+    """The recorded snapshots of one ModelDeployment. Pure (reads memory)."""
+    out = []
+    for (ns, _), body in rt.snapshots.items():
+        if ns != namespace or (body.get("spec") or {}).get("deploymentRef", {}).get(
+                "name") != name:
+            continue
+        snap = snapshot_of(body)
+        if snap is not None:
+            out.append(snap)
+    return out
+
+
+def rollout_of(status: dict[str, Any]) -> Rollout | None:
+    """``status.rollout`` as the planner's value. Pure."""
+    raw = status.get("rollout")
+    since = parse_time((raw or {}).get("since"))
+    if not raw or since is None or not raw.get("target"):
+        return None
+    return Rollout(target=raw["target"], mode=raw.get("mode", "Rollout"), since=since,
+                   done=tuple(raw.get("done") or ()),
+                   verifying_since=parse_time(raw.get("verifyingSince")),
+                   failed=raw.get("failed", ""))
+
+
+def rollout_dict(r: Rollout | None) -> dict[str, Any] | None:
+    """The planner's rollout as ``status.rollout``. Pure."""
+    if r is None:
+        return None
+    out = {"target": r.target, "mode": r.mode, "since": rfc3339(r.since), "done": list(r.done),
+           "verifyingSince": rfc3339(r.verifying_since), "failed": r.failed}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def request_of(body: dict[str, Any]) -> RollbackRequest | None:
+    """A manual rollback request in the annotation, if not handled yet. Pure. A request
+    that is not JSON is treated as ``{"to": <value>}`` keyed by its text."""
+    raw = ((body.get("metadata") or {}).get("annotations") or {}).get(ROLLBACK)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError
+    except ValueError:
+        data = {"id": raw, "to": raw}
+    request = RollbackRequest(id=str(data.get("id") or raw), to=data.get("to") or None,
+                              by=str(data.get("by") or ""), at=str(data.get("at") or ""))
+    handled = ((body.get("status") or {}).get("rollbackRequest") or {}).get("id")
+    return None if handled == request.id else request
+
+
+def held_back_why(status: dict[str, Any]) -> tuple[str, str] | None:
+    """``status.heldBackReason`` as (reason, message). Pure."""
+    raw = status.get("heldBackReason")
+    if not raw:
+        return None
+    reason, _, message = str(raw).partition(": ")
+    return reason, message
+
+
+def snapshot_manifest(namespace: str, deployment: str, uid: str | None, snap: Snapshot,
+                      tier_name: str, tier: ServingTierSpec) -> dict[str, Any]:
+    """The ModelSnapshot object recording one revision. Pure."""
+    metadata: dict[str, Any] = {
+        "name": snap.name, "namespace": namespace,
+        "labels": {DEPLOYMENT: deployment, MANAGED_BY: OPERATOR},
+    }
+    if uid:  # owned by the deployment: deleted with it (kept while it exists: retention)
+        metadata["ownerReferences"] = [{"apiVersion": API, "kind": "ModelDeployment",
+                                        "name": deployment, "uid": uid}]
+    ref: dict[str, Any] = {"name": deployment}
+    if uid:
+        ref["uid"] = uid
+    return {
+        "apiVersion": API, "kind": "ModelSnapshot", "metadata": metadata,
+        "spec": {
+            "deploymentRef": ref, "generation": snap.generation, "hash": snap.hash,
+            "reason": snap.reason, "renderer": RENDERER, "tier": tier_name,
+            "tierSpec": tier.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "deployment": snap.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        },
+    }
+
+
+async def record(rt: Runtime, manifest: dict[str, Any]) -> bool:
+    """Create a ModelSnapshot (an existing one with that name is the same content).
+    Effects: one hub write."""
+    try:
+        created = await rt.hub.create(manifest)
+    except ClusterUnavailable as exc:
+        if "AlreadyExists" in str(exc) or "409" in str(exc):
+            return True
+        log.warning("cannot record %s: %s", manifest["metadata"]["name"], exc)
+        return False
+    rt.hub_writes += 1
+    meta = manifest["metadata"]
+    rt.snapshots[(meta["namespace"], meta["name"])] = created or manifest
+    return True
+
+
+async def write_outcomes(rt: Runtime, namespace: str, plan: RevisionPlan, t: str | None
+                         ) -> None:
+    """Patch the outcome of every snapshot the plan decided on. Effects: hub writes."""
+    for name, (outcome, reason, message) in plan.outcomes.items():
+        status = {"outcome": outcome, "reason": reason, "message": message,
+                  "verifiedTime": t}
+        try:
+            await rt.hub.patch_status(API, "ModelSnapshot", name, status, namespace=namespace)
+            rt.hub_writes += 1
+        except ClusterUnavailable as exc:
+            log.warning("%s/%s: cannot write the outcome: %s", namespace, name, exc)
+            continue
+        body = rt.snapshots.get((namespace, name))
+        if body is not None:
+            rt.snapshots[(namespace, name)] = {**body, "status": status}
+
+
+async def retain(rt: Runtime, key: Key, snapshots: list[Snapshot], limit: int,
+                 plan: RevisionPlan) -> None:
+    """Delete the snapshots beyond the history limit, never the current one, the last Good
+    one or the rollout's target. Effects: hub deletes."""
+    keep = {plan.current, *(n for n in (plan.last_good,) if n)}
+    if plan.rollout is not None:
+        keep.add(plan.rollout.target)
+    for name in prune(snapshots, limit, keep):
+        try:
+            await rt.hub.delete(API, "ModelSnapshot", name, namespace=key[0])
+            rt.hub_writes += 1
+            rt.snapshots.pop((key[0], name), None)
+            log.info("%s/%s: pruned snapshot %s (history limit %d)", *key, name, limit)
+        except ClusterUnavailable as exc:
+            log.warning("%s/%s: cannot prune %s: %s", *key, name, exc)
+
+
+def revision_status(plan: RevisionPlan, old: dict[str, Any], t: str | None,
+                    when: datetime) -> dict[str, Any]:
+    """The revision part of a ModelDeployment's status. Pure."""
+    out: dict[str, Any] = {
+        "currentSnapshot": plan.current, "lastGoodSnapshot": plan.last_good,
+        "rollout": rollout_dict(plan.rollout), "heldBack": plan.held_back,
+        "heldBackReason": (f"{plan.held_back_why[0]}: {plan.held_back_why[1]}"
+                           if plan.held_back_why else None),
+    }
+    if plan.handled is not None:
+        h = plan.handled
+        out["rollbackRequest"] = {
+            "id": h.id, "to": h.to, "by": h.by, "at": h.at or rfc3339(when),
+            "result": plan.request_error or f"rolling back to {h.to}"}
+    elif old.get("rollbackRequest"):
+        out["rollbackRequest"] = old["rollbackRequest"]
+    return out

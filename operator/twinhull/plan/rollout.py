@@ -1,0 +1,437 @@
+"""Revisions of a ModelDeployment: snapshots, the cluster-by-cluster rollout with
+verification, automatic and manual rollback. Pure.
+
+A *revision* is what a rollout changes in the pods: the primary and fallback models
+(image, args, resources, env, port, runtime) and the renderer version; its content hash
+is :func:`revision_of`. Replica counts, placement, scaling, traffic and rollback settings
+are not revisions: they apply at once and never roll back.
+
+Every revision that reaches a member is first recorded as a ``ModelSnapshot`` (named
+``<deployment>-<hash[:10]>``: the same content reuses the same snapshot). The rules:
+
+* **First revision** (no current snapshot): it goes to every cluster at once (there is
+  nothing older to protect), then is verified.
+* **New revision**: it starts only when every placed cluster serves (a rollout during a
+  failover could take the only serving cluster down). It goes to one cluster at a time
+  in placement order; the next cluster starts only once every Deployment of the previous
+  one runs the new revision and is Ready. Clusters not reached yet keep the running one.
+* **Verification**: once every cluster runs it, the revision is watched for the tier's
+  verification window; it is ``Good`` if error rate and p95 latency stay within the
+  tier's targets (where the metrics exist). A breach at any time during the rollout, or
+  not being Ready everywhere within ``progressDeadlineSeconds``, makes it ``Bad``.
+* **Automatic rollback** (tier ``automaticRollback``): a Bad revision is replaced by the
+  last Good snapshot in every cluster at once, the spec's revision is *held back* (not
+  retried until the spec changes), ``RolledBack=True`` says why.
+* **Manual rollback**: a request (annotation) names a snapshot (default: the last Good
+  one before the current); it goes to every cluster at once and the spec is held back
+  the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from twinhull.api.deployment import ModelDeploymentSpec
+from twinhull.api.tier import ServingTierSpec
+from twinhull.plan.fleet import Condition, Decision, decision_id
+from twinhull.plan.render import revision_of
+
+Outcome = Literal["Pending", "Good", "Bad"]
+Mode = Literal["Initial", "Rollout", "Rollback"]
+
+
+def snapshot_name(deployment: str, revision: str) -> str:
+    """The ModelSnapshot of a revision: ``<deployment>-<hash[:10]>`` (at most 253). Pure."""
+    return f"{deployment[:242]}-{revision[:10]}"
+
+
+def with_revision(spec: ModelDeploymentSpec, revision: ModelDeploymentSpec
+                  ) -> ModelDeploymentSpec:
+    """``spec`` (placement, replicas, scaling…) running the models of ``revision``. Pure."""
+    fallback = spec.fallback
+    if fallback is not None and revision.fallback is not None:
+        fallback = fallback.model_copy(update={"model": revision.fallback.model})
+    return spec.model_copy(update={"model": revision.model, "fallback": fallback})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A recorded revision (a ModelSnapshot), or one about to be recorded."""
+
+    name: str
+    hash: str
+    generation: int
+    spec: ModelDeploymentSpec
+    reason: str = "NewRevision"
+    outcome: Outcome = "Pending"
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A revision on its way (kept in ``status.rollout``)."""
+
+    target: str
+    """The snapshot being rolled out (or rolled back to)."""
+    mode: Mode
+    since: datetime
+    done: tuple[str, ...] = ()
+    """Clusters that run the target and are Ready (Rollout mode: in order)."""
+    verifying_since: datetime | None = None
+    failed: str = ""
+    """Why the target failed while no rollback was possible (the rollout then stops)."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """What Prometheus says of the deployment now (None: no such metric)."""
+
+    error_percent: float | None = None
+    latency_p95_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """A manual rollback asked for through the annotation."""
+
+    id: str
+    to: str | None
+    """Snapshot name; None: the last Good one before the current."""
+    by: str = ""
+    at: str = ""
+
+
+@dataclass(frozen=True)
+class RevisionInput:
+    """Everything the revision planner needs about one ModelDeployment."""
+
+    namespace: str
+    name: str
+    spec: ModelDeploymentSpec
+    generation: int
+    tier: ServingTierSpec
+    now: datetime
+    snapshots: Sequence[Snapshot] = ()
+    current: str | None = None
+    last_good: str | None = None
+    held_back: str | None = None
+    """A revision hash rolled back and not to be retried while the spec asks for it."""
+    held_back_why: tuple[str, str] | None = None
+    """Why it was rolled back: (reason, message), as the rollback decided it."""
+    rollout: Rollout | None = None
+    serving: frozenset[str] = frozenset()
+    """Placed clusters that serve their full share now (failover legs Serving)."""
+    settled: Mapping[str, str | None] = field(default_factory=dict)
+    """Per placed cluster: the revision every Deployment there runs, Ready and fully
+    rolled out; None while mixed, not Ready or unobserved."""
+    health: Health = field(default_factory=Health)
+    request: RollbackRequest | None = None
+    """A manual rollback request not handled yet."""
+
+
+@dataclass(frozen=True)
+class RevisionPlan:
+    """Which snapshot to render in each cluster, and the new revision state."""
+
+    render: dict[str, Snapshot]
+    record: Snapshot | None
+    """A snapshot to create before anything is published (None: all recorded)."""
+    outcomes: dict[str, tuple[Outcome, str, str]]
+    """Snapshot name to a new (outcome, reason, message)."""
+    current: str
+    last_good: str | None
+    held_back: str | None
+    held_back_why: tuple[str, str] | None
+    rollout: Rollout | None
+    decisions: list[Decision]
+    conditions: list[Condition]
+    handled: RollbackRequest | None = None
+    """The request this plan handled, with ``to`` resolved (None if none)."""
+    request_error: str = ""
+
+
+class _Revisions:
+    def __init__(self, i: RevisionInput) -> None:
+        self.i = i
+        self.by_name = {s.name: s for s in i.snapshots}
+        self.by_hash = {s.hash: s for s in i.snapshots}
+        self.clusters = [p.cluster for p in i.spec.placement]
+        self.decisions: list[Decision] = []
+        self.conditions: list[Condition] = []
+        self.outcomes: dict[str, tuple[Outcome, str, str]] = {}
+        want = revision_of(i.spec)
+        known = self.by_hash.get(want)
+        self.desired = known or Snapshot(snapshot_name(i.name, want), want, i.generation,
+                                         i.spec)
+        self.record = None if known else self.desired
+        if known is None:
+            self.by_name[self.desired.name] = self.desired
+        self.current = self.by_name.get(i.current or "")
+        self.last_good = self.by_name.get(i.last_good or "")
+        self.held_back = i.held_back
+        self.rollout = i.rollout if i.rollout and i.rollout.target in self.by_name else None
+        self.handled: RollbackRequest | None = None
+        self.request_error = ""
+        self.waiting: list[str] = []
+        self.rollback_reason: tuple[str, str] | None = i.held_back_why
+
+    def decide(self, kind: str, reason: str, inputs: Mapping[str, Any]) -> None:
+        self.decisions.append(Decision(decision_id(self.i.namespace, self.i.name, kind, inputs),
+                                       kind, reason, dict(inputs)))
+
+    def outcome(self, snap: Snapshot, outcome: Outcome, reason: str, message: str) -> None:
+        self.outcomes[snap.name] = (outcome, reason, message)
+        snap = replace(snap, outcome=outcome)
+        self.by_name[snap.name] = snap
+        if self.current and self.current.name == snap.name:
+            self.current = snap
+
+    def good_before(self, exclude: str) -> Snapshot | None:
+        """The rollback target: the last Good snapshot that is not ``exclude``."""
+        if self.last_good and self.last_good.hash != exclude:
+            return self.last_good
+        goods = [s for s in self.by_name.values() if s.outcome == "Good" and s.hash != exclude]
+        goods.sort(key=lambda s: (s.created or self.i.now, s.generation))
+        return goods[-1] if goods else None
+
+    # -- steps ------------------------------------------------------------------------
+
+    def manual(self) -> None:
+        request = self.i.request
+        if request is None:
+            return
+        running = self.current.hash if self.current else ""
+        target = (self.by_name.get(request.to) if request.to else self.good_before(running))
+        if target is None or (target.name == self.desired.name and self.record is not None):
+            self.request_error = (f"no snapshot {request.to!r} of {self.i.name}; "
+                                  "`twinhull history` lists them" if request.to else
+                                  "no Good snapshot to roll back to")
+            self.handled = request
+            return
+        self.handled = replace(request, to=target.name)
+        self.start_rollback(target, "ManualRollback",
+                            f"rollback to {target.name} requested by {request.by or 'someone'}"
+                            f" at {request.at or 'an unknown time'}",
+                            {"request": request.id, "by": request.by})
+
+    def start_rollback(self, target: Snapshot, reason: str, why: str,
+                       inputs: Mapping[str, Any]) -> None:
+        bad = self.rollout.target if self.rollout else (self.current.name if self.current
+                                                       else "")
+        if self.desired.hash != target.hash:
+            self.held_back = self.desired.hash
+        self.decide("Rollback", f"{why}: every cluster returns to {target.name}",
+                    {"from": bad, "to": target.name, "reason": reason, **inputs})
+        self.rollback_reason = (reason, f"{why}; from {bad or 'nothing'} to {target.name}")
+        self.current = target
+        self.rollout = Rollout(target=target.name, mode="Rollback", since=self.i.now)
+
+    def start(self) -> None:
+        """Begin a rollout of the spec's revision when one is due."""
+        i, want, r = self.i, self.desired, self.rollout
+        if want.hash == self.held_back:
+            return  # rolled back: not retried until the spec changes
+        self.held_back = None
+        if r is not None:
+            if r.target == want.name:
+                return
+            if r.mode == "Rollback":
+                self.waiting = ["the rollback in progress"]
+                return
+            self.rollout = None  # the spec changed mid-rollout: the new revision replaces it
+        if self.current is None:
+            self.current = want
+            self.rollout = Rollout(want.name, "Initial", i.now)
+            return
+        if want.name == self.current.name:
+            if self.current.outcome == "Pending":  # e.g. a rollout replaced before verified
+                self.rollout = Rollout(want.name, "Initial", i.now)
+            return
+        if set(self.clusters) - i.serving:
+            self.waiting = sorted(set(self.clusters) - i.serving)
+            return
+        self.rollout = Rollout(want.name, "Rollout", i.now)
+        self.decide("Rollout", f"new revision {want.name} (generation {i.generation}) rolls "
+                    f"out one cluster at a time: {', '.join(self.clusters)}",
+                    {"from": self.current.name, "to": want.name, "generation": i.generation})
+
+    def advance(self) -> None:
+        """Move the rollout on: next cluster, verification, outcome or rollback."""
+        r = self.rollout
+        if r is None or r.failed:
+            return
+        i = self.i
+        target = self.by_name[r.target]
+        done = list(r.done)
+        if r.mode == "Rollout":
+            for c in self.clusters:
+                if c in done:
+                    continue
+                if i.settled.get(c) != target.hash:
+                    break
+                done.append(c)
+                if len(done) < len(self.clusters):
+                    self.decide("RolloutStep", f"{c} runs {target.name} and is Ready: the next"
+                                " cluster follows", {"cluster": c, "to": target.name})
+        else:
+            done = [c for c in self.clusters if i.settled.get(c) == target.hash]
+        r = replace(r, done=tuple(done))
+        complete = len(done) == len(self.clusters)
+        if complete and r.verifying_since is None:
+            r = replace(r, verifying_since=i.now)
+        self.rollout = r
+        if r.mode == "Rollback":
+            if complete:
+                self.decide("RollbackComplete", f"every cluster runs {target.name} again and "
+                            "is Ready", {"to": target.name})
+                self.rollout = None
+            return
+        breach = self.breach() if any(i.settled.get(c) == target.hash or c in done
+                                      for c in self.clusters) else None
+        deadline = self.i.spec.rollback.progress_deadline_seconds
+        late = not complete and (i.now - r.since).total_seconds() > deadline
+        if breach is None and late:
+            missing = [c for c in self.clusters if c not in done]
+            breach = ("ProgressDeadlineExceeded",
+                      f"not Ready in {', '.join(missing)} within {deadline}s")
+        if breach is not None:
+            self.fail(target, *breach)
+            return
+        window = self.i.tier.verification.window_seconds
+        if complete and r.verifying_since is not None \
+                and (i.now - r.verifying_since).total_seconds() >= window:
+            self.outcome(target, "Good", "Verified",
+                         f"Ready in every cluster and within the tier's targets for {window}s"
+                         + self.health_text())
+            self.decide("RolloutComplete", f"{target.name} is Good: Ready everywhere and "
+                        f"within targets for {window}s", {"to": target.name})
+            self.current = self.by_name[target.name]
+            self.last_good = self.current
+            self.rollout = None
+
+    def breach(self) -> tuple[str, str] | None:
+        v, h = self.i.tier.verification, self.i.health
+        max_errors, max_latency = float(v.max_error_rate_percent), float(
+            v.max_latency_p95_seconds)
+        if h.error_percent is not None and h.error_percent > max_errors:
+            return ("ErrorRateExceeded",
+                    f"error rate {h.error_percent:.2f}% above the tier's {max_errors:g}%")
+        if h.latency_p95_seconds is not None and h.latency_p95_seconds > max_latency:
+            return ("LatencyExceeded", f"p95 latency {h.latency_p95_seconds:.2f}s above the "
+                    f"tier's {max_latency:g}s")
+        return None
+
+    def health_text(self) -> str:
+        h = self.i.health
+        parts = []
+        if h.error_percent is not None:
+            parts.append(f"error rate {h.error_percent:.2f}%")
+        if h.latency_p95_seconds is not None:
+            parts.append(f"p95 latency {h.latency_p95_seconds:.2f}s")
+        return f" ({', '.join(parts)})" if parts else " (no error or latency metrics)"
+
+    def fail(self, target: Snapshot, reason: str, message: str) -> None:
+        self.outcome(target, "Bad", reason, message)
+        back = self.good_before(target.hash)
+        if not self.i.tier.automatic_rollback or back is None:
+            why = ("the tier does not roll back automatically" if back is not None
+                   else "there is no Good snapshot to return to")
+            assert self.rollout is not None
+            self.rollout = replace(self.rollout, failed=f"{reason}: {message}; {why}")
+            self.decide("RolloutFailed", f"{target.name} is Bad ({message}); {why}",
+                        {"to": target.name, "reason": reason})
+            return
+        self.start_rollback(back, reason, f"{target.name} is Bad: {message}",
+                            {"health": {"errorPercent": self.i.health.error_percent,
+                                        "latencyP95Seconds": self.i.health.latency_p95_seconds}})
+
+    # -- output -----------------------------------------------------------------------
+
+    def renders(self) -> dict[str, Snapshot]:
+        """The snapshot each cluster runs: in a rollout, the clusters done and the one being
+        updated run the target, the others the current one."""
+        assert self.current is not None
+        r = self.rollout
+        if r is None:
+            return dict.fromkeys(self.clusters, self.current)
+        target = self.by_name[r.target]
+        if r.mode != "Rollout":
+            return dict.fromkeys(self.clusters, target)
+        updating = next((c for c in self.clusters if c not in r.done), None)
+        return {c: target if c in r.done or c == updating else self.current
+                for c in self.clusters}
+
+    def plan(self) -> RevisionPlan:
+        self.manual()
+        if self.handled is None or self.request_error:
+            self.start()
+        self.advance()
+        assert self.current is not None
+        self.conditions = self.status_conditions()
+        return RevisionPlan(
+            render=self.renders(), record=self.record, outcomes=self.outcomes,
+            current=self.current.name,
+            last_good=self.last_good.name if self.last_good else None,
+            held_back=self.held_back,
+            held_back_why=self.rollback_reason if self.held_back else None,
+            rollout=self.rollout, decisions=self.decisions,
+            conditions=self.conditions, handled=self.handled,
+            request_error=self.request_error)
+
+    def status_conditions(self) -> list[Condition]:
+        out: list[Condition] = []
+        r = self.rollout
+        if r is not None and r.failed:
+            out.append(Condition("Progressing", "False", "RolloutFailed",
+                                 f"{r.target}: {r.failed}"))
+        elif r is not None and r.mode == "Rollback":
+            out.append(Condition("Progressing", "True", "RollingBack",
+                                 f"returning every cluster to {r.target}; Ready in "
+                                 f"{', '.join(r.done) or 'none yet'}"))
+        elif r is not None and r.verifying_since is not None:
+            out.append(Condition("Progressing", "True", "Verifying",
+                                 f"{r.target} runs everywhere; verifying for "
+                                 f"{self.i.tier.verification.window_seconds}s"
+                                 + self.health_text()))
+        elif r is not None:
+            at = next((c for c in self.clusters if c not in r.done), "")
+            out.append(Condition("Progressing", "True", "RollingOut",
+                                 f"{r.target} rolling out: done {', '.join(r.done) or 'none'};"
+                                 f" now {at}" if r.mode == "Rollout" else
+                                 f"{r.target} starting in every cluster"))
+        elif self.waiting:
+            out.append(Condition("Progressing", "True", "WaitingToRollOut",
+                                 f"{self.desired.name} waits for {', '.join(self.waiting)}: a "
+                                 "rollout starts only when every placed cluster serves"))
+        if self.held_back is not None and self.held_back == self.desired.hash:
+            reason, why = self.rollback_reason or ("HeldBack", "")
+            assert self.current is not None
+            out.append(Condition(
+                "RolledBack", "True", reason,
+                (why + "; " if why else "") +
+                f"spec (generation {self.i.generation}, {self.desired.name}) is held back: "
+                f"{self.current.name} runs; change the spec (e.g. revert it in Git) to roll "
+                "out again"))
+        else:
+            out.append(Condition("RolledBack", "False", "RunningSpec",
+                                 "the running revision is the spec's"
+                                 if r is None or r.target == self.desired.name else
+                                 "a revision is on its way"))
+        return out
+
+
+def plan_revision(i: RevisionInput) -> RevisionPlan:
+    """Plan the revision state of one ModelDeployment. Pure."""
+    return _Revisions(i).plan()
+
+
+def prune(snapshots: Sequence[Snapshot], limit: int, keep: set[str]) -> list[str]:
+    """Snapshots to delete: all but the newest ``limit`` and those in ``keep`` (current,
+    last Good, rollout target). Pure."""
+    newest = sorted(snapshots, key=lambda s: (s.created is not None, s.created, s.generation),
+                    reverse=True)
+    kept = {s.name for s in newest[:limit]} | keep
+    return sorted(s.name for s in snapshots if s.name not in kept)
