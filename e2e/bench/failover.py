@@ -22,6 +22,7 @@ from harness import (
     GROUP,
     VERSION,
     api,
+    bench_manifest,
     clusters_healthy,
     lab,
     lab_env,
@@ -32,21 +33,6 @@ from harness import (
 from kubernetes import client
 
 NS, NAME = "bench-failover", "bench-failover"
-
-
-def manifest() -> list[dict]:
-    spec = {
-        "slaTier": "critical",
-        "model": {"name": "bench-model", "image": "vllm/vllm-openai:v0.11.0",
-                  "resources": {"gpus": 1}},
-        "placement": [{"cluster": "east", "zones": {"east-a": 1, "east-b": 1}},
-                      {"cluster": "west", "zones": {"west-a": 1, "west-b": 1}}],
-        "fallback": {"model": {"name": "bench-small", "image": "vllm/vllm-openai:v0.11.0",
-                               "resources": {"gpus": 1}}, "replicasPerZone": 0},
-    }
-    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
-            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment",
-             "metadata": {"name": NAME, "namespace": NS}, "spec": spec}]
 
 
 def main() -> None:
@@ -81,7 +67,7 @@ def main() -> None:
 
         subprocess.run([f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
                         env["TWINHULL_HUB_KUBECONFIG"], "apply", "--server-side", "-f", "-"],
-                       input=yaml.safe_dump_all(manifest()), text=True, check=True,
+                       input=yaml.safe_dump_all(bench_manifest(NS, NAME)), text=True, check=True,
                        capture_output=True)
         wait(lambda: weight("west") == 50 and east_ready(1), 120, "initial 50/50")
         shifts, capacities = [], []

@@ -45,7 +45,7 @@ def lab(*verb: str) -> None:
 
 
 @contextlib.contextmanager
-def operator(env: dict[str, str], *, policy: Path | None = None
+def operator(env: dict[str, str], *, policy: Path | None = None, extra: list[str] | None = None
              ) -> Iterator[subprocess.Popen[bytes]]:
     """`twinhull run` on the lab's hub until the block ends (SIGTERM, then wait)."""
     port = 18000 + os.getpid() % 1000
@@ -54,6 +54,7 @@ def operator(env: dict[str, str], *, policy: Path | None = None
             env["TWINHULL_HUB_KUBECONFIG"], "--liveness", f"http://127.0.0.1:{port}/healthz"]
     if policy:
         args += ["--policy", str(policy)]
+    args += extra or []
     with log.open("wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -127,3 +128,21 @@ def median(values: list[float]) -> float:
     import statistics
 
     return statistics.median(values)
+
+
+def bench_manifest(namespace: str, name: str, **spec: Any) -> list[dict[str, Any]]:
+    """A namespace and a critical ModelDeployment with one 1-GPU replica in each of
+    east-a, east-b, west-a, west-b and a cold 1-GPU fallback; ``spec`` adds fields."""
+    image = "vllm/vllm-openai:v0.11.0"
+    body = {
+        "slaTier": "critical",
+        "model": {"name": "bench-model", "image": image, "resources": {"gpus": 1}},
+        "placement": [{"cluster": "east", "zones": {"east-a": 1, "east-b": 1}},
+                      {"cluster": "west", "zones": {"west-a": 1, "west-b": 1}}],
+        "fallback": {"model": {"name": "bench-small", "image": image,
+                               "resources": {"gpus": 1}}, "replicasPerZone": 0},
+        **spec,
+    }
+    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment",
+             "metadata": {"name": name, "namespace": namespace}, "spec": body}]

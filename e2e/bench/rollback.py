@@ -22,27 +22,23 @@ import time
 from typing import Any
 
 import yaml
-from harness import E2E, GROUP, VERSION, api, clusters_healthy, lab_env, median, operator, wait
+from harness import (
+    E2E,
+    GROUP,
+    VERSION,
+    api,
+    bench_manifest,
+    clusters_healthy,
+    lab_env,
+    median,
+    operator,
+    wait,
+)
 from kubernetes import client
 
 NS, NAME = "bench-rollback", "bench-rollback"
 GOOD = "vllm/vllm-openai:v0.11.0"
 REVISION = "serving.twinhull.io/revision"
-
-
-def manifest() -> list[dict[str, Any]]:
-    spec = {
-        "slaTier": "critical",
-        "model": {"name": "bench-model", "image": GOOD, "resources": {"gpus": 1}},
-        "placement": [{"cluster": "east", "zones": {"east-a": 1, "east-b": 1}},
-                      {"cluster": "west", "zones": {"west-a": 1, "west-b": 1}}],
-        "fallback": {"model": {"name": "bench-small", "image": GOOD,
-                               "resources": {"gpus": 1}}, "replicasPerZone": 0},
-        "rollback": {"progressDeadlineSeconds": 30},
-    }
-    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
-            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment",
-             "metadata": {"name": NAME, "namespace": NS}, "spec": spec}]
 
 
 def main() -> None:
@@ -97,8 +93,9 @@ def main() -> None:
     rollbacks, detections = [], []
     with operator(env, policy=E2E / "tiers-fast.yaml"):
         subprocess.run([*kubectl, "apply", "--server-side", "-f", "-"],
-                       input=yaml.safe_dump_all(manifest()), text=True, check=True,
-                       capture_output=True)
+                       input=yaml.safe_dump_all(bench_manifest(
+                           NS, NAME, rollback={"progressDeadlineSeconds": 30})),
+                       text=True, check=True, capture_output=True)
         try:
             for run in range(1, args.runs + 1):
                 wait(lambda: clusters_healthy(hub), 120, "every cluster Healthy")

@@ -128,16 +128,24 @@ def _deployment(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    import yaml
-
+def _target(args: argparse.Namespace) -> tuple[Any, str, str, dict[str, Any]] | int:
+    """The hub client, namespace, name and object of the NAMESPACE/NAME target, or the
+    exit code (the error printed)."""
     hub = _hub(args)
     if hub is None:
         return EXIT_USAGE
     api, namespace, name = hub
     obj = _deployment(api, namespace, name)
-    if obj is None:
-        return EXIT_INVALID
+    return EXIT_INVALID if obj is None else (api, namespace, name, obj)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import yaml
+
+    target = _target(args)
+    if isinstance(target, int):
+        return target
+    _, namespace, name, obj = target
     status = obj.get("status") or {}
     print(f"{namespace}/{name}  tier={obj['spec']['slaTier']}  "
           f"traffic: {status.get('trafficSplit', '-')}  replicas: "
@@ -166,13 +174,10 @@ def _age(created: str | None) -> str:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    hub = _hub(args)
-    if hub is None:
-        return EXIT_USAGE
-    api, namespace, name = hub
-    obj = _deployment(api, namespace, name)
-    if obj is None:
-        return EXIT_INVALID
+    target = _target(args)
+    if isinstance(target, int):
+        return target
+    api, namespace, name, obj = target
     status = obj.get("status") or {}
     items = api.list_namespaced_custom_object(
         "serving.twinhull.io", "v1alpha1", namespace, "modelsnapshots",
@@ -210,20 +215,18 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     import uuid
     from datetime import UTC, datetime
 
-    hub = _hub(args)
-    if hub is None:
-        return EXIT_USAGE
-    api, namespace, name = hub
-    if _deployment(api, namespace, name) is None:
-        return EXIT_INVALID
+    target = _target(args)
+    if isinstance(target, int):
+        return target
+    api, namespace, name, _ = target
     request = {"id": uuid.uuid4().hex[:12], "to": args.to or "",
                "by": args.by or f"{getpass.getuser()}@{socket.gethostname()}",
                "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     api.patch_namespaced_custom_object(
         "serving.twinhull.io", "v1alpha1", namespace, "modeldeployments", name,
         {"metadata": {"annotations": {"serving.twinhull.io/rollback": json.dumps(request)}}})
-    target = args.to or "the last Good snapshot"
-    print(f"{namespace}/{name}: rollback to {target} requested (id {request['id']})")
+    print(f"{namespace}/{name}: rollback to {args.to or 'the last Good snapshot'} requested "
+          f"(id {request['id']})")
     if args.no_wait:
         return EXIT_OK
     start = time.monotonic()
