@@ -73,11 +73,12 @@ test: lint unit e2e ## everything CI runs: lint, unit tests, e2e tests
 	$(BIN)/twinhull validate examples/
 
 .PHONY: bench
-bench: $(STAMP) ## benchmarks (print key=value summary lines)
+bench: $(STAMP) ## offline benchmarks (print key=value summary lines); lab ones: see README
 	$(BIN)/python tests/bench/validate.py
+	$(BIN)/python e2e/bench/scaling
 
 .PHONY: demo
-demo: $(STAMP) lab-build ## bring the lab up, apply the examples and show their state
+demo: $(STAMP) lab-build ## lab up, examples applied, then a compressed day with a failover
 	e2e/demo
 
 .PHONY: lab-up lab-down lab-status

@@ -36,7 +36,8 @@ role) with vLLM's metric names (``vllm:prompt_tokens_total``,
 ``vllm:generation_tokens_total``, ``vllm:num_requests_running``,
 ``vllm:num_requests_waiting``, ``vllm:request_success_total``,
 ``vllm:time_to_first_token_seconds``, plus ``twinhull_sim_request_failure_total``,
-``twinhull_sim_dropped_requests_total`` and ``twinhull_sim_requests_within_target_total``)
+``twinhull_sim_dropped_requests_total``, ``twinhull_sim_requests_within_target_total`` and
+``twinhull_sim_requests_total``, every request arrived)
 on 127.0.0.1, registered with the lab's Prometheus through its file_sd target directory.
 """
 
@@ -379,6 +380,7 @@ def exposition(pools: dict[Cell, Pool]) -> str:
         ("vllm:prompt_tokens_total", "counter", lambda p: p.prompt),
         ("vllm:generation_tokens_total", "counter", lambda p: p.generation),
         ("vllm:request_success_total", "counter", lambda p: p.success),
+        ("twinhull_sim_requests_total", "counter", lambda p: p.requests),
         ("twinhull_sim_request_failure_total", "counter", lambda p: p.failure),
         ("twinhull_sim_dropped_requests_total", "counter", lambda p: p.all_dropped),
         ("twinhull_sim_requests_within_target_total", "counter", lambda p: p.all_within),

@@ -56,7 +56,7 @@ class Measures:
 def measures_from_counters(before: dict[str, float], after: dict[str, float], *,
                            gpu_hours: float, reversals: int) -> Measures:
     """Measures from two readings of loadsim's counters (``requests``: all requests
-    arrived, i.e. the increase of success + failure + dropped + in flight; ``within``:
+    arrived, ``twinhull_sim_requests_total``; ``within``:
     ``twinhull_sim_requests_within_target_total``; ``dropped``:
     ``twinhull_sim_dropped_requests_total``) for a lab run. Pure."""
     def delta(key: str) -> float:
@@ -92,7 +92,7 @@ def tick_tokens(arrivals: Sequence[tuple[float, float]], ticks: int, tick: float
 def simulate(arrivals: Sequence[tuple[float, float]], policy: Policy, *, model: ServerModel,
              target_seconds: float, gpus: int, low: int, high: int, initial: int,
              cold_start: float, measure_from: float, end: float, tick: float = TICK,
-             forecast_window: float = RATE_WINDOW,
+             forecast_window: float = RATE_WINDOW, rate_window: float = RATE_WINDOW,
              trace: Callable[[float, int, int], None] | None = None) -> Measures:
     """Run ``policy`` on one app's ``arrivals`` (sorted ``(time, tokens)``) from 0 to
     ``end`` seconds; measure from ``measure_from``. The pre-warm forecast is the highest
@@ -100,7 +100,7 @@ def simulate(arrivals: Sequence[tuple[float, float]], policy: Policy, *, model: 
     query uses its rate window, 1 m). Pure (``trace`` is called with
     ``(now, replicas, ready)`` at each tick if given)."""
     ticks = int(end // tick)
-    window = max(1, round(RATE_WINDOW / tick))
+    window = max(1, round(rate_window / tick))
     pool = Pool(model, target_seconds, ready=initial, count_from=measure_from)
     alive = [0.0] * initial  # when each replica is (or was) Ready
     served = [0.0] * (ticks + 1)
