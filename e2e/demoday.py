@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--kill-at", default="10:00", help="day's time west is killed")
     parser.add_argument("--down-for", type=float, default=60.0, help="seconds west is down")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between lines")
+    parser.add_argument("--load-factor", type=float, default=300.0,
+                        help="volumes x F (the benchmark's 150 leaves ide-assistant at its "
+                             "floor; 300 makes it scale at its peaks)")
     args = parser.parse_args()
     env = lab_env()
     objects = client.CustomObjectsApi(api(env["TWINHULL_HUB_KUBECONFIG"]))
@@ -57,7 +60,8 @@ def main() -> int:
     kill_after = (kh * 3600 + km * 60 - begin) / args.compress
     sim = subprocess.Popen(
         [sys.executable, str(E2E / "loadsim"), "--apps", str(E2E / "workloads" / "apps.yaml"),
-         "--start", args.start, "--hours", str(args.hours), "--compress", str(args.compress)],
+         "--start", args.start, "--hours", str(args.hours), "--compress", str(args.compress),
+         "--load-factor", str(args.load_factor)],
         env={**env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     length = args.hours * 3600 / args.compress
     print(f"[demo] replaying Monday {args.start} + {args.hours:g} h in {length:.0f} s "
