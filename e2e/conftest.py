@@ -88,10 +88,13 @@ def _parse_env(text: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    """The lab, up for the whole session; taken down at the end only if this session started it."""
+    """The lab, up for the whole session; taken down at the end only if this session started
+    it. A session that starts it starts from a clean lab (no objects left by an earlier one)."""
     status = _lab("status").returncode
     started = status == STATUS_NOTHING_RUNNING
     try:
+        if started:  # a stopped lab keeps its etcd data: start from a clean one instead
+            _lab("down", "--purge", timeout=120.0, check=True)
         if status != STATUS_ALL_UP:
             _lab("up", timeout=1800.0, check=True)
         yield Lab(env=_parse_env(_lab("env", check=True).stdout))
