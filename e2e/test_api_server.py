@@ -22,6 +22,15 @@ OFFLINE_ONLY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def namespace(lab) -> None:
+    """The examples' namespace: a dry run of a namespaced object needs it to exist."""
+    subprocess.run(
+        [str(lab.bin_dir / "kubectl"), "--kubeconfig", str(lab.kubeconfig("hub")), "apply",
+         "--server-side", "-f", str(ROOT / "examples" / "00-namespace.yaml")],
+        capture_output=True, text=True, timeout=60, check=True)
+
+
 def dry_run(lab, path: Path) -> subprocess.CompletedProcess[str]:
     """`kubectl apply --dry-run=server` on the hub: the API server's full verdict (schema,
     CEL, admission) without storing anything."""

@@ -260,3 +260,13 @@ def test_a_revision_replaced_before_it_was_verified_is_verified_when_it_returns(
     f.apply(IDE.spec)
     plan = f.until(lambda p: p.last_good is not None)
     assert f.snapshots[plan.last_good].hash == revision_of(IDE.spec)
+
+
+def test_a_first_revision_slower_than_the_deadline_is_good_once_ready():
+    f = Fleet(IDE.spec)
+    f.healthy["west"] = False  # west's pods are slow: not Ready within the deadline
+    plan = f.until(lambda p: any(d.kind == "RolloutFailed" for d in p.decisions), seconds=10)
+    assert cond(plan, "Progressing").reason == "RolloutFailed"
+    f.healthy["west"] = True
+    plan = f.until(lambda p: p.last_good is not None)
+    assert f.snapshots[plan.last_good].outcome == "Good" and plan.rollout is None

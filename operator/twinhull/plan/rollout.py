@@ -82,7 +82,8 @@ class Rollout:
     """Clusters that run the target and are Ready (Rollout mode: in order)."""
     verifying_since: datetime | None = None
     failed: str = ""
-    """Why the target failed while no rollback was possible (the rollout then stops)."""
+    """Why the target failed while no rollback was possible. It is not rolled back; should
+    it become Ready after all, it goes on and is verified like any other."""
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ class _Revisions:
     def advance(self) -> None:
         """Move the rollout on: next cluster, verification, outcome or rollback."""
         r = self.rollout
-        if r is None or r.failed:
+        if r is None:
             return
         i = self.i
         target = self.by_name[r.target]
@@ -289,16 +290,19 @@ class _Revisions:
                             "is Ready", {"to": target.name})
                 self.rollout = None
             return
+        if r.failed and not complete:
+            return  # failed with nothing to roll back to: it may still become Ready
         breach = self.breach() if any(i.settled.get(c) == target.hash or c in done
                                       for c in self.clusters) else None
         deadline = self.i.spec.rollback.progress_deadline_seconds
         late = not complete and (i.now - r.since).total_seconds() > deadline
-        if breach is None and late:
+        if breach is None and late and not r.failed:
             missing = [c for c in self.clusters if c not in done]
             breach = ("ProgressDeadlineExceeded",
                       f"not Ready in {', '.join(missing)} within {deadline}s")
         if breach is not None:
-            self.fail(target, *breach)
+            if not r.failed:
+                self.fail(target, *breach)
             return
         window = self.i.tier.verification.window_seconds
         if complete and r.verifying_since is not None \
