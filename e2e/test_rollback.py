@@ -52,13 +52,14 @@ def snapshot(lab, name: str) -> dict:
     return get(lab, "hub", "modelsnapshots", name, NS) or {}
 
 
-def good(lab, name: str, timeout: float = 120) -> str:
-    """Wait for the current revision to be verified Good; return its snapshot."""
+def good(lab, name: str, timeout: float = 120, *, other_than: str | None = None) -> str:
+    """Wait for the current revision (another than ``other_than``: the spec just changed)
+    to be verified Good; return its snapshot."""
     def verified() -> str | None:
         s = status(lab, NS, name)
         current = s.get("currentSnapshot")
-        return current if current and current == s.get("lastGoodSnapshot") \
-            and not s.get("rollout") else None
+        return current if current and current != other_than \
+            and current == s.get("lastGoodSnapshot") and not s.get("rollout") else None
     return wait_for(verified, timeout=timeout, what=f"{name}'s revision verified Good")
 
 
@@ -165,8 +166,7 @@ def test_manual_rollback_to_a_named_snapshot_and_retention(lab, md):
     name = md("rb-manual", history=2)
     v1 = good(lab, name)
     set_image(lab, name, "vllm/vllm-openai:v0.11.1")
-    v2 = good(lab, name)
-    assert v2 != v1
+    v2 = good(lab, name, other_than=v1)
     done = subprocess.run(
         [sys.executable, "-m", "twinhull.cli", "rollback", f"{NS}/{name}", "--to", v1,
          "--by", "e2e", "--timeout", "90", "--kubeconfig", str(lab.kubeconfig("hub"))],
@@ -182,7 +182,7 @@ def test_manual_rollback_to_a_named_snapshot_and_retention(lab, md):
     assert "current" in rows[v1]["marks"] and "held-back" in rows[v2]["marks"]
     # a new spec rolls out again; with historyLimit 2 the oldest snapshot goes
     set_image(lab, name, "vllm/vllm-openai:v0.11.2")
-    v3 = good(lab, name)
+    v3 = good(lab, name, other_than=v1)
     wait_for(lambda: len(history(lab, name)) == 2, timeout=30, what="retention at 2")
     assert [r["name"] for r in history(lab, name)] == [v2, v3]
     assert condition(lab, NS, name, "RolledBack") == "False"

@@ -180,7 +180,7 @@ def test_an_error_rate_breach_during_verification_rolls_back():
     assert "error rate 50.00% above the tier's 1%" in cond(plan, "RolledBack").message
 
 
-def test_latency_within_target_passes_and_errors_before_any_cluster_runs_it_do_not_count():
+def test_errors_before_any_cluster_runs_the_new_revision_do_not_count():
     f = good(Fleet(IDE.spec))
     f.health = Health(error_percent=30.0)  # the old revision's errors, not the new one's
     f.running = {"east": None, "west": f.running["west"]}  # east not settled yet

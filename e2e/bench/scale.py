@@ -6,7 +6,8 @@ it and measures: seconds until every one is Ready (member Deployments created an
 pods Ready, weights published, status written), the operator's resident memory then, and
 the write requests the API servers receive during 20 s of no-op resyncs (twinhull's
 resources only: members' Deployments, Services, PDBs, Namespaces, PriorityClasses; the
-hub's ModelDeployments, HTTPRoutes and Events).
+hub's ModelDeployments, ModelSnapshots, HTTPRoutes and Events) once every first revision
+is verified Good.
 
 Run: e2e/lab up && .venv/bin/python e2e/bench/scale.py [--objects 200]
 Last line: objects=200 converge_s=… rss_mb=… noop_writes=…
@@ -35,7 +36,7 @@ from kubernetes import client
 NS = "bench-scale"
 MEMBER_KINDS = {"deployments", "services", "poddisruptionbudgets", "namespaces",
                 "priorityclasses"}
-HUB_KINDS = {"modeldeployments", "httproutes", "events"}
+HUB_KINDS = {"modeldeployments", "modelsnapshots", "httproutes", "events"}
 
 
 def manifests(count: int) -> list[dict]:
@@ -75,6 +76,12 @@ def main() -> None:
                        for c in (i.get("status") or {}).get("conditions") or [])
                    for i in items)
 
+    def verified() -> int:
+        items = objects.list_namespaced_custom_object(GROUP, VERSION, NS,
+                                                      "modeldeployments")["items"]
+        return sum(bool(s.get("lastGoodSnapshot")) and not s.get("rollout")
+                   for s in ((i.get("status") or {}) for i in items))
+
     try:
         with operator(env) as process:
             start = time.monotonic()
@@ -84,7 +91,11 @@ def main() -> None:
             rss = rss_mb(process.pid)
             print(f"converged {args.objects} in {converge:.1f}s; operator RSS {rss:.0f} MiB",
                   flush=True)
-            time.sleep(5)  # the last status writes and observations settle
+            # steady state: every first revision verified Good (the tier's window), then the
+            # last status writes and observations settle
+            wait(lambda: verified() == args.objects, 600, "every revision verified Good",
+                 interval=1.0)
+            time.sleep(5)
             clusters = ("hub", "east", "west")
             kinds = {"hub": HUB_KINDS, "east": MEMBER_KINDS, "west": MEMBER_KINDS}
             before = {c: write_requests(env, c, kinds[c]) for c in clusters}

@@ -37,6 +37,7 @@ from twinhull.plan.rollout import (
     Health,
     RevisionInput,
     RevisionPlan,
+    Snapshot,
     plan_revision,
     with_revision,
 )
@@ -213,8 +214,8 @@ def _merged(fleet: list[Condition], revision: list[Condition]) -> list[Condition
 
 
 def _plan_revisions(rt: Runtime, inputs: list[DeploymentInput], bodies: dict[Key, Any],
-                    plans: dict[Key, DeploymentPlan], t_now: datetime
-                    ) -> dict[Key, RevisionPlan]:
+                    plans: dict[Key, DeploymentPlan], snapshots: dict[Key, list[Snapshot]],
+                    t_now: datetime) -> dict[Key, RevisionPlan]:
     """The revision plan of every deployment, from its status, its snapshots, what runs
     settled in each member and its health. Pure (reads memory)."""
     settled = {c: m.revisions() for c, m in rt.members.items()}
@@ -231,7 +232,7 @@ def _plan_revisions(rt: Runtime, inputs: list[DeploymentInput], bodies: dict[Key
         out[key] = plan_revision(RevisionInput(
             namespace=d.namespace, name=d.name, spec=d.spec,
             generation=int(body["metadata"].get("generation", 0)), tier=d.tier, now=t_now,
-            snapshots=revisions.snapshots_of(rt, *key),
+            snapshots=snapshots.get(key, []),
             current=status.get("currentSnapshot"), last_good=status.get("lastGoodSnapshot"),
             held_back=status.get("heldBack"), held_back_why=revisions.held_back_why(status),
             rollout=revisions.rollout_of(status),
@@ -312,7 +313,8 @@ async def reconcile(rt: Runtime) -> None:
         ))
         bodies[key] = body
     plans = plan_fleet(inputs, rt.views, now=t_now)
-    revs = _plan_revisions(rt, inputs, bodies, plans, t_now)
+    snapshots = revisions.snapshots_by_deployment(rt)
+    revs = _plan_revisions(rt, inputs, bodies, plans, snapshots, t_now)
     # a revision reaches no member before its ModelSnapshot is recorded
     recording = [(d, revs[(d.namespace, d.name)].record) for d in inputs
                  if revs[(d.namespace, d.name)].record is not None]
@@ -357,7 +359,7 @@ async def reconcile(rt: Runtime) -> None:
             writes.append(_patch_status(rt, key, status))
         if rev.outcomes:
             writes.append(revisions.write_outcomes(rt, d.namespace, rev, t))
-        snaps = revisions.snapshots_of(rt, d.namespace, d.name)
+        snaps = snapshots.get(key, [])
         limit = d.spec.rollback.history_limit or d.tier.rollback_history_limit
         if len(snaps) > limit:
             writes.append(revisions.retain(rt, key, snaps, limit, rev))

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.handlers import revisions
 from twinhull.handlers.fleet import fleet_loop
 from twinhull.handlers.runtime import Runtime
 from twinhull.handlers.scaling import load_loop
@@ -53,7 +54,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # snapshots before the first round: a restarted operator must know what was recorded
     for snap in await rt.hub.list("serving.twinhull.io/v1alpha1", "ModelSnapshot"):
         meta = snap["metadata"]
-        rt.snapshots.setdefault((meta["namespace"], meta["name"]), snap)
+        if (meta["namespace"], meta["name"]) not in rt.snapshots:
+            revisions.remember(rt, snap)
     routes = await rt.hub.list("gateway.networking.k8s.io/v1", "HTTPRoute",
                                selector="app.kubernetes.io/managed-by=twinhull")
     for route in routes:

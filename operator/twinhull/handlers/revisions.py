@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -45,9 +46,9 @@ async def snapshot_event(event: kopf.RawEvent, body: kopf.Body, namespace: str |
     if event["type"] == "DELETED":
         rt.snapshots.pop(key, None)
         return
-    old = rt.snapshots.get(key)
-    rt.snapshots[key] = dict(body)
-    if old is None:
+    new = key not in rt.snapshots
+    remember(rt, dict(body))
+    if new:
         rt.poke()
 
 
@@ -65,16 +66,21 @@ def snapshot_of(body: dict[str, Any]) -> Snapshot | None:
                     created=parse_time(meta.get("creationTimestamp")))
 
 
-def snapshots_of(rt: Runtime, namespace: str, name: str) -> list[Snapshot]:
-    """The recorded snapshots of one ModelDeployment. Pure (reads memory)."""
-    out = []
-    for (ns, _), body in rt.snapshots.items():
-        if ns != namespace or (body.get("spec") or {}).get("deploymentRef", {}).get(
-                "name") != name:
-            continue
-        snap = snapshot_of(body)
+def remember(rt: Runtime, body: dict[str, Any]) -> None:
+    """Keep a ModelSnapshot, parsed once (not on every round). Effects: memory."""
+    meta = body.get("metadata") or {}
+    owner = str(((body.get("spec") or {}).get("deploymentRef") or {}).get("name", ""))
+    rt.snapshots[(meta.get("namespace", ""), meta.get("name", ""))] = (owner,
+                                                                       snapshot_of(body))
+
+
+def snapshots_by_deployment(rt: Runtime) -> dict[Key, list[Snapshot]]:
+    """The recorded snapshots of every ModelDeployment, grouped once per round. Pure
+    (reads memory)."""
+    out: dict[Key, list[Snapshot]] = {}
+    for (namespace, _), (owner, snap) in rt.snapshots.items():
         if snap is not None:
-            out.append(snap)
+            out.setdefault((namespace, owner), []).append(snap)
     return out
 
 
@@ -161,8 +167,7 @@ async def record(rt: Runtime, manifest: dict[str, Any]) -> bool:
         log.warning("cannot record %s: %s", manifest["metadata"]["name"], exc)
         return False
     rt.hub_writes += 1
-    meta = manifest["metadata"]
-    rt.snapshots[(meta["namespace"], meta["name"])] = created or manifest
+    remember(rt, created or manifest)
     return True
 
 
@@ -178,9 +183,9 @@ async def write_outcomes(rt: Runtime, namespace: str, plan: RevisionPlan, t: str
         except ClusterUnavailable as exc:
             log.warning("%s/%s: cannot write the outcome: %s", namespace, name, exc)
             continue
-        body = rt.snapshots.get((namespace, name))
-        if body is not None:
-            rt.snapshots[(namespace, name)] = {**body, "status": status}
+        owner, snap = rt.snapshots.get((namespace, name), ("", None))
+        if snap is not None:
+            rt.snapshots[(namespace, name)] = (owner, replace(snap, outcome=outcome))
 
 
 async def retain(rt: Runtime, key: Key, snapshots: list[Snapshot], limit: int,

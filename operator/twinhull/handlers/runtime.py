@@ -15,6 +15,7 @@ from typing import Any
 from twinhull.clusters.kube import Kube
 from twinhull.clusters.member import Member
 from twinhull.plan.fleet import ClusterView
+from twinhull.plan.rollout import Snapshot
 from twinhull.plan.scaling import Load
 from twinhull.policy.tiers import TierPolicy
 
@@ -76,8 +77,9 @@ class Runtime:
     """The latest load per ModelDeployment read from Prometheus."""
     health: dict[Key, tuple[float | None, float | None]] = field(default_factory=dict)
     """(error percent, p95 latency seconds) per ModelDeployment, for rollout verification."""
-    snapshots: dict[Key, dict[str, Any]] = field(default_factory=dict)
-    """Every ModelSnapshot, (namespace, name) to body, from watch events."""
+    snapshots: dict[Key, tuple[str, Snapshot | None]] = field(default_factory=dict)
+    """Every ModelSnapshot, (namespace, name) to its ModelDeployment's name and its parsed
+    content (None if unreadable), from watch events."""
     loads_time: datetime | None = None
     """When :attr:`loads` were read (None: never, or the last read failed)."""
     started: datetime = field(default_factory=lambda: now())

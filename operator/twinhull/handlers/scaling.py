@@ -59,12 +59,13 @@ def read_health(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *
 
 
 def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
-               window: str = "1m", prewarm: list[tuple[float, float]] | None = None
-               ) -> dict[Key, Load]:
-    """Read the load of every scaled ModelDeployment: four queries per runtime in use
-    (demand per zone, waiting, running, latency), one per pre-warm window and runtime (the
-    highest demand at the same time on earlier days, for ``metric: tokens``), one per
-    custom query. A deployment without series gets no Load (missing, not zero).
+               window: str = "1m", prewarm: list[tuple[float, float]] | None = None,
+               latency: dict[Key, float] | None = None) -> dict[Key, Load]:
+    """Read the load of every scaled ModelDeployment: three queries per runtime in use
+    (demand per zone, waiting, running), one per pre-warm window and runtime (the highest
+    demand at the same time on earlier days, for ``metric: tokens``), one per custom
+    query. ``latency`` is :func:`read_health`'s p95, reported with the load, not read
+    again. A deployment without series gets no Load (missing, not zero).
     Effects: HTTP requests. Raises :class:`MetricsUnavailable`."""
     loads: dict[Key, Load] = {}
     runtimes: set[ServingRuntime] = {s.model.runtime for s in specs.values()
@@ -73,7 +74,7 @@ def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
     zones: dict[Key, dict[str, float]] = {}
     waiting: dict[Key, float] = {}
     running: dict[Key, float] = {}
-    latency: dict[Key, float] = {}
+    latency = latency or {}
     forecast: dict[Key, float] = {}
     for runtime in sorted(runtimes):
         demand = prometheus.vector(fleet_demand_tokens(runtime, window, by=FLEET_CELLS),
@@ -85,8 +86,6 @@ def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
         waiting.update({(k[0], k[1]): v for k, v in queued.values.items()})
         busy = prometheus.vector(fleet_running(runtime), by=FLEET)
         running.update({(k[0], k[1]): v for k, v in busy.values.items()})
-        slow = prometheus.vector(fleet_latency_p95(runtime, window), by=FLEET)
-        latency.update({(k[0], k[1]): v for k, v in slow.values.items()})
         for start, end in prewarm or []:
             past = prometheus.vector(fleet_demand_forecast(runtime, window, start_s=start,
                                                            end_s=end), by=FLEET)
@@ -120,6 +119,7 @@ async def load_loop(rt: Runtime) -> None:
                if settings.prewarm_period_seconds > 0 else [])
     while True:
         every = _specs(rt)
+        health: dict[Key, tuple[float | None, float | None]] = {}
         if every:
             try:
                 health = await asyncio.to_thread(read_health, prometheus, every,
@@ -127,15 +127,16 @@ async def load_loop(rt: Runtime) -> None:
                                                  failures=settings.failure_metric)
             except MetricsUnavailable as exc:
                 log.warning("cannot read health: %s", exc)
-                health = {}
             if health != rt.health:
                 rt.health = health
                 rt.poke()
         specs = _scaled(every)
         if specs:
             try:
+                p95 = {k: v for k, (_, v) in health.items() if v is not None}
                 loads = await asyncio.to_thread(read_loads, prometheus, specs,
-                                                window=settings.rate_window, prewarm=prewarm)
+                                                window=settings.rate_window, prewarm=prewarm,
+                                                latency=p95)
                 fresh: dict[Any, Any] = loads
                 rt.loads_time = now()
             except MetricsUnavailable as exc:
