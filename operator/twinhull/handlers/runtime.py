@@ -52,6 +52,12 @@ class Settings:
     heartbeat_seconds: float = 30.0
     """A ServingCluster's lastProbeTime is refreshed at most this often when nothing else
     changes, so a steady cluster costs no write per probe."""
+    installation_id: str | None = None
+    """This installation's identity, stamped on every member object (None: the hub's
+    kube-system Namespace UID)."""
+    allow_exec_plugins: bool = False
+    """Whether member kubeconfigs may run ``exec``/auth-provider plugins (commands taken
+    from a Secret's content, run inside the operator)."""
 
 
 @dataclass
@@ -83,6 +89,24 @@ class Runtime:
     loads_time: datetime | None = None
     """When :attr:`loads` were read (None: never, or the last read failed)."""
     started: datetime = field(default_factory=lambda: now())
+    installation: str = ""
+    """This installation's identity (see :attr:`Settings.installation_id`)."""
+    view_times: dict[str, datetime] = field(default_factory=dict)
+    """When each cluster's view was last produced by a completed probe; a view older than
+    the cluster's probe bound is treated as Suspect, never as Healthy."""
+    load_errors: dict[Key, str] = field(default_factory=dict)
+    """Per ModelDeployment: why its metrics could not be read (shown in MetricsAvailable)."""
+    beats: dict[str, datetime] = field(default_factory=dict)
+    """Background loop name to when it last finished an iteration (see ``supervise``)."""
+    loop_bounds: dict[str, float] = field(default_factory=dict)
+    """Background loop name to the seconds it may go without a beat before it counts as
+    stuck (liveness fails)."""
+    loop_errors: dict[str, str] = field(default_factory=dict)
+    """Background loop name to the last error that ended it (cleared when it beats)."""
+    restarts: dict[str, int] = field(default_factory=dict)
+    """Background loop name to how often it was restarted after an error."""
+    backoff: dict[Key, tuple[int, datetime]] = field(default_factory=dict)
+    """Per ModelDeployment whose round failed: (consecutive failures, retry not before)."""
     hub_writes: int = 0
     """Write requests sent to the hub (status, routes, events), for tests and benchmarks."""
 
