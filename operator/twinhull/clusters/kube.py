@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -83,34 +84,145 @@ def path(api_version: str, kind: str, *, namespace: str | None = None, name: str
     return out
 
 
-def configuration(kubeconfig: Mapping[str, Any]) -> Configuration:
-    """A client configuration from a parsed kubeconfig (its current context). Pure apart
-    from writing temporary certificate files, as the kubernetes package does."""
+class InvalidKubeconfig(TwinhullError):
+    """A kubeconfig cannot be used: not a mapping, no usable current context, bad inline
+    data, or it asks to run a plugin or read a local file. The message never quotes the
+    kubeconfig's content."""
+
+
+_REDACTED = "***"
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\",;}]+")
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(-----END [A-Z0-9 ]+-----|$)", re.S)
+_SECRET_FIELD = re.compile(
+    r"(?i)((?:token|password|passwd|secret|api[_-]?key|authorization|client-key-data|"
+    r"client-certificate-data|id-token|refresh-token|access-token)['\"]?\s*[:=]\s*['\"]?)"
+    r"(?!\*\*\*)[^\s'\",;}]+")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with credentials replaced by ``***``: the given secret values, a URL's
+    user info, ``Bearer``/``Basic`` credentials, PEM blocks and the values of fields
+    named like tokens, passwords and keys (``token=...``, ``'authorization': '...'``).
+    For every error string that leaves a client: logs, Events and status never carry
+    credentials. Pure."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, _REDACTED)
+    text = _PEM.sub(_REDACTED, text)
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}{_REDACTED}@", text)
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{_REDACTED}", text)
+    return _SECRET_FIELD.sub(lambda m: f"{m.group(1)}{_REDACTED}", text)
+
+
+_PLUGINS = ("exec", "auth-provider")
+"""User entries that make the client run a command (exec) or an auth-provider's refresh
+(gcp's cmd-path, oidc's token endpoint) inside the operator."""
+_FILES = {"user": ("tokenFile", "client-certificate", "client-key"),
+          "cluster": ("certificate-authority",)}
+"""Entries that read a file of the operator's own filesystem (e.g. its service account
+token) and could send it to the server the kubeconfig names."""
+
+
+def _named(entries: Any, name: Any, field: str) -> Mapping[str, Any] | None:
+    if not isinstance(entries, list):
+        return None
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("name") == name:
+            value = entry.get(field)
+            return value if isinstance(value, Mapping) else None
+    return None
+
+
+def check_kubeconfig(kubeconfig: Any, *, allow_plugins: bool = False) -> None:
+    """Refuse a kubeconfig that is not a mapping, or whose current context's user runs a
+    plugin (unless ``allow_plugins``) or whose user or cluster reads a local file. Raises
+    :class:`InvalidKubeconfig` naming the entry and the fix, never the content. Pure."""
+    if not isinstance(kubeconfig, Mapping):
+        raise InvalidKubeconfig(f"the kubeconfig is a YAML {type(kubeconfig).__name__}, not a "
+                                "mapping; store a whole kubeconfig file under the key")
+    context = _named(kubeconfig.get("contexts"), kubeconfig.get("current-context"), "context")
+    if context is None:
+        raise InvalidKubeconfig("the kubeconfig has no context named by its current-context; "
+                                "set current-context to one of its contexts")
+    user = _named(kubeconfig.get("users"), context.get("user"), "user") or {}
+    cluster = _named(kubeconfig.get("clusters"), context.get("cluster"), "cluster") or {}
+    for plugin in _PLUGINS:
+        if plugin in user and not allow_plugins:
+            raise InvalidKubeconfig(
+                f"the kubeconfig's user uses an {plugin!r} plugin, which would run a command "
+                "from the Secret inside the operator; use a token or client certificate "
+                "(e.g. a ServiceAccount token) or start the operator with "
+                "--allow-exec-plugins")
+    for kind, entry in (("user", user), ("cluster", cluster)):
+        for key in _FILES[kind]:
+            if key in entry:
+                raise InvalidKubeconfig(
+                    f"the kubeconfig's {kind} reads the local file {key!r}, which is not "
+                    f"there for the operator; inline it as {key.removesuffix('File')}"
+                    f"{'' if key == 'tokenFile' else '-data'} instead")
+
+
+def configuration(kubeconfig: Any, *, allow_plugins: bool = False) -> Configuration:
+    """A client configuration from a parsed kubeconfig (its current context). Raises
+    :class:`InvalidKubeconfig` for any kubeconfig that cannot be used (see
+    :func:`check_kubeconfig`); the kubernetes package's errors are translated, redacted.
+    Pure apart from writing temporary certificate files, as the kubernetes package does."""
+    check_kubeconfig(kubeconfig, allow_plugins=allow_plugins)
     config = Configuration()
-    loader = KubeConfigLoader(config_dict=dict(kubeconfig))  # type: ignore[no-untyped-call]
-    loader.load_and_set(config)  # type: ignore[no-untyped-call]
+    try:
+        loader = KubeConfigLoader(config_dict=dict(kubeconfig))  # type: ignore[no-untyped-call]
+        loader.load_and_set(config)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # ConfigException, bad base64, wrong types: all bad input
+        detail = redact(str(exc))[:200]
+        raise InvalidKubeconfig(f"the kubeconfig cannot be loaded ({type(exc).__name__}: "
+                                f"{detail}); fix its current context, cluster and user"
+                                ) from None
     return config
 
 
+def _secrets_of(config: Configuration) -> list[str]:
+    """The credential values a configuration holds, to redact them from errors. Pure."""
+    values = [str(v) for v in (config.api_key or {}).values()]
+    values += [v.split(" ", 1)[-1] for v in values]
+    if config.password:
+        values.append(str(config.password))
+    return values
+
+
 class Kube:
-    """One cluster's API: every call has a timeout and runs on this cluster's threads."""
+    """One cluster's API: every call has a timeout and runs on this cluster's threads.
+
+    Reads (probes, observations) and writes have separate threads, so a backlog of slow
+    writes never delays a probe (which would count as a failure and make a healthy cluster
+    Suspect). Every error message is redacted of the client's credentials.
+    """
 
     def __init__(self, name: str, config: Configuration, *, timeout: float = 2.0,
-                 threads: int = 4) -> None:
+                 threads: int = 4, read_threads: int = 2) -> None:
         self.name = name
         self.timeout = timeout
         self._api = ApiClient(config)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"kube-{name}")
+        self._secrets = _secrets_of(config)
+        self._pool = ThreadPoolExecutor(max_workers=threads,
+                                        thread_name_prefix=f"kube-{name}-write")
+        self._read_pool = ThreadPoolExecutor(max_workers=read_threads,
+                                             thread_name_prefix=f"kube-{name}-read")
 
     def close(self) -> None:
         """Release the threads once the calls already queued have ended (each at its
         timeout at the latest). Effects: threads."""
         self._pool.shutdown(wait=False)
+        self._read_pool.shutdown(wait=False)
 
-    async def _run(self, fn: Callable[[], T], timeout: float) -> T:
+    def redact(self, text: str) -> str:
+        """``text`` without this client's credentials (see :func:`redact`). Pure."""
+        return redact(text, self._secrets)
+
+    async def _run(self, fn: Callable[[], T], timeout: float, *, read: bool = False) -> T:
         loop = asyncio.get_running_loop()
+        pool = self._read_pool if read else self._pool
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn), timeout + 1.0)
+            return await asyncio.wait_for(loop.run_in_executor(pool, fn), timeout + 1.0)
         except TimeoutError as exc:
             raise ClusterUnavailable(f"{self.name}: no answer within {timeout:g}s") from exc
 
@@ -132,28 +244,32 @@ class Kube:
             )
             data = response.read() if hasattr(response, "read") else response.data
         except ApiException as exc:
-            raise ClusterUnavailable(f"{self.name}: {method} {resource}: {exc.reason}") from exc
+            raise ClusterUnavailable(self.redact(
+                f"{self.name}: {method} {resource}: {exc.reason}")) from None
         except Exception as exc:  # urllib3 and socket errors: the cluster is unreachable
+            # the type only: urllib3's messages repeat the URL (user info included)
             raise ClusterUnavailable(f"{self.name}: {method} {resource}: "
-                                     f"{type(exc).__name__}") from exc
+                                     f"{type(exc).__name__}") from None
         status = response.status
         if status == 404:
             raise NotFound(f"{self.name}: {resource} not found")
         if status >= 400:
             message = _message(data)
-            raise ClusterUnavailable(f"{self.name}: {method} {resource}: HTTP {status}: "
-                                     f"{message}")
+            raise ClusterUnavailable(self.redact(
+                f"{self.name}: {method} {resource}: HTTP {status}: {message}"))
         return json.loads(data) if data else None
 
     async def request(self, method: str, resource: str, *, query: Mapping[str, str] | None = None,
                       body: Any = None, content_type: str | None = None,
                       timeout: float | None = None) -> Any:
-        """One REST call. Raises :class:`ClusterUnavailable` (or :class:`NotFound`).
+        """One REST call: reads (GET) on the read threads, writes on the write threads.
+        Raises :class:`ClusterUnavailable` (or :class:`NotFound`), its message redacted.
         Effects: network."""
         t = timeout or self.timeout
         return await self._run(
             lambda: self._request_sync(method, resource, query=query, body=body,
-                                       content_type=content_type, timeout=t), t)
+                                       content_type=content_type, timeout=t), t,
+            read=method == "GET")
 
     async def list(self, api_version: str, kind: str, *, selector: str | None = None,
                    namespace: str | None = None, timeout: float | None = None

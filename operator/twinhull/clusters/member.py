@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twinhull.clusters.kube import ClusterUnavailable, Kube
-from twinhull.plan.render import DEPLOYMENT, HASH, MANAGED_BY, OPERATOR, REVISION
+from twinhull.plan.render import DEPLOYMENT, HASH, INSTALLATION, MANAGED_BY, OPERATOR, REVISION
 
 log = logging.getLogger(__name__)
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 GPU = "nvidia.com/gpu"
 SELECTOR = f"{MANAGED_BY}={OPERATOR}"
+"""Every twinhull object, of any installation: observation sorts them by their
+:data:`INSTALLATION` label (see :meth:`Member.observe`)."""
 
 ObjectKey = tuple[str, str, str, str]
 """(apiVersion, kind, namespace, name); namespace "" for cluster-scoped objects."""
@@ -71,6 +73,8 @@ class Seen:
     """Deployments: the revision its template runs (annotation)."""
     settled: bool = False
     """Deployments: fully rolled out (no old pods left) and every replica Ready."""
+    installation: str | None = None
+    """The installation that owns it (label); None for objects from before labels."""
 
 
 def _node_ready(node: Mapping[str, Any]) -> bool:
@@ -110,30 +114,53 @@ def seen_of(obj: Mapping[str, Any]) -> Seen:
                    and (status.get("updatedReplicas") or 0) == want
                    and (status.get("replicas") or 0) == want and ready >= want)
     annotations = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
     return Seen(hash=annotations.get(HASH), replicas=replicas, ready=ready or 0,
-                deployment=(meta.get("labels") or {}).get(DEPLOYMENT),
-                revision=annotations.get(REVISION), settled=settled)
+                deployment=labels.get(DEPLOYMENT), revision=annotations.get(REVISION),
+                settled=settled, installation=labels.get(INSTALLATION))
 
 
 def needs_write(desired: Mapping[str, Any], seen: Seen | None) -> bool:
-    """Whether an object must be applied: missing, changed content, or scaled by someone
-    else. Pure."""
+    """Whether an object must be applied: missing, changed content, not yet labelled with
+    its installation (adopted from before labels), or scaled by someone else. Pure."""
     if seen is None:
         return True
     want = desired["metadata"].get("annotations", {}).get(HASH)
     if seen.hash != want:
         return True
+    if seen.installation != (desired["metadata"].get("labels") or {}).get(INSTALLATION):
+        return True
     return bool(desired["kind"] == "Deployment" and seen.replicas != desired["spec"]["replicas"])
 
 
-class Member:
-    """One member cluster: its client, its last probe and observation, its desired objects."""
+def stamped(obj: Mapping[str, Any], installation: str) -> dict[str, Any]:
+    """A copy of a rendered object labelled with its installation (outside the content
+    hash, so the label never changes an object's hash). Pure."""
+    meta = dict(obj["metadata"])
+    meta["labels"] = {**(meta.get("labels") or {}), INSTALLATION: installation}
+    return {**obj, "metadata": meta}
 
-    def __init__(self, name: str, kube: Kube, zones: list[str]) -> None:
+
+class Member:
+    """One member cluster: its client, its last probe and observation, its desired objects.
+
+    With an ``installation`` (the hub's identity), every object is labelled with it when
+    published; only objects with that label (or with none: made before labels, adopted
+    by the next apply) count as this installation's. Objects labelled by another
+    installation are never changed or deleted: a desired object whose name another
+    installation holds is reported as an error of its ModelDeployment instead. Without
+    one (``""``), every twinhull object counts as this installation's (no sharing).
+    """
+
+    def __init__(self, name: str, kube: Kube, zones: list[str], installation: str = "") -> None:
         self.name = name
         self.kube = kube
         self.zones = zones
+        self.installation = installation
         self.observed: dict[ObjectKey, Seen] = {}
+        """This installation's objects (and unlabelled ones) from the last observation."""
+        self.foreign: dict[ObjectKey, str] = {}
+        """Objects of other installations from the last observation, to their owner."""
         self.observed_round = 0
         """Increases with every complete observation."""
         self.desired: dict[ObjectKey, dict[str, Any]] = {}
@@ -145,7 +172,14 @@ class Member:
         self._applied: dict[ObjectKey, tuple[str | None, int, int | None]] = {}
         self.writes = 0
         """Write requests sent (for tests and benchmarks)."""
+        self.errors: dict[tuple[str, str], str] = {}
+        """(namespace, ModelDeployment) to the first failed write of its objects in the
+        last converge; (namespace, "") for its Namespace object."""
         self.last_error = ""
+        """The first failed write of an object no ModelDeployment owns (a PriorityClass),
+        from the last converge: the cluster's problem, for the ServingCluster's status."""
+        self.failed_writes = 0
+        """Writes that failed in the last converge."""
 
     async def probe(self, timeout: float) -> ProbeResult:
         """List the nodes: reachable, Ready per zone, GPUs. Effects: one read."""
@@ -165,24 +199,57 @@ class Member:
         lists = await asyncio.gather(*(self.kube.list(v, k, selector=SELECTOR, timeout=timeout)
                                        for v, k in kinds))
         observed: dict[ObjectKey, Seen] = {}
+        foreign: dict[ObjectKey, str] = {}
         for (api_version, kind), items in zip(kinds, lists, strict=True):
             for item in items:
                 item = {**item, "apiVersion": api_version, "kind": kind}
-                observed[key_of(item)] = seen_of(item)
+                seen = seen_of(item)
+                owner = seen.installation
+                if self.installation and owner is not None and owner != self.installation:
+                    foreign[key_of(item)] = owner
+                else:
+                    observed[key_of(item)] = seen
         self.observed = observed
+        self.foreign = foreign
         self.observed_round += 1
 
     def publish(self, desired: Iterable[Mapping[str, Any]],
                 keep: Iterable[tuple[str, str]] = ()) -> bool:
         """Replace the desired objects, keeping those of the ``keep`` deployments untouched;
         return whether anything changed. Effects: memory."""
-        new = {key_of(o): dict(o) for o in desired}
+        new = {key_of(o): stamped(o, self.installation) if self.installation else dict(o)
+               for o in desired}
         kept = set(keep)
         changed = new != self.desired or kept != self.kept or not self.desired_published
         self.desired = new
         self.kept = kept
         self.desired_published = True
+        # what was applied of objects no longer desired is never read again
+        for key in [k for k in self._applied if k not in new]:
+            del self._applied[key]
         return bool(changed)
+
+    def error_of(self, namespace: str, name: str) -> str:
+        """Why the last converge failed to write an object of one ModelDeployment (or its
+        namespace); "" if it did not. Pure (reads memory)."""
+        return self.errors.get((namespace, name)) or self.errors.get((namespace, ""), "")
+
+    def _owner(self, key: ObjectKey) -> tuple[str, str] | None:
+        """(namespace, ModelDeployment) a desired or observed object belongs to;
+        (namespace, "") for a Namespace; None for cluster-wide objects. Pure."""
+        obj = self.desired.get(key)
+        deployment = ((obj["metadata"].get("labels") or {}).get(DEPLOYMENT) if obj else
+                      (self.observed[key].deployment if key in self.observed else None))
+        if deployment:
+            return key[2], deployment
+        if key[1] == "Namespace":
+            return key[3], ""
+        return None
+
+    def conflicts(self) -> dict[ObjectKey, str]:
+        """Desired objects whose name an object of another installation holds, to that
+        installation: never applied (it is not ours to change). Pure (reads memory)."""
+        return {k: self.foreign[k] for k in self.desired if k in self.foreign}
 
     def ready_replicas(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(namespace, Deployment name) to (spec replicas, ready replicas). Pure."""
@@ -222,7 +289,9 @@ class Member:
         that no ModelDeployment wants any more, and only after a complete desired state
         was published; namespaces and priority classes are never deleted.
         """
-        applies = [o for k, o in self.desired.items() if self._pending(k, o)]
+        foreign = self.conflicts()
+        applies = [o for k, o in self.desired.items()
+                   if k not in foreign and self._pending(k, o)]
         applies.sort(key=lambda o: _ORDER.get(o["kind"], 1))
         deletes: list[ObjectKey] = []
         if self.desired_published:
@@ -234,14 +303,21 @@ class Member:
 
     async def converge(self, *, parallel: int = 4) -> int:
         """Apply and delete what :meth:`plan_writes` says. Returns the writes sent.
-        Effects: writes. Failures are kept in :attr:`last_error` and retried next time."""
+        Effects: writes. Failures are kept per ModelDeployment (:meth:`error_of`) and in
+        :attr:`last_error`, and retried next time."""
         applies, deletes = self.plan_writes()
         log.debug("cluster %s: %d to apply, %d to delete (round %d)", self.name, len(applies),
                   len(deletes), self.observed_round)
-        if not applies and not deletes:
+        if not applies and not deletes and not self.errors and not self.last_error \
+                and not self.foreign:
             return 0
         gate = asyncio.Semaphore(parallel)
-        errors: list[str] = []
+        errors: list[tuple[ObjectKey, str]] = [
+            (k, f"{k[1]} {k[2] + '/' if k[2] else ''}{k[3]} in {self.name} belongs to another "
+                f"twinhull installation ({owner}); rename this ModelDeployment or remove that "
+                "object from the other hub")
+            for k, owner in sorted(self.conflicts().items())]
+        conflicts = len(errors)
 
         async def apply(obj: dict[str, Any]) -> None:
             async with gate:
@@ -252,7 +328,7 @@ class Member:
                         obj["metadata"].get("annotations", {}).get(HASH), self.observed_round,
                         obj["spec"]["replicas"] if obj["kind"] == "Deployment" else None)
                 except ClusterUnavailable as exc:
-                    errors.append(str(exc))
+                    errors.append((key_of(obj), str(exc)))
 
         async def delete(key: ObjectKey) -> None:
             async with gate:
@@ -260,18 +336,37 @@ class Member:
                     await self.kube.delete(key[0], key[1], key[3], namespace=key[2] or None)
                     self.writes += 1
                     self.observed.pop(key, None)
+                    self._applied.pop(key, None)
                 except ClusterUnavailable as exc:
-                    errors.append(str(exc))
+                    errors.append((key, str(exc)))
 
-        first = [o for o in applies if o["kind"] in _ORDER]
-        await asyncio.gather(*(apply(o) for o in first))
-        await asyncio.gather(*(apply(o) for o in applies if o["kind"] not in _ORDER),
-                             *(delete(k) for k in deletes))
-        self.last_error = errors[0] if errors else ""
-        if errors:
+        if applies or deletes:
+            first = [o for o in applies if o["kind"] in _ORDER]
+            await asyncio.gather(*(apply(o) for o in first))
+            await asyncio.gather(*(apply(o) for o in applies if o["kind"] not in _ORDER),
+                                 *(delete(k) for k in deletes))
+        self._record(errors)
+        return len(applies) + len(deletes) - (len(errors) - conflicts)
+
+    def _record(self, errors: list[tuple[ObjectKey, str]]) -> None:
+        """Keep each failed write's error with the ModelDeployment of its object (the
+        first one per deployment), and the cluster-wide ones in :attr:`last_error`.
+        Effects: memory, a log line when the errors change."""
+        by_owner: dict[tuple[str, str], str] = {}
+        cluster_wide = ""
+        for key, message in errors:
+            owner = self._owner(key)
+            if owner is None:
+                cluster_wide = cluster_wide or message
+            else:
+                by_owner.setdefault(owner, message)
+        repeated = by_owner == self.errors and cluster_wide == self.last_error
+        self.errors = by_owner
+        self.last_error = cluster_wide
+        self.failed_writes = len(errors)
+        if errors and not repeated:  # once per new error, not on every retry
             log.warning("cluster %s: %d write(s) failed, retrying: %s", self.name, len(errors),
-                        errors[0])
-        return len(applies) + len(deletes) - len(errors)
+                        errors[0][1])
 
     def objects_of(self, namespace: str, name: str) -> list[ObjectKey]:
         """Observed workload objects of one ModelDeployment. Pure (reads memory)."""

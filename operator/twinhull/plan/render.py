@@ -30,6 +30,10 @@ ROLE = "serving.twinhull.io/role"
 ZONE = "serving.twinhull.io/zone"
 CLUSTER = "serving.twinhull.io/cluster"
 HASH = "serving.twinhull.io/content-hash"
+INSTALLATION = "serving.twinhull.io/installation"
+"""Label of every member object: the twinhull installation (hub) that owns it. Stamped by
+the member shell at publish time, outside the content hash; cleanup and adoption select
+on it so two hubs sharing a member never touch each other's objects."""
 REVISION = "serving.twinhull.io/revision"
 """Annotation of a Deployment: the revision (:func:`revision_of`) its pods run."""
 ZONE_LABEL = "topology.kubernetes.io/zone"

@@ -1,0 +1,301 @@
+"""The member-cluster shell: separate read and write threads, redacted errors, kubeconfigs
+refused before they can run anything, objects scoped to one installation, errors kept per
+ModelDeployment. No cluster: the Kube class is the seam (a fake with its async methods)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import time
+from typing import Any
+
+import pytest
+from kubernetes.client import Configuration
+from kubernetes.client.exceptions import ApiException
+
+from test_fleet import IDE, TIERS
+from twinhull.clusters.kube import (
+    ClusterUnavailable,
+    InvalidKubeconfig,
+    Kube,
+    configuration,
+    redact,
+)
+from twinhull.clusters.member import Member, key_of, seen_of
+from twinhull.plan.render import INSTALLATION, member_objects
+
+TOKEN = "s3cr3t-t0ken-value"
+PASSWORD = "hunter2-pw"
+
+
+def _kubeconfig(user: dict[str, Any] | None = None, cluster: dict[str, Any] | None = None,
+                current: str = "east") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Config", "current-context": current,
+        "clusters": [{"name": "east", "cluster": cluster or {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "op", "user": user if user is not None else {"token": TOKEN}}],
+        "contexts": [{"name": "east", "context": {"cluster": "east", "user": "op"}}],
+    }
+
+
+# -- kubeconfigs ------------------------------------------------------------------------------
+
+def test_a_good_kubeconfig_loads():
+    config = configuration(_kubeconfig())
+    assert config.host == "https://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(("kubeconfig", "says"), [
+    ("just a string", "not a mapping"),
+    (["a", "list"], "not a mapping"),
+    (_kubeconfig(current="nowhere"), "current-context"),
+    ({"apiVersion": "v1"}, "current-context"),
+    (_kubeconfig(cluster={"server": "https://x", "certificate-authority-data": "%%%not64"}),
+     "cannot be loaded"),
+    (_kubeconfig(user={"token": TOKEN, "exec": {"command": "/bin/sh", "args": ["-c", "id"]}}),
+     "--allow-exec-plugins"),
+    (_kubeconfig(user={"auth-provider": {"name": "gcp", "config": {"cmd-path": "/bin/sh"}}}),
+     "--allow-exec-plugins"),
+    (_kubeconfig(user={"tokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token"}),
+     "local file"),
+    (_kubeconfig(cluster={"server": "https://x", "certificate-authority": "/etc/ssl/ca.pem"}),
+     "local file"),
+])
+def test_an_unusable_kubeconfig_is_refused_with_the_fix_never_its_content(kubeconfig, says):
+    with pytest.raises(InvalidKubeconfig) as caught:
+        configuration(kubeconfig)
+    assert says in str(caught.value)
+    assert TOKEN not in str(caught.value) and "/bin/sh" not in str(caught.value)
+
+
+def test_exec_plugins_run_only_when_allowed():
+    ran = _kubeconfig(user={"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                                     "command": "/bin/true", "interactiveMode": "Never"}})
+    with pytest.raises(InvalidKubeconfig):
+        configuration(ran)
+    try:
+        configuration(ran, allow_plugins=True)
+    except InvalidKubeconfig as exc:  # the plugin ran and gave no credentials: not refused
+        assert "--allow-exec-plugins" not in str(exc)
+
+
+# -- redaction --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    f"GET https://admin:{PASSWORD}@east.example:6443/api/v1/nodes failed",
+    f"HTTPHeaderDict({{'Authorization': 'Bearer {TOKEN}', 'Accept': 'application/json'}})",
+    f"token={TOKEN}&x=1",
+    f'"password": "{PASSWORD}"',
+    f"client-key-data: {base64.b64encode(TOKEN.encode()).decode()}",
+    f"-----BEGIN RSA PRIVATE KEY-----\nMIIE{TOKEN}\n-----END RSA PRIVATE KEY-----",
+])
+def test_credentials_are_redacted_from_error_text(text):
+    out = redact(text)
+    assert TOKEN not in out and PASSWORD not in out
+    assert base64.b64encode(TOKEN.encode()).decode() not in out
+    assert "***" in out
+
+
+def test_a_clients_own_credentials_are_redacted_wherever_they_appear():
+    assert redact(f"the server echoed {TOKEN} back", [TOKEN]) == "the server echoed *** back"
+
+
+class _Response:
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status, self.data = status, data
+
+
+def _kube_answering(fn) -> Kube:
+    config = Configuration(host="https://east.example:6443")
+    config.api_key = {"BearerToken": f"Bearer {TOKEN}"}
+    kube = Kube("east", config, timeout=1.0)
+    kube._api.rest_client.request = fn  # type: ignore[method-assign]
+    return kube
+
+
+def test_errors_out_of_a_client_never_carry_its_token_or_a_url_password():
+    def refused(method, url, **kw):
+        body = (f'{{"message": "token {TOKEN} rejected by '
+                f'https://u:{PASSWORD}@east.example"}}').encode()
+        return _Response(403, body)
+
+    def raised(method, url, headers=None, **kw):
+        raise ApiException(status=0, reason=f"headers {headers!r}")
+
+    async def main() -> list[str]:
+        messages = []
+        for fn in (refused, raised):
+            kube = _kube_answering(fn)
+            with pytest.raises(ClusterUnavailable) as caught:
+                await kube.get("v1", "Node", "n1")
+            messages.append(str(caught.value))
+            # no chained exception either: a traceback in the log would show it
+            exc = caught.value
+            assert exc.__cause__ is None and (exc.__suppress_context__ or not exc.__context__)
+            kube.close()
+        return messages
+
+    for message in asyncio.run(main()):
+        assert TOKEN not in message and PASSWORD not in message, message
+
+
+# -- separate threads for reads and writes ----------------------------------------------------
+
+def test_a_probe_answers_while_writes_are_backed_up():
+    release = threading.Event()
+
+    def answer(method, url, **kw):
+        if method != "GET":
+            release.wait(5.0)  # a member slow to accept writes
+        return _Response(200, b'{"items": []}')
+
+    async def main() -> float:
+        kube = _kube_answering(answer)
+        try:
+            writes = [asyncio.ensure_future(kube.apply(o)) for o in OBJECTS * 3]
+            await asyncio.sleep(0.1)
+            began = time.monotonic()
+            await kube.list("v1", "Node", timeout=0.5)
+            took = time.monotonic() - began
+            release.set()
+            await asyncio.gather(*writes, return_exceptions=True)
+            return took
+        finally:
+            release.set()
+            kube.close()
+
+    assert asyncio.run(main()) < 0.5
+
+
+# -- installations ----------------------------------------------------------------------------
+
+OBJECTS = member_objects("ide", "ai", "east", IDE.spec, TIERS.resolve("critical"),
+                         {("east", "primary", "east-a"): 2})
+
+
+def _labelled(obj: dict[str, Any], installation: str | None) -> dict[str, Any]:
+    labels = dict(obj["metadata"].get("labels") or {})
+    if installation is not None:
+        labels[INSTALLATION] = installation
+    return {**obj, "metadata": {**obj["metadata"], "labels": labels}}
+
+
+class FakeKube:
+    """The async methods of Kube the member uses, over an in-memory cluster."""
+
+    name = "east"
+
+    def __init__(self, objects: list[dict[str, Any]] = (), fail: set[str] = ()) -> None:  # type: ignore[assignment]
+        self.objects = {key_of(o): o for o in objects}
+        self.fail = set(fail)
+        self.deleted: list[tuple[str, str]] = []
+
+    async def list(self, api_version: str, kind: str, *, selector: str | None = None,
+                   namespace: str | None = None, timeout: float | None = None
+                   ) -> list[dict[str, Any]]:
+        wanted = dict(part.split("=") for part in (selector or "").split(",") if part)
+        return [o for (v, k, _, _), o in self.objects.items() if (v, k) == (api_version, kind)
+                and all(o["metadata"].get("labels", {}).get(a) == b for a, b in wanted.items())]
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if f"{obj['kind']}/{obj['metadata']['name']}" in self.fail:
+            raise ClusterUnavailable(f"east: PATCH {obj['metadata']['name']}: HTTP 422: no")
+        self.objects[key_of(obj)] = obj
+        return obj
+
+    async def delete(self, api_version: str, kind: str, name: str, *,
+                     namespace: str | None = None) -> None:
+        self.deleted.append((kind, name))
+        self.objects.pop((api_version, kind, namespace or "", name), None)
+
+
+def _member(kube: FakeKube, installation: str = "hub-a") -> Member:
+    return Member("east", kube, ["east-a"], installation=installation)  # type: ignore[arg-type]
+
+
+def test_every_published_object_carries_the_installation_label():
+    member = _member(FakeKube())
+    member.publish(OBJECTS)
+    assert all(o["metadata"]["labels"][INSTALLATION] == "hub-a"
+               for o in member.desired.values())
+    assert all(INSTALLATION not in o["metadata"].get("labels", {}) for o in OBJECTS)
+
+
+def test_another_installations_objects_are_never_deleted_nor_overwritten():
+    theirs = [_labelled(o, "hub-b") for o in OBJECTS]
+    other = [_labelled({**o, "metadata": {**o["metadata"], "name": "x-" + o["metadata"]["name"],
+                                          "namespace": "team"}}, "hub-b")
+             for o in OBJECTS if o["kind"] != "Namespace"]
+    kube = FakeKube(theirs + other)
+    member = _member(kube)
+
+    async def main() -> None:
+        await member.observe(1.0)
+        member.publish([])  # hub-a wants nothing: hub-b's objects must stay
+        await member.converge()
+        member.publish(OBJECTS)  # hub-a wants the same names: reported, not taken
+        await member.converge()
+
+    asyncio.run(main())
+    assert kube.deleted == []
+    assert all(o["metadata"]["labels"][INSTALLATION] == "hub-b" for o in kube.objects.values())
+    assert "another twinhull installation (hub-b)" in member.error_of("ai", "ide")
+    assert member.error_of("team", "other") == ""
+
+
+def test_objects_of_this_installation_or_unlabelled_ones_are_adopted_and_collected():
+    legacy = [_labelled(o, None) for o in OBJECTS]
+    kube = FakeKube(legacy)
+    member = _member(kube)
+
+    async def main() -> None:
+        await member.observe(1.0)
+        member.publish(OBJECTS)
+        await member.converge()  # adopt: stamp the label on what was there
+        await member.observe(1.0)
+        member.publish([])
+        await member.converge()
+
+    asyncio.run(main())
+    assert {k for k, _ in kube.deleted} == {"Deployment", "PodDisruptionBudget", "Service"}
+    assert [o["metadata"]["labels"][INSTALLATION] for o in kube.objects.values()] == ["hub-a"]
+
+
+def test_what_was_applied_is_forgotten_once_no_longer_desired():
+    member = _member(FakeKube())
+
+    async def main() -> None:
+        member.publish(OBJECTS)
+        await member.converge()
+        assert len(member._applied) == len(OBJECTS)
+        member.publish(OBJECTS[:1])
+
+    asyncio.run(main())
+    assert list(member._applied) == [key_of(OBJECTS[0])]
+
+
+def test_a_failed_write_is_the_error_of_its_own_deployment_only():
+    other = member_objects("chat", "team", "east", IDE.spec, TIERS.resolve("critical"),
+                           {("east", "primary", "east-a"): 1})
+    failing = next(o["metadata"]["name"] for o in OBJECTS if o["kind"] == "Deployment")
+    member = _member(FakeKube(fail={f"Deployment/{failing}"}))
+
+    async def main() -> None:
+        member.publish(OBJECTS + other)
+        await member.converge()
+
+    asyncio.run(main())
+    assert failing in member.error_of("ai", "ide")
+    assert member.error_of("team", "chat") == "" and member.last_error == ""
+    assert member.failed_writes == 1
+
+
+def test_observation_sorts_objects_by_installation():
+    kube = FakeKube([_labelled(o, "hub-b") for o in OBJECTS[:2]]
+                    + [_labelled(o, "hub-a") for o in OBJECTS[2:]])
+    member = _member(kube)
+    asyncio.run(member.observe(1.0))
+    assert set(member.foreign) == {key_of(o) for o in OBJECTS[:2]}
+    assert set(member.observed) == {key_of(o) for o in OBJECTS[2:]}
+    assert all(seen_of(_labelled(o, "hub-a")).installation == "hub-a" for o in OBJECTS)
