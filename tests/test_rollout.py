@@ -7,17 +7,22 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twinhull.api import ModelDeployment
 from twinhull.api.deployment import ModelDeploymentSpec
-from twinhull.plan.render import member_objects, revision_of
+from twinhull.plan.fleet import ClusterView, DeploymentInput, plan_fleet
+from twinhull.plan.render import REVISION, ROLE, member_objects, revision_of
 from twinhull.plan.rollout import (
     Health,
     RevisionInput,
     RevisionPlan,
     RollbackRequest,
     Snapshot,
+    effective_spec,
     plan_revision,
     prune,
     with_revision,
@@ -30,6 +35,8 @@ TIERS = load_file()
 IDE = ModelDeployment.model_validate(
     next(yaml.safe_load_all((ROOT / "examples" / "ide-assistant.yaml").read_text())))
 BOTH = frozenset({"east", "west"})
+VIEWS = {c: ClusterView(c, "Healthy", {f"{c}-a": True, f"{c}-b": True}, 64)
+         for c in ("east", "west")}
 
 
 def image(spec: ModelDeploymentSpec, tag: str) -> ModelDeploymentSpec:
@@ -41,7 +48,8 @@ class Fleet:
     """Runs the planner round after round, persisting what the operator persists (status
     and snapshots) and letting each cluster settle on what it was given."""
 
-    def __init__(self, spec: ModelDeploymentSpec, tier: str = "critical") -> None:
+    def __init__(self, spec: ModelDeploymentSpec, tier: str = "critical",
+                 rendered: bool = False) -> None:
         self.spec = spec
         self.tier = TIERS.resolve(tier)
         self.now = T0
@@ -49,10 +57,19 @@ class Fleet:
         self.status: dict = {}
         self.running: dict[str, str | None] = {"east": None, "west": None}
         self.healthy = {"east": True, "west": True}
+        """False: the cluster does not serve (Down): not in ``serving``, nothing settles."""
+        self.slow: set[str] = set()
+        """Clusters that serve but whose pods never become Ready (e.g. a slow model load)."""
         self.health = Health()
         self.request: RollbackRequest | None = None
         self.generation = 1
         self.seen: list[dict[str, str]] = []
+        self.rendered = rendered
+        """True: a cluster settles on the revision annotation of the Deployments rendered
+        as the operator renders them (replicas planned by the fleet planner from
+        :func:`effective_spec`, objects from :func:`with_revision`), not on the hash of
+        the snapshot it was given."""
+        self.objects: dict[str, list[dict]] = {}
 
     def apply(self, spec: ModelDeploymentSpec) -> None:
         self.spec = spec
@@ -67,6 +84,7 @@ class Fleet:
             held_back=self.status.get("held_back"), rollout=self.status.get("rollout"),
             held_back_why=self.status.get("why"),
             serving=frozenset(c for c, ok in self.healthy.items() if ok),
+            states={c: "Down" for c, ok in self.healthy.items() if not ok},
             settled=dict(self.running), health=self.health, request=self.request))
         if plan.record is not None:
             self.snapshots[plan.record.name] = replace(plan.record, created=self.now)
@@ -77,14 +95,30 @@ class Fleet:
                        "why": plan.held_back_why}
         if plan.handled is not None:
             self.request = None
-        rendered = {c: s.hash for c, s in plan.render.items()}
+        rendered = ({c: s.hash for c, s in plan.render.items()} if not self.rendered else
+                    self.render(plan))
         self.seen.append(rendered)
         for c, h in rendered.items():  # what a cluster is given settles by the next round
-            if self.healthy[c] and not self.crashing(c, h):
-                self.running[c] = h
-            elif self.crashing(c, h):
+            if c in self.slow or self.crashing(c, h):
                 self.running[c] = None
+            elif self.healthy[c]:
+                self.running[c] = h
         return plan
+
+    def render(self, plan: RevisionPlan) -> dict[str, str]:
+        """What the operator publishes to each cluster, and the one revision its
+        Deployments are annotated with (none if they disagree)."""
+        planned = effective_spec(self.spec, plan)
+        replicas = plan_fleet([DeploymentInput("ai", "ide", planned, self.tier)], VIEWS,
+                              now=self.now)[("ai", "ide")].replicas
+        self.objects = {c: member_objects("ide", "ai", c, with_revision(self.spec, s.spec),
+                                          self.tier, replicas)
+                        for c, s in plan.render.items()}
+        out = {}
+        for c, objects in self.objects.items():
+            revisions = {o["metadata"]["annotations"][REVISION] for o in deployments(objects)}
+            out[c] = revisions.pop() if len(revisions) == 1 else "mixed"
+        return out
 
     def crashing(self, cluster: str, revision: str) -> bool:
         snap = next((s for s in self.snapshots.values() if s.hash == revision), None)
@@ -96,6 +130,11 @@ class Fleet:
             if check(plan):
                 return plan
         raise AssertionError("never happened")
+
+
+def deployments(objects: list[dict], role: str | None = None) -> list[dict]:
+    return [o for o in objects if o["kind"] == "Deployment"
+            and (role is None or o["metadata"]["labels"][ROLE] == role)]
 
 
 def cond(plan: RevisionPlan, kind: str):
@@ -264,9 +303,212 @@ def test_a_revision_replaced_before_it_was_verified_is_verified_when_it_returns(
 
 def test_a_first_revision_slower_than_the_deadline_is_good_once_ready():
     f = Fleet(IDE.spec)
-    f.healthy["west"] = False  # west's pods are slow: not Ready within the deadline
+    f.slow.add("west")  # west serves but its pods are slow: not Ready within the deadline
     plan = f.until(lambda p: any(d.kind == "RolloutFailed" for d in p.decisions), seconds=10)
     assert cond(plan, "Progressing").reason == "RolloutFailed"
-    f.healthy["west"] = True
+    f.slow.clear()
     plan = f.until(lambda p: p.last_good is not None)
     assert f.snapshots[plan.last_good].outcome == "Good" and plan.rollout is None
+
+
+# -- rollback reaches exactly the snapshot's objects, fallback or not (issue 10, #9a) -----
+
+def without_fallback(spec: ModelDeploymentSpec) -> ModelDeploymentSpec:
+    return spec.model_copy(update={"fallback": None})
+
+
+def fallback_replicas(spec: ModelDeploymentSpec, per_zone: int) -> ModelDeploymentSpec:
+    assert spec.fallback is not None
+    return spec.model_copy(update={"fallback": spec.fallback.model_copy(
+        update={"replicas_per_zone": per_zone})})
+
+
+BEST_EFFORT = IDE.spec.model_copy(update={"sla_tier": "best-effort"})
+"""A tier that does not require a fallback, so specs with and without one are valid."""
+
+
+@pytest.mark.parametrize("direction", ["snapshot has the fallback", "spec has the fallback"])
+def test_a_spec_running_a_snapshot_renders_the_snapshots_hash(direction):
+    with_fb = fallback_replicas(image(BEST_EFFORT, "v1"), 2)
+    without = without_fallback(image(BEST_EFFORT, "v2"))
+    spec, snap = (without, with_fb) if direction == "snapshot has the fallback" else (
+        with_fb, without)
+    running = with_revision(spec, snap)
+    assert revision_of(running) == revision_of(snap)
+    replicas = plan_fleet([DeploymentInput("ai", "ide", running, TIERS.resolve("best-effort"))],
+                          VIEWS, now=T0)[("ai", "ide")].replicas
+    objects = member_objects("ide", "ai", "east", running, TIERS.resolve("best-effort"),
+                             replicas)
+    assert {o["metadata"]["annotations"][REVISION] for o in deployments(objects)} == \
+        {revision_of(snap)}
+    fallbacks = deployments(objects, "fallback")
+    if snap.fallback is not None:  # the snapshot's fallback runs, with its replicasPerZone
+        assert [o["spec"]["replicas"] for o in fallbacks] == [2, 2]
+        assert {o["spec"]["template"]["metadata"]["labels"]["serving.twinhull.io/model"]
+                for o in fallbacks} == {snap.fallback.model.name}
+    else:
+        assert fallbacks == []
+        assert not any(o["kind"] == "Service" and o["metadata"]["labels"][ROLE] == "fallback"
+                       for o in objects)
+
+
+def test_with_both_fallbacks_the_spec_keeps_its_replicas_and_takes_the_snapshots_model():
+    old = fallback_replicas(image(IDE.spec, "v1"), 2)
+    new = fallback_replicas(image(IDE.spec, "v2"), 0)
+    assert old.fallback is not None and new.fallback is not None
+    new = new.model_copy(update={"fallback": new.fallback.model_copy(update={
+        "model": new.fallback.model.model_copy(update={"image": "vllm/vllm-openai:fb2"})})})
+    running = with_revision(new, old)
+    assert running.fallback is not None
+    assert running.fallback.replicas_per_zone == 0, "replica counts are not revisions"
+    assert running.fallback.model == old.fallback.model
+    assert revision_of(running) == revision_of(old)
+
+
+def test_a_rollback_to_a_snapshot_with_a_fallback_the_spec_dropped_runs_that_fallback():
+    first_spec = fallback_replicas(BEST_EFFORT, 2)
+    f = good(Fleet(first_spec, tier="best-effort", rendered=True))
+    first = f.status["current"]
+    f.apply(without_fallback(image(first_spec, "v0.12.0")))
+    plan = f.round()
+    assert plan.rollout is not None and plan.rollout.mode == "Rollout"
+    # mid-rollout: east runs the new revision (no fallback), west the old one (its fallback)
+    assert deployments(f.objects["east"], "fallback") == []
+    assert [o["spec"]["replicas"] for o in deployments(f.objects["west"], "fallback")] == [2, 2]
+    f.until(lambda p: p.rollout is None and p.last_good != first)
+    assert all(deployments(objects, "fallback") == [] for objects in f.objects.values())
+    f.request = RollbackRequest(id="r1", to=first, by="sre@example")
+    plan = f.until(lambda p: p.rollout is None)  # stuck forever before: never the hash
+    assert plan.current == first and "RollbackComplete" in [d.kind for d in plan.decisions]
+    for objects in f.objects.values():
+        assert {o["metadata"]["annotations"][REVISION] for o in deployments(objects)} == \
+            {f.snapshots[first].hash}
+        assert [o["spec"]["replicas"] for o in deployments(objects, "fallback")] == [2, 2]
+
+
+def test_a_rollback_to_a_snapshot_without_a_fallback_runs_none():
+    first_spec = without_fallback(BEST_EFFORT)
+    f = good(Fleet(first_spec, tier="best-effort", rendered=True))
+    first = f.status["current"]
+    f.apply(image(BEST_EFFORT, "v0.12.0"))  # adds a fallback
+    f.until(lambda p: p.rollout is None and p.last_good != first)
+    assert all(len(deployments(objects, "fallback")) == 2 for objects in f.objects.values())
+    f.request = RollbackRequest(id="r1", to=first, by="sre@example")
+    plan = f.until(lambda p: p.rollout is None)
+    assert plan.current == first and plan.held_back == revision_of(f.spec)
+    for objects in f.objects.values():
+        assert deployments(objects, "fallback") == []
+        assert {o["metadata"]["annotations"][REVISION] for o in deployments(objects)} == \
+            {f.snapshots[first].hash}
+
+
+def test_an_automatic_rollback_to_a_snapshot_without_a_fallback_completes():
+    f = good(Fleet(without_fallback(IDE.spec), rendered=True))
+    first = f.status["current"]
+    f.apply(image(IDE.spec, "v0.12.0-crashloop"))  # adds a fallback, and never gets Ready
+    f.until(lambda p: any(d.kind == "Rollback" for d in p.decisions))
+    plan = f.until(lambda p: p.rollout is None)
+    assert plan.current == first
+    assert all(deployments(objects, "fallback") == [] for objects in f.objects.values())
+
+
+# -- a cluster that does not serve pauses a rollout (issue 10, #9b) -------------------
+
+def test_a_cluster_down_past_the_deadline_pauses_the_rollout_which_completes_after():
+    f = good(Fleet(IDE.spec))
+    v1 = revision_of(IDE.spec)
+    f.apply(image(IDE.spec, "v0.12.0"))
+    v2 = revision_of(f.spec)
+    assert f.round().rollout is not None  # east takes the new revision first
+    f.healthy["west"], f.running["west"] = False, None
+    plan = f.round()
+    assert [d.kind for d in plan.decisions] == ["RolloutPaused"]
+    paused = cond(plan, "Progressing")
+    assert paused.reason == "RolloutPaused" and "cluster west is Down" in paused.message
+    assert "progress deadline is paused" in paused.message
+    deadline = IDE.spec.rollback.progress_deadline_seconds
+    down_since = f.now
+    while (f.now - down_since).total_seconds() <= 2 * deadline:
+        plan = f.round(10)
+        assert plan.decisions == [] and cond(plan, "Progressing") == paused, "nothing moves"
+        assert plan.render["west"].hash == v1, "no step while a cluster does not serve"
+    assert all(s.outcome != "Bad" for s in f.snapshots.values())
+    f.healthy["west"] = True
+    plan = f.round()
+    assert [d.kind for d in plan.decisions][:1] == ["RolloutResumed"]
+    plan = f.until(lambda p: p.rollout is None)
+    assert f.snapshots[plan.last_good].hash == v2 and plan.current == plan.last_good
+    assert f.snapshots[plan.last_good].outcome == "Good"
+    assert cond(plan, "RolledBack").status == "False"
+
+
+def test_a_pause_during_verification_restarts_the_window():
+    f = good(Fleet(IDE.spec))
+    before = f.status["last_good"]
+    f.apply(image(IDE.spec, "v0.12.0"))
+    f.until(lambda p: p.rollout is not None and p.rollout.verifying_since is not None)
+    window = TIERS.resolve("critical").verification.window_seconds
+    f.healthy["east"] = False
+    for _ in range(int(2 * window / 10)):
+        plan = f.round(10)
+        assert plan.last_good == before, "no verdict while a cluster does not serve"
+    f.healthy["east"] = True
+    back = f.now
+    plan = f.until(lambda p: p.last_good != before)
+    assert (f.now - back).total_seconds() >= window
+    assert f.snapshots[plan.last_good].outcome == "Good"
+
+
+def test_a_bad_revision_still_fails_at_the_deadline_counted_without_the_pause():
+    f = good(Fleet(IDE.spec))
+    v1 = revision_of(IDE.spec)
+    f.apply(image(IDE.spec, "v0.12.0-crashloop"))
+    started = f.round()
+    assert started.rollout is not None
+    since = started.rollout.since
+    f.healthy["west"] = False
+    for _ in range(30):  # 300 s without west
+        assert not any(d.kind == "Rollback" for d in f.round(10).decisions)
+    f.healthy["west"] = True
+    plan = f.until(lambda p: any(d.kind == "Rollback" for d in p.decisions))
+    deadline = IDE.spec.rollback.progress_deadline_seconds
+    assert (f.now - since).total_seconds() > deadline + 290
+    rolled = cond(plan, "RolledBack")
+    assert rolled.reason == "ProgressDeadlineExceeded" and "paused 29" in rolled.message
+    assert {s.hash for s in plan.render.values()} == {v1}
+    assert "Bad" in {s.outcome for s in f.snapshots.values()}
+
+
+def test_a_first_revision_during_an_outage_is_paused_not_failed():
+    f = Fleet(IDE.spec)
+    f.healthy["west"] = False
+    deadline = IDE.spec.rollback.progress_deadline_seconds
+    for _ in range(int(2 * deadline / 10)):
+        plan = f.round(10)
+        assert not any(d.kind == "RolloutFailed" for d in plan.decisions)
+    assert cond(plan, "Progressing").reason == "RolloutPaused"
+    f.healthy["west"] = True
+    plan = f.until(lambda p: p.last_good is not None)
+    assert f.snapshots[plan.last_good].outcome == "Good"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.integers(1, 60)), max_size=8))
+def test_outages_never_make_a_good_revision_bad(outages):
+    """Outages of any length, of either or both clusters, at any point of a rollout (rounds
+    every 10 s, as the operator resyncs: a pause is seen at the next round)."""
+    f = good(Fleet(IDE.spec))
+    f.apply(image(IDE.spec, "v0.12.0"))
+    v2 = revision_of(f.spec)
+    for east, west, rounds in outages:
+        f.healthy = {"east": east, "west": west}
+        for _ in range(rounds):
+            for c, up in f.healthy.items():
+                if not up:
+                    f.running[c] = None  # a Down cluster reports nothing settled
+            plan = f.round(10)
+            assert not {d.kind for d in plan.decisions} & {"Rollback", "RolloutFailed"}
+    f.healthy = {"east": True, "west": True}
+    plan = f.until(lambda p: p.rollout is None and p.current == p.last_good)
+    assert f.snapshots[plan.current].hash == v2
+    assert all(s.outcome != "Bad" for s in f.snapshots.values())

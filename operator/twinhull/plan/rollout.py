@@ -19,12 +19,24 @@ Every revision that reaches a member is first recorded as a ``ModelSnapshot`` (n
   verification window; it is ``Good`` if error rate and p95 latency stay within the
   tier's targets (where the metrics exist). A breach at any time during the rollout, or
   not being Ready everywhere within ``progressDeadlineSeconds``, makes it ``Bad``.
+* **Pause**: while a placed cluster does not serve (Down, failed over, not Healthy), a
+  rollout (first or new revision) is *paused*: no cluster takes its step, the progress
+  deadline stops counting and no verdict is given, because a cluster that cannot run
+  anything says nothing about the revision. When every cluster serves again it goes on
+  where it stopped, the verification window starts afresh, and the deadline counts only
+  the time with every cluster serving. Breaches of the error rate or latency still fail
+  it: those are measured on the pods that run.
 * **Automatic rollback** (tier ``automaticRollback``): a Bad revision is replaced by the
   last Good snapshot in every cluster at once, the spec's revision is *held back* (not
   retried until the spec changes), ``RolledBack=True`` says why.
 * **Manual rollback**: a request (annotation) names a snapshot (default: the last Good
   one before the current); it goes to every cluster at once and the spec is held back
   the same way.
+
+A cluster renders exactly the snapshot it is given (:func:`with_revision`): its primary
+and its fallback model, or no fallback if the snapshot had none, so its Deployments reach
+the snapshot's hash. The fleet planner plans replicas from :func:`effective_spec`, the
+spec as the clusters run it, so a fallback that only the snapshot has gets its replicas.
 """
 
 from __future__ import annotations
@@ -50,10 +62,23 @@ def snapshot_name(deployment: str, revision: str) -> str:
 
 def with_revision(spec: ModelDeploymentSpec, revision: ModelDeploymentSpec
                   ) -> ModelDeploymentSpec:
-    """``spec`` (placement, replicas, scaling…) running the models of ``revision``. Pure."""
-    fallback = spec.fallback
-    if fallback is not None and revision.fallback is not None:
-        fallback = fallback.model_copy(update={"model": revision.fallback.model})
+    """``spec`` (placement, replicas, scaling…) running the models of ``revision``, so that
+    what it renders has ``revision``'s hash (:func:`revision_of` covers the fallback too):
+
+    * the revision's primary model;
+    * the revision's fallback model with the spec's ``replicasPerZone`` when both have a
+      fallback (replica counts are not revisions: they apply at once);
+    * the revision's whole fallback (model and ``replicasPerZone``) when only it has one,
+      e.g. a rollback to a snapshot taken before the fallback was removed from the spec;
+    * no fallback when the revision has none, even if the spec has one.
+
+    Pure."""
+    if revision.fallback is None:
+        fallback = None
+    elif spec.fallback is None:
+        fallback = revision.fallback
+    else:
+        fallback = spec.fallback.model_copy(update={"model": revision.fallback.model})
     return spec.model_copy(update={"model": revision.model, "fallback": fallback})
 
 
@@ -84,6 +109,19 @@ class Rollout:
     failed: str = ""
     """Why the target failed while no rollback was possible. It is not rolled back; should
     it become Ready after all, it goes on and is verified like any other."""
+    paused_since: datetime | None = None
+    """Since when the rollout is paused because a placed cluster does not serve (None:
+    not paused)."""
+    paused_seconds: float = 0.0
+    """Seconds of the pauses that have ended: the progress deadline does not count them."""
+
+    def active_seconds(self, now: datetime) -> float:
+        """Seconds since the rollout started, the paused ones left out: what the progress
+        deadline counts. Constant while paused. Pure."""
+        paused = self.paused_seconds
+        if self.paused_since is not None:
+            paused += (now - self.paused_since).total_seconds()
+        return (now - self.since).total_seconds() - paused
 
 
 @dataclass(frozen=True)
@@ -125,6 +163,9 @@ class RevisionInput:
     rollout: Rollout | None = None
     serving: frozenset[str] = frozenset()
     """Placed clusters that serve their full share now (failover legs Serving)."""
+    states: Mapping[str, str] = field(default_factory=dict)
+    """Per placed cluster that does not serve: what it is (``Down``, ``FailedOver``…), for
+    messages only (missing: "does not serve")."""
     settled: Mapping[str, str | None] = field(default_factory=dict)
     """Per placed cluster: the revision every Deployment there runs, Ready and fully
     rolled out; None while mixed, not Ready or unobserved."""
@@ -266,8 +307,11 @@ class _Revisions:
             return
         i = self.i
         target = self.by_name[r.target]
+        if r.mode != "Rollback":
+            r = self.pause(r, target)
+        paused = r.paused_since is not None
         done = list(r.done)
-        if r.mode == "Rollout":
+        if r.mode == "Rollout" and not paused:
             for c in self.clusters:
                 if c in done:
                     continue
@@ -277,11 +321,13 @@ class _Revisions:
                 if len(done) < len(self.clusters):
                     self.decide("RolloutStep", f"{c} runs {target.name} and is Ready: the next"
                                 " cluster follows", {"cluster": c, "to": target.name})
-        else:
+        elif r.mode != "Rollout":
             done = [c for c in self.clusters if i.settled.get(c) == target.hash]
         r = replace(r, done=tuple(done))
         complete = len(done) == len(self.clusters)
-        if complete and r.verifying_since is None:
+        if paused:  # the window starts afresh once every cluster serves again
+            r = replace(r, verifying_since=None)
+        elif complete and r.verifying_since is None:
             r = replace(r, verifying_since=i.now)
         self.rollout = r
         if r.mode == "Rollback":
@@ -295,15 +341,19 @@ class _Revisions:
         breach = self.breach() if any(i.settled.get(c) == target.hash or c in done
                                       for c in self.clusters) else None
         deadline = self.i.spec.rollback.progress_deadline_seconds
-        late = not complete and (i.now - r.since).total_seconds() > deadline
+        late = not paused and not complete and r.active_seconds(i.now) > deadline
         if breach is None and late and not r.failed:
             missing = [c for c in self.clusters if c not in done]
             breach = ("ProgressDeadlineExceeded",
-                      f"not Ready in {', '.join(missing)} within {deadline}s")
+                      f"not Ready in {', '.join(missing)} within {deadline}s"
+                      + (f" of every cluster serving (paused {r.paused_seconds:.0f}s while "
+                         "a cluster did not serve)" if r.paused_seconds else ""))
         if breach is not None:
             if not r.failed:
                 self.fail(target, *breach)
             return
+        if paused:
+            return  # no verdict while a cluster cannot run the revision
         window = self.i.tier.verification.window_seconds
         if complete and r.verifying_since is not None \
                 and (i.now - r.verifying_since).total_seconds() >= window:
@@ -315,6 +365,34 @@ class _Revisions:
             self.current = self.by_name[target.name]
             self.last_good = self.current
             self.rollout = None
+
+    def not_serving(self) -> list[str]:
+        return [c for c in self.clusters if c not in self.i.serving]
+
+    def absent(self, clusters: Sequence[str]) -> str:
+        """E.g. "cluster west is Down", from the input's states."""
+        return ", ".join(f"cluster {c} is {self.i.states[c]}" if self.i.states.get(c) else
+                         f"cluster {c} does not serve" for c in clusters)
+
+    def pause(self, r: Rollout, target: Snapshot) -> Rollout:
+        """Pause the rollout while a placed cluster does not serve, resume it when every
+        one does, and account for the paused time."""
+        now, missing = self.i.now, self.not_serving()
+        if missing and r.paused_since is None:
+            self.decide("RolloutPaused", f"{target.name} pauses: {self.absent(missing)}; "
+                        "no cluster takes a step and the progress deadline stops until "
+                        "every placed cluster serves again",
+                        {"to": target.name, "notServing": missing,
+                         "since": now.isoformat()})
+            return replace(r, paused_since=now)
+        if not missing and r.paused_since is not None:
+            paused = (now - r.paused_since).total_seconds()
+            self.decide("RolloutResumed", f"{target.name} goes on: every placed cluster "
+                        f"serves again after {paused:.0f}s; the progress deadline counts "
+                        "again", {"to": target.name, "pausedSeconds": round(paused, 3),
+                                  "since": r.paused_since.isoformat()})
+            return replace(r, paused_since=None, paused_seconds=r.paused_seconds + paused)
+        return r
 
     def breach(self) -> tuple[str, str] | None:
         v, h = self.i.tier.verification, self.i.health
@@ -391,6 +469,14 @@ class _Revisions:
         if r is not None and r.failed:
             out.append(Condition("Progressing", "False", "RolloutFailed",
                                  f"{r.target}: {r.failed}"))
+        elif r is not None and r.paused_since is not None:
+            deadline = self.i.spec.rollback.progress_deadline_seconds
+            out.append(Condition(
+                "Progressing", "True", "RolloutPaused",
+                f"{r.target} paused: {self.absent(self.not_serving())}; it goes on when "
+                "every placed cluster serves again (verification then starts afresh); "
+                f"the progress deadline is paused too: "
+                f"{max(0, int(r.active_seconds(self.i.now)))}s of {deadline}s used"))
         elif r is not None and r.mode == "Rollback":
             out.append(Condition("Progressing", "True", "RollingBack",
                                  f"returning every cluster to {r.target}; Ready in "
@@ -430,6 +516,27 @@ class _Revisions:
 def plan_revision(i: RevisionInput) -> RevisionPlan:
     """Plan the revision state of one ModelDeployment. Pure."""
     return _Revisions(i).plan()
+
+
+def effective_spec(spec: ModelDeploymentSpec, plan: RevisionPlan) -> ModelDeploymentSpec:
+    """The spec the fleet planner plans replicas, GPUs and weights from: ``spec`` running
+    the snapshot the clusters render (:func:`with_revision`), so that a rollback to a
+    snapshot with a fallback the spec dropped plans that fallback's replicas, and one to a
+    snapshot without a fallback plans none.
+
+    In a cluster-by-cluster rollout two snapshots run at once; the rollout's target is
+    chosen unless only the other one has a fallback. Planning a fallback some clusters do
+    not run is harmless (:func:`~twinhull.plan.render.member_objects` renders a role only
+    if the cluster's revision has it); not planning one that runs would leave it without
+    replicas. Pure."""
+    running = list(plan.render.values())
+    if not running:
+        return spec
+    target = next((s for s in running if plan.rollout and s.name == plan.rollout.target),
+                  running[0])
+    chosen = target if target.spec.fallback is not None else next(
+        (s for s in running if s.spec.fallback is not None), target)
+    return with_revision(spec, chosen.spec)
 
 
 def prune(snapshots: Sequence[Snapshot], limit: int, keep: set[str]) -> list[str]:
