@@ -110,10 +110,14 @@ PREWARM_PERIOD, PREWARM_LEAD = 90, 20
 class Operator:
     """A `twinhull run` process on the lab's hub, with its log."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log: Path, liveness: str) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, liveness: str,
+                 prometheus_password: str = "") -> None:
         self.process = process
         self.log = log
         self.liveness = liveness
+        self.prometheus_password = prometheus_password
+        """The password in the Prometheus URL the operator was given (as a real one may
+        carry): tests check it never reaches a log, an Event or a status."""
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -132,6 +136,7 @@ def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ope
     """The operator running against the lab for the session, with the fast-failback tiers.
     Stopped with SIGTERM at the end; a stop that is not clean fails the session."""
     import os
+    import secrets
     import signal
     import sys
     import time
@@ -139,19 +144,22 @@ def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ope
 
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+    password = f"prom-{secrets.token_hex(8)}"
+    scheme, _, rest = lab.prometheus_url.partition("://")
+    prometheus = f"{scheme}://twinhull:{password}@{rest}"  # Prometheus ignores the auth
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "twinhull.cli", "run",
              "--kubeconfig", str(lab.kubeconfig("hub")),
              "--policy", str(Path(__file__).parent / "tiers-fast.yaml"),
              "--liveness", liveness, "--resync", "5",
-             "--prometheus", lab.prometheus_url, "--metrics-interval", "2",
+             "--prometheus", prometheus, "--metrics-interval", "2",
              "--rate-window", "10s", "--prewarm-period", str(PREWARM_PERIOD),
              "--prewarm-lead", str(PREWARM_LEAD),
              "--failure-metric", "twinhull_sim_request_failure_total"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
         )
-    operator = Operator(process, log, liveness)
+    operator = Operator(process, log, liveness, password)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -26,6 +26,9 @@ async def deployment_event(event: kopf.RawEvent, body: kopf.Body, namespace: str
     if event["type"] == "DELETED":
         rt.deployments.pop(key, None)
         rt.route_hashes.pop(key, None)
+        rt.route_live.pop(key, None)
+        rt.backoff.pop(key, None)
+        rt.load_errors.pop(key, None)
         rt.poke()
         return
     old = rt.deployments.get(key)

@@ -11,17 +11,25 @@ import asyncio
 import contextlib
 import json
 import logging
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import pydantic
 
+from twinhull.api.annotations import APPROVE, Annotations
+from twinhull.api.annotations import parse as parse_annotations
+from twinhull.api.cluster import ServingClusterSpec
 from twinhull.api.deployment import ModelDeploymentSpec
+from twinhull.api.tier import ServingTierSpec
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.errors import UnknownTierError
 from twinhull.handlers import events, revisions
 from twinhull.handlers.runtime import Key, Runtime, now, parse_time, rfc3339
+from twinhull.handlers.supervise import beat
 from twinhull.plan.fleet import (
+    ClusterView,
     Condition,
     Decision,
     DeploymentInput,
@@ -32,7 +40,14 @@ from twinhull.plan.fleet import (
     Slot,
     plan_fleet,
 )
-from twinhull.plan.render import HASH, http_route, member_objects, priority_class, workload_name
+from twinhull.plan.render import (
+    HASH,
+    http_route,
+    member_objects,
+    priority_class,
+    service_name,
+    workload_name,
+)
 from twinhull.plan.rollout import (
     Health,
     RevisionInput,
@@ -41,23 +56,52 @@ from twinhull.plan.rollout import (
     plan_revision,
     with_revision,
 )
-from twinhull.plan.scaling import Recommendation
+from twinhull.plan.scaling import Load, Recommendation
 
 log = logging.getLogger(__name__)
 
 API = "serving.twinhull.io/v1alpha1"
-APPROVE = "serving.twinhull.io/approve"
 DECISIONS_KEPT = 20
 STARTUP_GRACE = 30.0
 """Seconds after start the fleet waits at most for every cluster's first observation."""
 ROLES: tuple[Role, ...] = ("primary", "fallback")
 
 
+LEG_STATES = ("Serving", "FailedOver", "FailingBack")
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a mapping, else empty: status and annotations are read, never
+    trusted (anyone with the status subresource can write them). Pure."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else empty. Pure."""
+    return list(value) if isinstance(value, list) else []
+
+
+def _int(value: Any, default: int) -> int:
+    """An integer read from status, ``default`` when it is not one. Pure."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return default
+    try:
+        return int(value)
+    except (ValueError, OverflowError):
+        return default
+
+
 def _legs(status: dict[str, Any]) -> dict[str, Leg]:
+    """The failover legs persisted in status; an entry that does not parse is dropped (its
+    cluster starts again from Serving and is re-evaluated from what is observed). Pure."""
     out = {}
-    for cluster, leg in (status.get("failover") or {}).items():
-        out[cluster] = Leg(state=leg.get("state", "Serving"), since=parse_time(leg.get("since")),
-                           step=int(leg.get("step", -1)),
+    for cluster, leg in _mapping(status.get("failover")).items():
+        leg = _mapping(leg)
+        state = leg.get("state", "Serving")
+        if not isinstance(cluster, str) or state not in LEG_STATES:
+            continue
+        out[cluster] = Leg(state=state, since=parse_time(leg.get("since")),
+                           step=max(-1, min(_int(leg.get("step"), -1), 1000)),
                            step_since=parse_time(leg.get("stepSince")))
     return out
 
@@ -81,11 +125,21 @@ def _observed(ready: dict[str, dict[tuple[str, str], tuple[int, int]]], namespac
 
 def _history(status: dict[str, Any]) -> tuple[Recommendation, ...]:
     out = []
-    for entry in (status.get("scaling") or {}).get("history") or []:
+    history = _mapping(status.get("scaling")).get("history")
+    for entry in history if isinstance(history, list) else []:
+        entry = _mapping(entry)
         when = parse_time(entry.get("time"))
         if when is not None:
-            out.append(Recommendation(when, int(entry.get("replicas", 0))))
+            out.append(Recommendation(when, max(0, min(_int(entry.get("replicas"), 0), 100000))))
     return tuple(out)
+
+
+def _consumed(status: dict[str, Any]) -> frozenset[str]:
+    """Ids of the approvals already applied (``status.approvals``): an approval applies
+    once, never to a later decision. Pure."""
+    entries = status.get("approvals")
+    return frozenset(str(_mapping(e).get("id")) for e in
+                     (entries if isinstance(entries, list) else []) if _mapping(e).get("id"))
 
 
 def _scaling_status(plan: DeploymentPlan, old: dict[str, Any], t: str | None
@@ -97,7 +151,7 @@ def _scaling_status(plan: DeploymentPlan, old: dict[str, Any], t: str | None
     decided = next((d for d in plan.decisions if d.kind == "Scale"), None)
     pending = plan.pending if plan.pending is not None and plan.pending.kind == "Scale" else None
     latest = decided or pending
-    out = dict(old) if old else {}
+    out = _mapping(old)
     out["replicas"] = plan.scaled
     out["history"] = [{"time": rfc3339(r.time), "replicas": r.replicas} for r in scale.history]
     if latest is not None:
@@ -121,9 +175,10 @@ def _number(value: Any, digits: int = 1) -> str | None:
     return None if value is None else f"{float(value):.{digits}f}"
 
 
-def _condition_dicts(conditions: list[Condition], old: list[dict[str, Any]], generation: int,
+def _condition_dicts(conditions: list[Condition], old: Any, generation: int,
                      t: str | None) -> list[dict[str, Any]]:
-    previous = {c.get("type"): c for c in old or []}
+    previous = {c.get("type"): c for c in (old if isinstance(old, list) else [])
+                if isinstance(c, dict)}
     out = []
     for c in conditions:
         before = previous.get(c.type)
@@ -140,11 +195,25 @@ def _leg_dict(leg: Leg) -> dict[str, Any]:
             "stepSince": rfc3339(leg.step_since)}
 
 
+@dataclass(frozen=True)
+class Notes:
+    """What the shell adds to a deployment's planned status: problems with inputs the
+    planner does not see (annotations, metrics) and approvals applied this round."""
+
+    problems: Mapping[str, str] = field(default_factory=dict)
+    """Invalid annotation to why (the annotation is ignored)."""
+    metrics_error: str = ""
+    """Why this deployment's load could not be read (empty: read, or not scaled)."""
+    approved: Decision | None = None
+    """The approved decision applied this round (recorded so it never applies again)."""
+
+
 def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: DeploymentPlan,
-            observed: dict[Slot, Replicas], t: str | None, rev: RevisionPlan
-            ) -> dict[str, Any]:
-    old = dict(body.get("status") or {})
+            observed: dict[Slot, Replicas], t: str | None, rev: RevisionPlan,
+            notes: Notes = Notes()) -> dict[str, Any]:
+    old = _mapping(body.get("status"))
     generation = int(body["metadata"].get("generation", 0))
+    key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
     clusters: list[dict[str, Any]] = []
     for p in spec.placement:
         view = rt.views.get(p.cluster)
@@ -159,12 +228,15 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
         leg = plan.legs[p.cluster]
         message = "" if leg.state == "Serving" else f"{leg.state} since {rfc3339(leg.since)}"
         member = rt.members.get(p.cluster)
-        if member is not None and member.last_error:
-            message = (message + "; " if message else "") + member.last_error
+        error = member.error_of(*key) if member is not None else ""
+        if error:  # only this deployment's own objects' errors, never another's
+            message = (message + "; " if message else "") + error
         clusters.append({"name": p.cluster, "phase": (view.phase if view else None) or "Unknown",
                          "weight": plan.weights.get(p.cluster, 0), "zones": zones,
                          "fallbackZones": fallback_zones, "message": message})
-    decisions = list(old.get("decisions") or [])
+    old_decisions = old.get("decisions")
+    decisions = [d for d in (old_decisions if isinstance(old_decisions, list) else [])
+                 if isinstance(d, dict)]
     for d in [*plan.decisions, *rev.decisions]:
         decisions.append({"id": d.id, "kind": d.kind, "time": t, "reason": d.reason,
                           "applied": True, "inputs": dict(d.inputs)})
@@ -174,15 +246,21 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
                   if plan.legs[c["name"]].state != "FailedOver")
     pending = None
     if plan.pending is not None:
-        before = old.get("pending") or {}
+        before = _mapping(old.get("pending"))
         pending = {"id": plan.pending.id, "kind": plan.pending.kind,
                    "time": before.get("time") if before.get("id") == plan.pending.id else t,
                    "reason": plan.pending.reason, "applied": False,
                    "inputs": dict(plan.pending.inputs)}
+    old_approvals = old.get("approvals")
+    approvals = [a for a in (old_approvals if isinstance(old_approvals, list) else [])
+                 if isinstance(a, dict)]
+    if notes.approved is not None:
+        approvals.append({"id": notes.approved.id, "kind": notes.approved.kind, "time": t})
+    conditions = _merged(plan.conditions, rev.conditions)
+    conditions = _with_notes(conditions, notes)
     status: dict[str, Any] = {
         "observedGeneration": generation,
-        "conditions": _condition_dicts(_merged(plan.conditions, rev.conditions),
-                                       old.get("conditions") or [], generation, t),
+        "conditions": _condition_dicts(conditions, old.get("conditions"), generation, t),
         "clusters": clusters,
         "traffic": plan.weights,
         "trafficSplit": " ".join(f"{k}={v}" for k, v in plan.weights.items()),
@@ -192,11 +270,70 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
         "unservedReplicas": plan.unserved,
         "decisions": decisions[-DECISIONS_KEPT:],
     }
+    if approvals:
+        status["approvals"] = approvals[-DECISIONS_KEPT:]
     status.update(revisions.revision_status(rev, old, t, now()))
-    scaling = _scaling_status(plan, dict(old.get("scaling") or {}), t)
+    scaling = _scaling_status(plan, _mapping(old.get("scaling")), t)
     if scaling is not None:
         status["scaling"] = scaling
-    return status
+    return replacing(status, old, OWNED)
+
+
+OWNED = ("traffic", "trafficSplit", "failover", "pending", "scaling", "rollout", "heldBack",
+         "heldBackReason", "unservedReplicas", "clusters", "replicaSummary")
+"""Status fields the planner owns whole: a key it no longer writes is removed, never left
+behind by a merge (a cluster that left the placement leaves ``traffic`` too)."""
+
+
+def replacing(new: dict[str, Any], old: dict[str, Any], owned: Sequence[str]
+              ) -> dict[str, Any]:
+    """``new`` as a JSON merge patch over ``old`` that *replaces* the ``owned`` fields: a
+    null for every key (at any depth of those fields' maps) that ``old`` has and ``new``
+    does not. Pure."""
+
+    def nulls(n: Any, o: Any) -> Any:
+        if not isinstance(n, dict) or not isinstance(o, dict):
+            return n
+        out = {k: nulls(v, o.get(k)) for k, v in n.items()}
+        out.update({k: None for k in o if k not in n})
+        return out
+
+    out = dict(new)
+    for k in owned:
+        if k in out:
+            out[k] = nulls(out[k], old.get(k))
+        elif k in old:
+            out[k] = None
+    return out
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: what the API server stores after a merge-patch. Pure."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def _with_notes(conditions: list[Condition], notes: Notes) -> list[Condition]:
+    """The planner's conditions with the shell's findings: an invalid annotation makes
+    Ready False (reason InvalidAnnotation: it is ignored, the object needs a fix); a
+    deployment whose metrics cannot be read says why in MetricsAvailable."""
+    out = []
+    for c in conditions:
+        if c.type == "Ready" and notes.problems:
+            text = "; ".join(f"annotation {k}: {v}" for k, v in sorted(notes.problems.items()))
+            c = Condition("Ready", "False", "InvalidAnnotation", f"{text} (ignored)")
+        elif c.type == "MetricsAvailable" and notes.metrics_error:
+            c = Condition("MetricsAvailable", "False", "MetricsUnreadable",
+                          f"{notes.metrics_error}; scaling holds its last decision")
+        out.append(c)
+    return out
 
 
 def _merged(fleet: list[Condition], revision: list[Condition]) -> list[Condition]:
@@ -213,51 +350,70 @@ def _merged(fleet: list[Condition], revision: list[Condition]) -> list[Condition
     return out + list(theirs.values())
 
 
-def _plan_revisions(rt: Runtime, inputs: list[DeploymentInput], bodies: dict[Key, Any],
-                    plans: dict[Key, DeploymentPlan], snapshots: dict[Key, list[Snapshot]],
-                    t_now: datetime) -> dict[Key, RevisionPlan]:
-    """The revision plan of every deployment, from its status, its snapshots, what runs
+def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
+                   plan: DeploymentPlan, snapshots: list[Snapshot],
+                   settled: Mapping[str, Mapping[Key, str | None]], request: Any,
+                   views: Mapping[str, ClusterView], t_now: datetime) -> RevisionPlan:
+    """The revision plan of one deployment, from its status, its snapshots, what runs
     settled in each member and its health. Pure (reads memory)."""
-    settled = {c: m.revisions() for c, m in rt.members.items()}
-    out = {}
-    for d in inputs:
-        key = (d.namespace, d.name)
-        body, plan = bodies[key], plans[key]
-        status = body.get("status") or {}
-        serving = frozenset(
-            c for c, leg in plan.legs.items()
-            if leg.state == "Serving" and (v := rt.views.get(c)) is not None
-            and v.phase == "Healthy")
-        errors, latency = rt.health.get(key, (None, None))
-        out[key] = plan_revision(RevisionInput(
-            namespace=d.namespace, name=d.name, spec=d.spec,
-            generation=int(body["metadata"].get("generation", 0)), tier=d.tier, now=t_now,
-            snapshots=snapshots.get(key, []),
-            current=status.get("currentSnapshot"), last_good=status.get("lastGoodSnapshot"),
-            held_back=status.get("heldBack"), held_back_why=revisions.held_back_why(status),
-            rollout=revisions.rollout_of(status),
-            serving=serving,
-            settled={p.cluster: settled.get(p.cluster, {}).get(key) for p in d.spec.placement},
-            health=Health(errors, latency), request=revisions.request_of(body)))
-    return out
+    key = (d.namespace, d.name)
+    status = _mapping(body.get("status"))
+    serving = frozenset(
+        c for c, leg in plan.legs.items()
+        if leg.state == "Serving" and (v := views.get(c)) is not None
+        and v.phase == "Healthy")
+    errors, latency = rt.health.get(key, (None, None))
+    current, last_good, held_back = (status.get(k) for k in
+                                     ("currentSnapshot", "lastGoodSnapshot", "heldBack"))
+    return plan_revision(RevisionInput(
+        namespace=d.namespace, name=d.name, spec=d.spec,
+        generation=int(body["metadata"].get("generation", 0)), tier=d.tier, now=t_now,
+        snapshots=snapshots,
+        current=current if isinstance(current, str) else None,
+        last_good=last_good if isinstance(last_good, str) else None,
+        held_back=held_back if isinstance(held_back, str) else None,
+        held_back_why=revisions.held_back_why(status),
+        rollout=revisions.rollout_of(status),
+        serving=serving,
+        settled={p.cluster: settled.get(p.cluster, {}).get(key) for p in d.spec.placement},
+        health=Health(errors, latency), request=request))
 
 
 def _differs(new: dict[str, Any], old: dict[str, Any]) -> bool:
     return any(old.get(k) != v for k, v in new.items())
 
 
+def route_projection(route: Mapping[str, Any]) -> Any:
+    """What an HTTPRoute routes, in a form the API server's defaulting does not change:
+    parents, matches' model header, and each backend's name, port and weight. Pure."""
+    spec = _mapping(route.get("spec"))
+    rules = _list(spec.get("rules"))
+    parents = _list(spec.get("parentRefs"))
+    return (
+        tuple(sorted((str(_mapping(p).get("namespace", "")), str(_mapping(p).get("name", "")))
+                     for p in parents)),
+        tuple(tuple((str(_mapping(b).get("name", "")), _mapping(b).get("port"),
+                     _mapping(b).get("weight", 1))
+                    for b in _list(_mapping(r).get("backendRefs")))
+              for r in rules),
+    )
+
+
 async def _write_route(rt: Runtime, key: Key, route: dict[str, Any]) -> None:
+    """Apply the HTTPRoute unless the hub already has exactly it (same content hash written
+    and, from the watch, nobody changed what it routes since). Effects: one hub write."""
     want = route["metadata"]["annotations"][HASH]
-    if rt.route_hashes.get(key) == want:
+    if rt.route_hashes.get(key) == want and rt.route_live.get(key) == route_projection(route):
         return
     await rt.hub.apply(route)
     rt.hub_writes += 1
     rt.route_hashes[key] = want
+    rt.route_live[key] = route_projection(route)
 
 
 def _invalid_status(body: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
     generation = int(body["metadata"].get("generation", 0))
-    old = (body.get("status") or {}).get("conditions") or []
+    old = _mapping(body.get("status")).get("conditions")
     conditions = [Condition("Ready", "False", reason, message)]
     return {"observedGeneration": generation,
             "conditions": _condition_dicts(conditions, old, generation, rfc3339(now()))}
@@ -276,45 +432,243 @@ def observed_everywhere(rt: Runtime) -> bool:
     return True
 
 
+def probe_bound(rt: Runtime, cluster: str) -> float:
+    """Seconds a cluster's view stays current without a completed probe: three probe
+    cycles (interval, probe and observation timeouts, the status write). Pure (reads
+    memory)."""
+    try:
+        spec = ServingClusterSpec.model_validate(_mapping(rt.clusters.get(cluster)).get("spec"))
+        cycle = (spec.health.probe_interval_seconds + 2 * spec.health.timeout_seconds
+                 + rt.settings.hub_timeout_seconds)
+    except pydantic.ValidationError:
+        cycle = 10.0 + rt.settings.hub_timeout_seconds
+    return max(3 * cycle, 15.0)
+
+
+def current_views(rt: Runtime, at: datetime) -> dict[str, ClusterView]:
+    """The views the planner may trust: a cluster whose last completed probe is older than
+    its bound (its probe loop is stuck or dead) is Suspect, never Healthy: it keeps its
+    traffic but takes nothing more until it is probed again. A Down view stays Down. Pure
+    (reads memory)."""
+    out = {}
+    for name, view in rt.views.items():
+        seen = rt.view_times.get(name)
+        if view.phase in ("Healthy", "Recovering") and (
+                seen is None or (at - seen).total_seconds() > probe_bound(rt, name)):
+            view = replace(view, phase="Suspect")
+        out[name] = view
+    return out
+
+
+def loads_bound(rt: Runtime) -> float:
+    """Seconds loads stay current: the load loop's own bound, else three intervals plus
+    the query timeouts. Pure."""
+    return rt.loop_bounds.get("loads") or 3 * rt.settings.metrics_seconds + 15.0
+
+
+def current_loads(rt: Runtime, at: datetime) -> tuple[dict[Key, Load], str]:
+    """The loads the planner may use and, when none, why: loads older than their bound are
+    missing (never current), so scaling holds instead of acting on frozen numbers. Pure
+    (reads memory)."""
+    if rt.settings.prometheus_url is None:
+        return {}, ""
+    if rt.loads_time is None:
+        return {}, "no load read from Prometheus yet (or the last read failed)"
+    age = (at - rt.loads_time).total_seconds()
+    if age > loads_bound(rt):
+        return {}, (f"the last load read is {age:.0f}s old (bound {loads_bound(rt):.0f}s): "
+                    "the load reader is stuck or Prometheus is slow")
+    return dict(rt.loads), ""
+
+
+def name_collisions(specs: Mapping[Key, ModelDeploymentSpec],
+                    created: Mapping[Key, str]) -> dict[Key, str]:
+    """ModelDeployments whose member objects would take the name of another's in the same
+    namespace (``llama`` with a fallback and ``llama-fallback``; ``a`` in zone ``b-x`` and
+    ``a-b`` in zone ``x``), to the message of the one that loses: the newer (creation time,
+    then name) yields, the older keeps its objects. Pure."""
+    owners: dict[tuple[str, str, str, str], list[Key]] = {}
+    for key, spec in specs.items():
+        namespace, name = key
+        names: set[tuple[str, str, str, str]] = set()
+        roles: list[Role] = ["primary", "fallback"] if spec.fallback is not None else [
+            "primary"]
+        for p in spec.placement:
+            for role in roles:
+                names |= {(p.cluster, namespace, "Deployment", workload_name(name, role, z))
+                          for z in p.zones}
+                names.add((p.cluster, namespace, "Service",
+                           service_name(name, role, p.cluster)))
+        for n in names:
+            owners.setdefault(n, []).append(key)
+    out: dict[Key, str] = {}
+    for (cluster, namespace, kind, obj), keys in sorted(owners.items()):
+        if len(keys) < 2:
+            continue
+        ranked = sorted(keys, key=lambda k: (created.get(k, ""), k[1]))
+        for loser in ranked[1:]:
+            out.setdefault(loser, (
+                f"its {kind} {namespace}/{obj} in {cluster} is also rendered for the older "
+                f"ModelDeployment {ranked[0][1]}; rename this ModelDeployment (names ending in "
+                "'-fallback' or prefixes of another's zone names collide)"))
+    return out
+
+
+def _plan_isolated(inputs: list[DeploymentInput], views: Mapping[str, ClusterView],
+                   t_now: datetime) -> tuple[dict[Key, DeploymentPlan], dict[Key, str]]:
+    """Plan the fleet; if that raises, find the deployments that make it raise (alone, then
+    added one by one in priority order) and plan the others without them. Returns the
+    plans and, per excluded deployment, the error. Pure."""
+    try:
+        return plan_fleet(inputs, views, now=t_now), {}
+    except Exception:  # a planner bug on one object must not stop the others
+        log.exception("fleet planning failed; isolating the deployments that fail it")
+    failed: dict[Key, str] = {}
+    for d in inputs:
+        try:
+            plan_fleet([d], views, now=t_now)
+        except Exception as exc:
+            failed[(d.namespace, d.name)] = f"{type(exc).__name__}: {exc}"
+    rest = [d for d in inputs if (d.namespace, d.name) not in failed]
+    try:
+        return plan_fleet(rest, views, now=t_now), failed
+    except Exception:
+        log.exception("fleet planning still fails; adding deployments one at a time")
+    accepted: list[DeploymentInput] = []
+    for d in rest:
+        try:
+            plan_fleet([*accepted, d], views, now=t_now)
+            accepted.append(d)
+        except Exception as exc:
+            failed[(d.namespace, d.name)] = f"{type(exc).__name__}: {exc}"
+    return plan_fleet(accepted, views, now=t_now), failed
+
+
+BACKOFF_MAX = 300.0
+"""The longest a ModelDeployment whose round failed waits before it is tried again."""
+
+
+class _Round:
+    """The writes of one fleet round and the deployments held (whose member objects stay
+    as they are). A deployment that fails is reported on itself and backs off; the others
+    go on. Effects: memory (writes run at the end of the round)."""
+
+    def __init__(self, rt: Runtime, t_now: datetime) -> None:
+        self.rt = rt
+        self.now = t_now
+        self.writes: list[Any] = []
+        self.held: set[Key] = set()
+
+    def report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
+        """Hold the deployment with Ready=False, ``reason`` and ``message``, and post a
+        Warning Event when that is news."""
+        self.held.add(key)
+        status = _invalid_status(body, reason, message)
+        before = next((c for c in (_mapping(body.get("status")).get("conditions") or [])
+                       if isinstance(c, dict) and c.get("type") == "Ready"), {})
+        if _differs(status, _mapping(body.get("status"))):
+            self.writes.append(_patch_status(self.rt, key, status))
+        if (before.get("reason"), before.get("message")) != (reason, message):
+            self.writes.append(events.post(self.rt, body, "Warning", reason, message))
+
+    def fail(self, key: Key, body: dict[str, Any], stage: str, error: str) -> None:
+        """A deployment's round raised: report it, keep what runs, back off (1 s doubling
+        to 5 min) before it is tried again."""
+        count = self.rt.backoff.get(key, (0, self.now))[0] + 1
+        delay = min(2.0 ** (count - 1), BACKOFF_MAX)
+        self.rt.backoff[key] = (count, self.now + timedelta(seconds=delay))
+        log.error("%s/%s: %s failed (attempt %d, next in %.0fs): %s", *key, stage, count, delay,
+                  error)
+        self.report(key, body, "PlanningFailed",
+                    f"{stage} failed: {error[:300]}; what runs is kept and this object is "
+                    "retried with backoff (other objects are not affected); check the spec "
+                    "and status, or report the operator log")
+
+    def backing_off(self, key: Key) -> bool:
+        entry = self.rt.backoff.get(key)
+        if entry is not None and entry[1] > self.now:
+            self.held.add(key)
+            return True
+        return False
+
+
 async def reconcile(rt: Runtime) -> None:
-    """One round over the whole fleet. Effects: publishes member objects, writes the hub."""
+    """One round over the whole fleet. Each ModelDeployment is planned, rendered and
+    reported on its own: one that raises is held and reported on itself, never stops the
+    others. Effects: publishes member objects, writes the hub."""
     t_now = now()
     if not observed_everywhere(rt) and (t_now - rt.started).total_seconds() < STARTUP_GRACE:
         log.debug("waiting for every cluster's first observation")
         return
     t = rfc3339(t_now)
+    views = current_views(rt, t_now)
+    loads, loads_missing = current_loads(rt, t_now)
+    rnd = _Round(rt, t_now)
     inputs: list[DeploymentInput] = []
     bodies: dict[Key, dict[str, Any]] = {}
-    writes: list[Any] = []
-    held: set[Key] = set()
+    notes: dict[Key, Annotations] = {}
     ready = {cluster: member.ready_replicas() for cluster, member in rt.members.items()}
+    candidates: dict[Key, tuple[dict[str, Any], ModelDeploymentSpec, ServingTierSpec]] = {}
     for key, body in list(rt.deployments.items()):
-        if body["metadata"].get("deletionTimestamp"):
+        if _mapping(body.get("metadata")).get("deletionTimestamp"):
+            continue
+        if rnd.backing_off(key):
             continue
         try:
             spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
             tier = rt.policy.resolve(spec.sla_tier)
         except (pydantic.ValidationError, UnknownTierError) as exc:
             reason = "UnknownTier" if isinstance(exc, UnknownTierError) else "InvalidSpec"
-            held.add(key)
+            rnd.held.add(key)
             status = _invalid_status(body, reason, f"{exc}; what runs is left as it is")
-            if _differs(status, body.get("status") or {}):
-                writes.append(_patch_status(rt, key, status))
+            if _differs(status, _mapping(body.get("status"))):
+                rnd.writes.append(_patch_status(rt, key, status))
             continue
-        status = dict(body.get("status") or {})
-        inputs.append(DeploymentInput(
-            namespace=key[0], name=key[1], spec=spec, tier=tier, legs=_legs(status),
-            observed=_observed(ready, key[0], key[1], spec),
-            traffic=dict(status.get("traffic") or {}),
-            approved=(body["metadata"].get("annotations") or {}).get(APPROVE),
-            load=rt.loads.get(key), scaled=(status.get("scaling") or {}).get("replicas"),
-            scaling_history=_history(status),
-            unserved=int(status.get("unservedReplicas") or 0),
-        ))
-        bodies[key] = body
-    plans = plan_fleet(inputs, rt.views, now=t_now)
+        except Exception as exc:
+            rnd.fail(key, body, "reading the spec", f"{type(exc).__name__}: {exc}")
+            continue
+        candidates[key] = (body, spec, tier)
+    created = {k: str(_mapping(b.get("metadata")).get("creationTimestamp") or "")
+               for k, (b, _, _) in candidates.items()}
+    collided = name_collisions({k: s for k, (_, s, _) in candidates.items()}, created)
+    for key, (body, spec, tier) in candidates.items():
+        if key in collided:
+            rnd.report(key, body, "NameCollision", collided[key])
+            continue
+        try:
+            status = _mapping(body.get("status"))
+            parsed = parse_annotations(_mapping(body.get("metadata")).get("annotations"))
+            inputs.append(DeploymentInput(
+                namespace=key[0], name=key[1], spec=spec, tier=tier, legs=_legs(status),
+                observed=_observed(ready, key[0], key[1], spec),
+                traffic={k: _int(v, 0) for k, v in _mapping(status.get("traffic")).items()
+                         if v is not None},
+                approved=parsed.approve, consumed=_consumed(status),
+                load=loads.get(key), scaled=_scaled_of(status),
+                scaling_history=_history(status),
+                unserved=max(0, _int(status.get("unservedReplicas"), 0)),
+            ))
+        except Exception as exc:
+            rnd.fail(key, body, "reading the status", f"{type(exc).__name__}: {exc}")
+            continue
+        bodies[key], notes[key] = body, parsed
+    plans, failed = _plan_isolated(inputs, views, t_now)
+    for key, error in failed.items():
+        rnd.fail(key, bodies[key], "planning", error)
+    inputs = [d for d in inputs if (d.namespace, d.name) in plans]
+
     snapshots = revisions.snapshots_by_deployment(rt)
-    revs = _plan_revisions(rt, inputs, bodies, plans, snapshots, t_now)
+    settled = {c: m.revisions() for c, m in rt.members.items()}
+    revs: dict[Key, RevisionPlan] = {}
+    for d in list(inputs):
+        key = (d.namespace, d.name)
+        try:
+            request = revisions.request_of(bodies[key], notes[key].rollback)
+            revs[key] = _plan_revision(rt, d, bodies[key], plans[key], snapshots.get(key, []),
+                                       settled, request, views, t_now)
+        except Exception as exc:
+            rnd.fail(key, bodies[key], "planning the revision", f"{type(exc).__name__}: {exc}")
+    inputs = [d for d in inputs if (d.namespace, d.name) in revs]
     # a revision reaches no member before its ModelSnapshot is recorded
     recording = [(d, revs[(d.namespace, d.name)].record) for d in inputs
                  if revs[(d.namespace, d.name)].record is not None]
@@ -322,62 +676,104 @@ async def reconcile(rt: Runtime) -> None:
         revisions.record(rt, revisions.snapshot_manifest(
             d.namespace, d.name, bodies[(d.namespace, d.name)]["metadata"].get("uid"), snap,
             d.spec.sla_tier, d.tier))
-        for d, snap in recording if snap is not None))
+        for d, snap in recording if snap is not None), return_exceptions=True)
     unrecorded = {(d.namespace, d.name) for (d, _), ok in zip(recording, recorded, strict=True)
-                  if not ok}
-    held |= unrecorded
+                  if ok is not True}
+    rnd.held |= unrecorded
     inputs = [d for d in inputs if (d.namespace, d.name) not in unrecorded]
 
     desired: dict[str, list[dict[str, Any]]] = {c: [] for c in rt.members}
     tiers_used: set[str] = set()
+    rendered: list[DeploymentInput] = []
     for d in inputs:
+        key = (d.namespace, d.name)
+        plan, rev = plans[key], revs[key]
+        try:
+            mine: dict[str, list[dict[str, Any]]] = {}
+            for p in d.spec.placement:
+                if p.cluster in desired:
+                    snap = rev.render.get(p.cluster)
+                    spec = with_revision(d.spec, snap.spec) if snap is not None else d.spec
+                    mine.setdefault(p.cluster, []).extend(member_objects(
+                        d.name, d.namespace, p.cluster, spec, d.tier, plan.replicas))
+            route = http_route(d.name, d.namespace, bodies[key]["metadata"].get("uid"),
+                               d.spec, plan.weights, gateway=rt.settings.gateway)
+        except Exception as exc:
+            rnd.fail(key, bodies[key], "rendering", f"{type(exc).__name__}: {exc}")
+            continue
+        for cluster, objects in mine.items():
+            desired[cluster] += objects
         tiers_used.add(d.spec.sla_tier)
-        plan, rev = plans[(d.namespace, d.name)], revs[(d.namespace, d.name)]
-        for p in d.spec.placement:
-            if p.cluster in desired:
-                snap = rev.render.get(p.cluster)
-                spec = with_revision(d.spec, snap.spec) if snap is not None else d.spec
-                desired[p.cluster] += member_objects(d.name, d.namespace, p.cluster, spec,
-                                                     d.tier, plan.replicas)
+        rendered.append(d)
+        rnd.writes.append(_write_route(rt, key, route))
     for cluster, objects in desired.items():
         for tier_name in sorted(tiers_used):
             pc = priority_class(tier_name, rt.policy.resolve(tier_name))
             if pc is not None:
                 objects.insert(0, pc)
-        if rt.members[cluster].publish(objects, keep=held):
+        if rt.members[cluster].publish(objects, keep=rnd.held):
             rt.poke_member(cluster)
 
-    for d in inputs:
+    for d in rendered:
         key = (d.namespace, d.name)
-        body, plan = bodies[key], plans[key]
-        route = http_route(d.name, d.namespace, body["metadata"].get("uid"), d.spec,
-                           plan.weights, gateway=rt.settings.gateway)
-        writes.append(_write_route(rt, key, route))
-        rev = revs[key]
-        status = _status(rt, body, d.spec, plan, dict(d.observed), t, rev)
-        if _differs(status, body.get("status") or {}):
-            writes.append(_patch_status(rt, key, status))
-        if rev.outcomes:
-            writes.append(revisions.write_outcomes(rt, d.namespace, rev, t))
-        snaps = snapshots.get(key, [])
-        limit = d.spec.rollback.history_limit or d.tier.rollback_history_limit
-        if len(snaps) > limit:
-            writes.append(revisions.retain(rt, key, snaps, limit, rev))
-        for decision in [*plan.decisions, *rev.decisions]:
-            writes.append(events.post(rt, body, _event_type(decision), decision.kind,
-                                      _event_text(decision)))
-            log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
-                     decision.reason)
-        old_pending = ((body.get("status") or {}).get("pending") or {}).get("id")
-        if plan.pending is not None and old_pending != plan.pending.id:
-            writes.append(events.post(
-                rt, body, "Warning", "ApprovalRequired",
-                f"{plan.pending.reason}; approve with: kubectl annotate md/{d.name} -n "
-                f"{d.namespace} {APPROVE}={plan.pending.id}"))
-    results = await asyncio.gather(*writes, return_exceptions=True)
+        try:
+            _report(rt, rnd, d, bodies[key], plans[key], revs[key], snapshots.get(key, []),
+                    notes[key], loads_missing, t)
+        except Exception as exc:
+            rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
+            continue
+        rt.backoff.pop(key, None)
+    results = await asyncio.gather(*rnd.writes, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):
             log.warning("hub write failed, retrying next round: %s", result)
+
+
+def _scaled_of(status: dict[str, Any]) -> int | None:
+    raw = _mapping(status.get("scaling")).get("replicas")
+    value = _int(raw, -1) if raw is not None else -1
+    return value if 0 <= value <= 100000 else None
+
+
+def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
+            plan: DeploymentPlan, rev: RevisionPlan, snaps: list[Snapshot],
+            parsed: Annotations, loads_missing: str, t: str | None) -> None:
+    """Queue one deployment's status, snapshot outcomes, retention and Events. Effects:
+    memory (the writes run at the end of the round)."""
+    key = (d.namespace, d.name)
+    approved = next((x for x in plan.decisions if parsed.approve and x.id == parsed.approve),
+                    None)
+    scaled = d.spec.scaling is not None and d.spec.scaling.mode != "Off"
+    metrics_error = (rt.load_errors.get(key) or (loads_missing if d.load is None else "")
+                     if scaled else "")
+    note = Notes(problems=parsed.problems, metrics_error=metrics_error, approved=approved)
+    status = _status(rt, body, d.spec, plan, dict(d.observed), t, rev, note)
+    old = _mapping(body.get("status"))
+    if _differs(status, old):
+        rnd.writes.append(_patch_status(rt, key, status))
+    old_problems = next((c.get("message") for c in (old.get("conditions") or [])
+                         if isinstance(c, dict) and c.get("reason") == "InvalidAnnotation"), None)
+    if parsed.problems:
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        if ready["message"] != old_problems:
+            rnd.writes.append(events.post(rt, body, "Warning", "InvalidAnnotation",
+                                          ready["message"]))
+    if rev.outcomes:
+        rnd.writes.append(revisions.write_outcomes(rt, d.namespace, rev, t))
+    limit = d.spec.rollback.history_limit or d.tier.rollback_history_limit
+    if len(snaps) > limit:
+        rnd.writes.append(revisions.retain(rt, key, snaps, limit, rev))
+    for decision in [*plan.decisions, *rev.decisions]:
+        rnd.writes.append(events.post(rt, body, _event_type(decision), decision.kind,
+                                      _event_text(decision)))
+        log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
+                 decision.reason)
+    old_pending = _mapping(old.get("pending")).get("id")
+    if plan.pending is not None and old_pending != plan.pending.id:
+        rnd.writes.append(events.post(
+            rt, body, "Warning", "ApprovalRequired",
+            f"{plan.pending.reason}; approve with: kubectl annotate --overwrite md/{d.name} -n "
+            f"{d.namespace} {APPROVE}={plan.pending.id}"))
 
 
 def _short(inputs: Any) -> str:
@@ -417,12 +813,14 @@ async def _patch_status(rt: Runtime, key: Key, status: dict[str, Any]) -> None:
     # against what was written rather than writing it again.
     body = rt.deployments.get(key)
     if body is not None:
-        rt.deployments[key] = {**body, "status": {**(body.get("status") or {}), **status}}
+        rt.deployments[key] = {**body, "status": merge_patch(body.get("status"), status)}
 
 
 async def fleet_loop(rt: Runtime) -> None:
-    """Re-plan on every change and at least every resync interval. Effects: as
-    :func:`reconcile`."""
+    """Re-plan on every change and at least every resync interval; beat after every round
+    (run under :func:`~twinhull.handlers.supervise.supervised`, which restarts it).
+    Effects: as :func:`reconcile`."""
+    rt.loop_bounds["fleet"] = 3 * rt.settings.resync_seconds + 60.0
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rt.wake.wait(), timeout=rt.settings.resync_seconds)
@@ -431,5 +829,7 @@ async def fleet_loop(rt: Runtime) -> None:
             await reconcile(rt)
         except Exception:  # a bug must not stop the loop: log it and try again next round
             log.exception("fleet round failed")
+            rt.loop_errors["fleet"] = "a round failed; see the operator log"
+        else:
+            beat(rt, "fleet")
         await asyncio.sleep(0.2)  # coalesce bursts of events into one round
-

@@ -11,9 +11,10 @@ import kopf
 
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.handlers import revisions
-from twinhull.handlers.fleet import fleet_loop
-from twinhull.handlers.runtime import Runtime
+from twinhull.handlers.fleet import fleet_loop, route_projection
+from twinhull.handlers.runtime import Runtime, now
 from twinhull.handlers.scaling import load_loop
+from twinhull.handlers.supervise import stale_loops, supervised
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,67 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         if (meta["namespace"], meta["name"]) not in rt.snapshots:
             revisions.remember(rt, snap)
     routes = await rt.hub.list("gateway.networking.k8s.io/v1", "HTTPRoute",
-                               selector="app.kubernetes.io/managed-by=twinhull")
+                               selector=ROUTES)
     for route in routes:
-        meta = route["metadata"]
-        digest = (meta.get("annotations") or {}).get("serving.twinhull.io/content-hash")
-        if digest:
-            rt.route_hashes[(meta["namespace"], meta["name"])] = digest
+        _remember_route(rt, route)
     rt.synced = True
-    memo.fleet = asyncio.create_task(fleet_loop(rt), name="fleet")
-    memo.loads = asyncio.create_task(load_loop(rt), name="loads")
+    memo.fleet = asyncio.create_task(supervised(rt, "fleet", lambda: fleet_loop(rt)),
+                                     name="fleet")
+    memo.loads = asyncio.create_task(supervised(rt, "loads", lambda: load_loop(rt)),
+                                     name="loads")
     log.info("twinhull started: %d tier(s) from %s, %d ModelDeployment(s)",
              len(rt.policy.tiers), rt.policy.source, len(items))
+
+
+ROUTES = "app.kubernetes.io/managed-by=twinhull"
+
+
+def _remember_route(rt: Runtime, route: dict[str, Any]) -> None:
+    meta = route["metadata"]
+    key = (meta["namespace"], meta["name"])
+    digest = (meta.get("annotations") or {}).get("serving.twinhull.io/content-hash")
+    if digest:
+        rt.route_hashes[key] = digest
+    rt.route_live[key] = route_projection(route)
+
+
+@kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes",
+               labels={"app.kubernetes.io/managed-by": "twinhull"})
+async def route_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Follow twinhull's HTTPRoutes: one edited by hand (or deleted) no longer routes what
+    was written, so the next round writes it again."""
+    rt: Runtime = memo.runtime
+    route = dict(body)
+    key = (route["metadata"].get("namespace", ""), route["metadata"]["name"])
+    if event["type"] == "DELETED":
+        rt.route_hashes.pop(key, None)
+        rt.route_live.pop(key, None)
+        rt.poke()
+        return
+    before = rt.route_live.get(key)
+    rt.route_live[key] = route_projection(route)
+    if before is not None and before != rt.route_live[key]:
+        log.info("HTTPRoute %s/%s changed outside twinhull; it is written again", *key)
+        rt.poke()
+
+
+@kopf.on.probe(id="loops")
+def loops(memo: Any, **_: Any) -> dict[str, Any]:
+    """Liveness: every background loop (fleet round, load reader, member probes and
+    writers) beat within its bound; a stuck or dead one fails the probe, so the kubelet
+    restarts the operator instead of leaving it silently frozen."""
+    rt: Runtime = memo.runtime
+    at = now()
+    stale = stale_loops(rt.beats, rt.loop_bounds, at)
+    if stale:
+        detail = ", ".join(f"{loop} {age:.0f}s (bound {rt.loop_bounds[loop]:.0f}s"
+                           + (f", last error {rt.loop_errors[loop]}" if loop in rt.loop_errors
+                              else "") + ")"
+                           for loop, age in sorted(stale.items()))
+        raise kopf.PermanentError(f"stale loops: {detail}")
+    return {loop: {"ageSeconds": round((at - t).total_seconds(), 1),
+                   "restarts": rt.restarts.get(loop, 0)}
+            for loop, t in sorted(rt.beats.items())}
 
 
 @kopf.on.cleanup()

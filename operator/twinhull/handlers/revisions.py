@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 import pydantic
 
+from twinhull.api.annotations import RollbackAnnotation
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.clusters.kube import ClusterUnavailable
@@ -32,9 +33,6 @@ log = logging.getLogger(__name__)
 
 GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
 API = f"{GROUP}/{VERSION}"
-ROLLBACK = "serving.twinhull.io/rollback"
-"""Annotation of a ModelDeployment asking for a rollback: JSON ``{"id", "to", "by",
-"at"}`` (``twinhull rollback`` writes it; ``to`` empty: the last Good snapshot)."""
 
 
 @kopf.on.event(GROUP, VERSION, "modelsnapshots")
@@ -105,22 +103,20 @@ def rollout_dict(r: Rollout | None) -> dict[str, Any] | None:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def request_of(body: dict[str, Any]) -> RollbackRequest | None:
-    """A manual rollback request in the annotation, if not handled yet. Pure. A request
-    that is not JSON is treated as ``{"to": <value>}`` keyed by its text."""
-    raw = ((body.get("metadata") or {}).get("annotations") or {}).get(ROLLBACK)
-    if not raw:
+def request_of(body: dict[str, Any], parsed: RollbackAnnotation | None
+               ) -> RollbackRequest | None:
+    """The manual rollback request of a ModelDeployment (its validated annotation, see
+    :mod:`twinhull.api.annotations`), if not handled yet. Pure."""
+    if parsed is None:
         return None
-    try:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError
-    except ValueError:
-        data = {"id": raw, "to": raw}
-    request = RollbackRequest(id=str(data.get("id") or raw), to=data.get("to") or None,
-                              by=str(data.get("by") or ""), at=str(data.get("at") or ""))
-    handled = ((body.get("status") or {}).get("rollbackRequest") or {}).get("id")
+    request = RollbackRequest(id=parsed.id, to=parsed.to or None, by=parsed.by, at=parsed.at)
+    handled = _mapping(_mapping(body.get("status")).get("rollbackRequest")).get("id")
     return None if handled == request.id else request
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a mapping, else empty: status is read, not trusted. Pure."""
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def held_back_why(status: dict[str, Any]) -> tuple[str, str] | None:
@@ -159,12 +155,21 @@ def snapshot_manifest(namespace: str, deployment: str, uid: str | None, snap: Sn
 async def record(rt: Runtime, manifest: dict[str, Any]) -> bool:
     """Create a ModelSnapshot (an existing one with that name is the same content).
     Effects: one hub write."""
+    meta = manifest["metadata"]
     try:
         created = await rt.hub.create(manifest)
     except ClusterUnavailable as exc:
-        if "AlreadyExists" in str(exc) or "409" in str(exc):
+        # Recorded only if a snapshot of that name exists with this very content: an error
+        # text is never guessed at (a 403 in namespace "team-409" is not "already exists").
+        try:
+            existing = await rt.hub.get(API, "ModelSnapshot", meta["name"],
+                                        namespace=meta["namespace"])
+        except ClusterUnavailable:
+            existing = {}
+        if (existing.get("spec") or {}).get("hash") == manifest["spec"]["hash"]:
+            remember(rt, existing)
             return True
-        log.warning("cannot record %s: %s", manifest["metadata"]["name"], exc)
+        log.warning("cannot record %s: %s", meta["name"], exc)
         return False
     rt.hub_writes += 1
     remember(rt, created or manifest)

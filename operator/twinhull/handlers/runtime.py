@@ -79,6 +79,10 @@ class Runtime:
     """True once every ModelDeployment was listed: only then may orphans be removed."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     route_hashes: dict[Key, str] = field(default_factory=dict)
+    """The content hash of the HTTPRoute last written (or found) per ModelDeployment."""
+    route_live: dict[Key, Any] = field(default_factory=dict)
+    """What each HTTPRoute in the hub routes (see ``fleet.route_projection``), from the
+    watch: a route edited by hand differs from what was written and is written again."""
     loads: dict[Key, Load] = field(default_factory=dict)
     """The latest load per ModelDeployment read from Prometheus."""
     health: dict[Key, tuple[float | None, float | None]] = field(default_factory=dict)
@@ -131,8 +135,13 @@ def rfc3339(t: datetime | None) -> str | None:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
 
 
-def parse_time(text: str | None) -> datetime | None:
-    """Parse an RFC 3339 time from status. Pure."""
-    if not text:
+def parse_time(text: Any) -> datetime | None:
+    """Parse an RFC 3339 time from status; anything else (missing, not text, garbage, no
+    time zone) is None: status is read, never trusted. Pure."""
+    if not text or not isinstance(text, str) or len(text) > 64:
         return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None

@@ -1,0 +1,224 @@
+"""A hostile or careless tenant next to a healthy deployment, with the real operator on the
+lab: malformed annotations, broken custom queries, garbage written into status, colliding
+names, and ServingClusters whose kubeconfig Secrets are malformed or run a command. The
+healthy deployment fails over and back exactly as in test_failover; each hostile object
+reports its own condition; no credential reaches a log line, an Event or a status."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from fleet import (
+    apply,
+    clusters_healthy,
+    deployment_manifest,
+    kubectl,
+    namespace_manifest,
+    status,
+    wait_for,
+)
+from test_failover import NS, _fail_over_and_back, converged, weights
+
+pytestmark = pytest.mark.e2e
+
+HOSTILE_NS = "e2e-hostile"
+ROLLBACK, APPROVE = "serving.twinhull.io/rollback", "serving.twinhull.io/approve"
+TOKEN = "hostile-bearer-token-6f1d2c"
+"""The bearer token inside the hostile kubeconfig Secrets: it must appear nowhere."""
+
+
+def _kubeconfig(**user: Any) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "x", "user": user}],
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}]})
+
+
+SECRETS = {
+    # not YAML at all, with the token inside it
+    "garbled": f"{TOKEN}: [unclosed\n\t- {{",
+    # a command taken from the Secret, run by the operator: refused
+    "execs": _kubeconfig(token=TOKEN, exec={"apiVersion": "client.authentication.k8s.io/v1",
+                                            "command": "/bin/sh",
+                                            "args": ["-c", "touch /tmp/twinhull-pwned"]}),
+    # a list, not a kubeconfig
+    "listy": yaml.safe_dump([TOKEN, TOKEN]),
+}
+
+
+def _cluster(name: str) -> dict[str, Any]:
+    return {"apiVersion": "serving.twinhull.io/v1alpha1", "kind": "ServingCluster",
+            "metadata": {"name": f"hostile-{name}"},
+            "spec": {"kubeconfigSecretRef": {"namespace": "twinhull-system",
+                                             "name": f"hostile-{name}", "key": "kubeconfig"},
+                     "region": "nowhere", "zones": ["nowhere-a"], "capacity": {"gpus": 8},
+                     "health": {"probeIntervalSeconds": 2, "timeoutSeconds": 2,
+                                "failureThreshold": 3, "recoveryThreshold": 5}}}
+
+
+def _secret(name: str, content: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": f"hostile-{name}", "namespace": "twinhull-system"},
+            "data": {"kubeconfig": base64.b64encode(content.encode()).decode()}}
+
+
+def _md(name: str, **kw: Any) -> dict[str, Any]:
+    md = deployment_manifest(name, HOSTILE_NS, tier="best-effort",
+                             placement={"east": {"east-a": 1}, "west": {"west-a": 1}}, **kw)
+    return md
+
+
+def _annotated(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+    md = _md(name)
+    md["metadata"]["annotations"] = annotations
+    return md
+
+
+def _custom(name: str, query: str) -> dict[str, Any]:
+    md = _md(name)
+    md["spec"]["scaling"] = {"mode": "Enforce", "metric": "custom", "query": query,
+                             "minReplicasPerZone": 1,
+                             "maxReplicasPerZone": 2}
+    return md
+
+
+def corpus() -> list[dict[str, Any]]:
+    """The hostile ModelDeployments (1 GPU each, best-effort, one zone per cluster)."""
+    older = _md("hx")  # has a fallback: renders hx-fallback-<zone>
+    return [
+        _annotated("deep-json", {ROLLBACK: "[" * 50000}),
+        _annotated("list-to", {ROLLBACK: '{"id": "r1", "to": ["x"]}'}),
+        _annotated("bad-approve", {APPROVE: "'; rm -rf /"}),
+        _custom("scalar-query", "scalar(vector(7))"),
+        _custom("string-query", '"text"'),
+        _custom("broken-query", "sum(rate(nothing[1m]"),
+        older,
+    ]
+
+
+def _colliding() -> dict[str, Any]:
+    return _md("hx-fallback", fallback=False)  # its Deployments are hx's fallback names
+
+
+def _ready(name: str, lab: Any) -> dict[str, Any]:
+    for c in status(lab, HOSTILE_NS, name).get("conditions") or []:
+        if c["type"] == "Ready":
+            return dict(c)
+    return {}
+
+
+def _condition(lab: Any, namespace: str, name: str, kind: str) -> dict[str, Any]:
+    for c in status(lab, namespace, name).get("conditions") or []:
+        if c["type"] == kind:
+            return dict(c)
+    return {}
+
+
+@pytest.fixture
+def hostile(lab, operator) -> Iterator[None]:
+    """The hostile corpus applied next to the healthy deployment; removed afterwards."""
+    for name, content in SECRETS.items():
+        apply(lab, _secret(name, content))
+    apply(lab, *(_cluster(name) for name in SECRETS))
+    apply(lab, namespace_manifest(HOSTILE_NS), *corpus())
+    time.sleep(1.5)  # hx is older than hx-fallback
+    apply(lab, _colliding())
+    # garbage written into status by someone with the status subresource
+    kubectl(lab, "hub", "patch", "modeldeployment", "deep-json", "-n", HOSTILE_NS,
+            "--subresource=status", "--type=merge", "-p", json.dumps(
+                {"status": {"failover": {"east": "nonsense"}, "traffic": {"east": "x"},
+                            "scaling": {"replicas": "many", "history": [{"time": 7}]},
+                            "rollout": {"target": 5, "since": "yesterday"}}}))
+    try:
+        yield
+    finally:
+        kubectl(lab, "hub", "delete", "modeldeployments", "--all", "-n", HOSTILE_NS,
+                "--wait=true", "--timeout=90s", check=False)
+        for name in SECRETS:
+            kubectl(lab, "hub", "delete", "servingcluster", f"hostile-{name}",
+                    "--ignore-not-found", "--wait=true", "--timeout=30s", check=False)
+            kubectl(lab, "hub", "delete", "secret", f"hostile-{name}", "-n",
+                    "twinhull-system", "--ignore-not-found", check=False)
+        wait_for(lambda: clusters_healthy(lab), timeout=60, what="every cluster Healthy")
+
+
+def test_a_healthy_deployment_fails_over_and_back_next_to_hostile_objects(lab, operator,
+                                                                          hostile):
+    name = f"calm-{int(time.time() * 1000) % 100000}"
+    apply(lab, namespace_manifest(NS), deployment_manifest(name, NS))
+    try:
+        wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=90,
+                 what=f"{name} converged")
+        wait_for(lambda: weights(lab, name) == {"east": 50, "west": 50, "fallback": 0},
+                 timeout=30, what="50/50 weights")
+        _fail_over_and_back(lab, name, ("kill", "west"), ("revive", "west"))
+    finally:
+        kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=true",
+                "--timeout=60s", check=False)
+
+    # each hostile object reports its own problem, naming the field and the fix
+    for md in ("deep-json", "list-to", "bad-approve"):
+        ready = wait_for(lambda m=md: (r := _ready(m, lab)).get("reason") == "InvalidAnnotation"
+                         and r, timeout=30, what=f"{md} InvalidAnnotation")
+        assert ready["status"] == "False" and "serving.twinhull.io/" in ready["message"]
+    for md in ("scalar-query", "string-query", "broken-query"):
+        metrics = wait_for(lambda m=md: (c := _condition(lab, HOSTILE_NS, m,
+                                                         "MetricsAvailable"))
+                           .get("status") == "False" and c, timeout=30,
+                           what=f"{md} MetricsAvailable=False")
+        assert "query" in metrics["message"], metrics
+    collision = wait_for(lambda: (r := _ready("hx-fallback", lab)).get("reason")
+                         == "NameCollision" and r, timeout=30, what="hx-fallback collides")
+    assert "hx" in collision["message"]
+    assert _ready("hx", lab).get("reason") != "NameCollision"
+    # the garbage written into status was replaced by the operator's own
+    s = status(lab, HOSTILE_NS, "deep-json")
+    assert all(isinstance(v, int) for v in s["traffic"].values()), s["traffic"]
+    assert sum(s["traffic"].values()) == 100
+    for name in SECRETS:
+        got = yaml.safe_load(kubectl(lab, "hub", "get", "servingcluster", f"hostile-{name}",
+                                     "-o", "yaml"))
+        conditions = {c["type"]: c for c in (got.get("status") or {}).get("conditions") or []}
+        assert conditions.get("CredentialsValid", {}).get("status") == "False", got
+        assert conditions["Ready"]["status"] == "False"
+    # the operator ran no command from a Secret
+    import os
+    assert not os.path.exists("/tmp/twinhull-pwned")
+
+
+def test_no_credential_reaches_a_log_an_event_or_a_status(lab, operator, hostile):
+    """Greps the operator's whole log so far, every Event and every twinhull status in the
+    hub for the hostile token, the member Secrets' keys and the Prometheus password."""
+    wait_for(lambda: _ready("deep-json", lab).get("reason") == "InvalidAnnotation",
+             timeout=30, what="the hostile corpus seen")
+    time.sleep(6)  # a few probe rounds of the hostile clusters
+    secrets = [TOKEN, operator.prometheus_password]
+    for member in ("east", "west"):
+        got = yaml.safe_load(kubectl(lab, "hub", "get", "secret", f"{member}-kubeconfig",
+                                     "-n", "twinhull-system", "-o", "yaml"))
+        config = yaml.safe_load(base64.b64decode(got["data"]["kubeconfig"]))
+        for user in config.get("users") or []:
+            for field in ("client-key-data", "token", "password"):
+                value = (user.get("user") or {}).get(field)
+                if value:
+                    secrets.append(value[:48])
+                    if field == "client-key-data":  # the PEM body, as it would be printed
+                        pem = base64.b64decode(value).decode().splitlines()
+                        secrets += [line for line in pem[1:3] if len(line) > 20]
+    places = {
+        "operator log": operator.log.read_text(errors="replace"),
+        "events": kubectl(lab, "hub", "get", "events", "-A", "-o", "yaml"),
+        "status": kubectl(lab, "hub", "get", "modeldeployments,servingclusters,modelsnapshots",
+                          "-A", "-o", "yaml"),
+    }
+    hits = [(where, s[:12]) for where, text in places.items() for s in secrets if s in text]
+    assert hits == [], f"credentials found: {hits}"
+    assert "Credentials" in places["status"] or "InvalidKubeconfig" in places["status"]

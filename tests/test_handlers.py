@@ -1,0 +1,433 @@
+"""The handlers' shell without a cluster: annotation parsing, per-object isolation of the
+fleet round, status replacement, approvals applied once, stale views and loads, name
+collisions, HTTPRoute drift and loop supervision. The hub is reached through the same seam
+the operator uses (the ``Kube`` methods), here a recorder of the calls."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from twinhull.api.annotations import APPROVE, MAX_BYTES, ROLLBACK, parse
+from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.handlers import fleet, revisions, supervise
+from twinhull.handlers.runtime import Runtime, Settings, now
+from twinhull.plan.fleet import ClusterView
+from twinhull.plan.scaling import Load
+from twinhull.policy import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+API = "serving.twinhull.io/v1alpha1"
+
+
+class Hub:
+    """Records the calls the operator makes on the hub's API (the ``Kube`` seam)."""
+
+    def __init__(self) -> None:
+        self.status: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.applied: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.fail_create: ClusterUnavailable | None = None
+
+    async def patch_status(self, api_version: str, kind: str, name: str, status: Any, *,
+                           namespace: str | None = None) -> None:
+        self.status.setdefault((namespace or "", name), []).append(copy.deepcopy(status))
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(copy.deepcopy(obj))
+        return obj
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["kind"] == "Event":
+            self.events.append(obj)
+            return obj
+        if self.fail_create is not None:
+            raise self.fail_create
+        self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
+        return obj
+
+    async def get(self, api_version: str, kind: str, name: str, *,
+                  namespace: str | None = None) -> dict[str, Any]:
+        if (kind, name) not in self.objects:
+            raise ClusterUnavailable(f"{name}: HTTP 403: forbidden")
+        return self.objects[(kind, name)]
+
+    async def delete(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def last_status(self, name: str, namespace: str = "ai") -> dict[str, Any]:
+        return self.status[(namespace, name)][-1]
+
+    def events_of(self, name: str) -> list[tuple[str, str]]:
+        return [(e["reason"], e["message"]) for e in self.events
+                if e["involvedObject"]["name"] == name]
+
+
+def example_spec(name: str) -> dict[str, Any]:
+    doc = next(yaml.safe_load_all((ROOT / "examples" / f"{name}.yaml").read_text()))
+    return dict(doc["spec"])
+
+
+def body(name: str, spec: dict[str, Any] | None = None, *, annotations: dict[str, Any] | None
+         = None, status: Any = None, created: str = "2026-11-01T00:00:00Z") -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": "ai", "generation": 1, "uid": f"uid-{name}",
+                         "creationTimestamp": created, "annotations": annotations or {}},
+            "spec": spec if spec is not None else example_spec("ide-assistant"),
+            "status": status if status is not None else {}}
+
+
+def runtime(*bodies: dict[str, Any], west: str = "Healthy") -> Runtime:
+    rt = Runtime(hub=Hub(), policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    rt.started = now() - timedelta(hours=1)
+    for name, phase in (("east", "Healthy"), ("west", west)):
+        rt.views[name] = ClusterView(name=name, phase=phase,  # type: ignore[arg-type]
+                                     zones_ready={f"{name}-a": True, f"{name}-b": True},
+                                     gpus=64)
+        rt.view_times[name] = now()
+    for b in bodies:
+        rt.deployments[(b["metadata"]["namespace"], b["metadata"]["name"])] = b
+    return rt
+
+
+def hub(rt: Runtime) -> Hub:
+    assert isinstance(rt.hub, Hub)
+    return rt.hub
+
+
+def run(rt: Runtime) -> None:
+    asyncio.run(fleet.reconcile(rt))
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+# -- annotations -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, fragment", [
+    ("[" * 50000, "longer than"),
+    ("{" + '"a":' * 2000 + "1", "not valid JSON"),
+    ('{"id": "x", "to": ' + "[" * 1500 + "]" * 1500 + "}", "not valid JSON"),
+    ('{"to": ["x"], "id": "r1"}', "to"),
+    ('{"id": {"a": 1}}', "id"),
+    ('{"to": "snap-1"}', "needs \"id\""),
+    ('["a"]', "JSON object"),
+    ('{"id": "r1", "to": "Not_A_Name"}', "to"),
+    ('{"id": "r1", "extra": 1}', "extra"),
+])
+def test_invalid_rollback_annotations_are_problems_never_exceptions(raw, fragment):
+    got = parse({ROLLBACK: raw})
+    assert got.rollback is None
+    assert fragment in got.problems[ROLLBACK]
+    assert "twinhull rollback" in got.problems[ROLLBACK], "the message names the fix"
+
+
+def test_valid_rollback_annotations():
+    got = parse({ROLLBACK: json.dumps({"id": "r1", "to": "ide-7f3c2", "by": "sre@x"})})
+    assert got.rollback is not None and got.rollback.to == "ide-7f3c2" and not got.problems
+    bare = parse({ROLLBACK: "ide-7f3c2"})
+    assert bare.rollback is not None and bare.rollback.id == "ide-7f3c2"
+    assert parse({ROLLBACK: '{"id": "r2", "to": ""}'}).rollback.to == ""  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("raw", ["yes", "0123456789abcdef", "ZZZZZZZZZZZZ", "x" * MAX_BYTES])
+def test_invalid_approvals_are_problems(raw):
+    got = parse({APPROVE: raw})
+    assert got.approve is None and "status.pending.id" in got.problems[APPROVE]
+
+
+def test_annotations_that_are_not_text_or_a_map_are_ignored():
+    assert parse(None).problems == {}
+    assert parse({APPROVE: 12}).approve is None  # type: ignore[dict-item]
+    assert parse({APPROVE: " 0123456789ab "}).approve == "0123456789ab"
+
+
+# -- per-object isolation ----------------------------------------------------------------
+
+def good_statuses(rt: Runtime, names: list[str]) -> dict[str, Any]:
+    """The last status written per good deployment, without times (they differ per run)."""
+    out = {}
+    for name in names:
+        status = copy.deepcopy(hub(rt).last_status(name))
+        for c in status.get("conditions") or []:
+            c.pop("lastTransitionTime", None)
+        for d in status.get("decisions") or []:
+            d.pop("time", None)
+        status.pop("failover", None)  # leg times
+        out[name] = json.dumps(status, sort_keys=True, default=str)
+    return out
+
+
+def test_a_malformed_annotation_is_reported_on_its_object_and_stops_nobody():
+    hostile = body("hostile", annotations={ROLLBACK: "[" * 50000, APPROVE: "nope"})
+    listy = body("listy", annotations={ROLLBACK: '{"id": "r", "to": ["x"]}'})
+    good = body("good", example_spec("aiops-platform"))
+    rt = runtime(hostile, listy, good)
+    run(rt)
+    assert ready(hub(rt).last_status("good"))["status"] in ("True", "False")
+    assert ready(hub(rt).last_status("good"))["reason"] != "InvalidAnnotation"
+    for name in ("hostile", "listy"):
+        cond = ready(hub(rt).last_status(name))
+        assert (cond["status"], cond["reason"]) == ("False", "InvalidAnnotation")
+        assert ROLLBACK in cond["message"]
+        assert ("InvalidAnnotation", cond["message"]) in hub(rt).events_of(name)
+    # still planned and routed: an ignored annotation does not stop its own object either
+    assert {r["metadata"]["name"] for r in hub(rt).applied} == {"hostile", "listy", "good"}
+    events = len(hub(rt).events)
+    rt.deployments = {k: {**b, "status": hub(rt).last_status(k[1])}
+                      for k, b in rt.deployments.items()}
+    run(rt)
+    assert len(hub(rt).events) == events, "the same problem is not posted again every round"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=12)
+STATUS_KEYS = st.sampled_from(["failover", "traffic", "scaling", "rollout", "pending",
+                               "unservedReplicas", "conditions", "decisions", "approvals",
+                               "currentSnapshot", "heldBack", "heldBackReason",
+                               "rollbackRequest"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=st.one_of(JSON, st.just(example_spec("code-review"))),
+       status=st.one_of(JSON, st.dictionaries(STATUS_KEYS, JSON, max_size=6)),
+       notes=st.dictionaries(st.sampled_from([ROLLBACK, APPROVE, "other"]),
+                             st.one_of(st.text(max_size=40), st.just("[" * 3000)),
+                             max_size=3))
+def test_garbage_in_one_object_leaves_the_others_plans_unchanged(spec, status, notes):
+    names = ["alpha", "omega"]
+    good = [body(n, example_spec("aiops-platform" if n == "alpha" else "unit-test-agent"))
+            for n in names]
+    alone = runtime(*copy.deepcopy(good))
+    run(alone)
+    garbage = body("garbage", spec if isinstance(spec, dict) else {"x": spec},
+                   annotations=notes, status=status)
+    garbage["metadata"]["name"] = "mid"
+    crowded = runtime(*copy.deepcopy(good), garbage)
+    run(crowded)  # never raises
+    assert good_statuses(crowded, names) == good_statuses(alone, names)
+    assert ready(hub(crowded).last_status("mid"))["type"] == "Ready", "it reports on itself"
+
+
+def test_a_planner_exception_on_one_object_holds_it_and_backs_off(monkeypatch):
+    real = fleet.plan_fleet
+
+    def flaky(inputs, views, *, now):
+        if any(d.name == "boom" for d in inputs):
+            raise IndexError("list index out of range")
+        return real(inputs, views, now=now)
+
+    monkeypatch.setattr(fleet, "plan_fleet", flaky)
+    rt = runtime(body("boom"), body("calm", example_spec("aiops-platform")))
+    run(rt)
+    cond = ready(hub(rt).last_status("boom"))
+    assert (cond["status"], cond["reason"]) == ("False", "PlanningFailed")
+    assert "IndexError" in cond["message"] and "other objects are not affected" in cond["message"]
+    assert ("ai", "boom") in rt.backoff
+    assert hub(rt).last_status("calm")["traffic"], "the others are planned and routed"
+    assert ("ai", "boom") not in {(r["metadata"]["namespace"], r["metadata"]["name"])
+                                  for r in hub(rt).applied}
+    writes = len(hub(rt).status[("ai", "boom")])
+    run(rt)  # inside its backoff: not planned, nothing written
+    assert len(hub(rt).status[("ai", "boom")]) == writes
+    monkeypatch.setattr(fleet, "plan_fleet", real)
+    rt.backoff[("ai", "boom")] = (1, now() - timedelta(seconds=1))
+    run(rt)
+    assert ("ai", "boom") not in rt.backoff, "a good round clears the backoff"
+    assert ready(hub(rt).last_status("boom"))["reason"] != "PlanningFailed"
+
+
+# -- status is replaced, not merged ------------------------------------------------------
+
+def test_removed_keys_are_deleted_from_status():
+    spec = example_spec("unit-test-agent")
+    spec["placement"] = [p for p in spec["placement"] if p["cluster"] == "east"]
+    old = {"traffic": {"east": 50, "west": 50, "fallback": 0},
+           "failover": {"west": {"state": "FailedOver", "since": "2026-11-01T00:00:00Z"},
+                        "east": {"state": "Serving"}},
+           "scaling": {"demandByZone": {"west/west-a": "1.0"}}}
+    rt = runtime(body("solo", spec, status=old))
+    run(rt)
+    patch = hub(rt).last_status("solo")
+    assert patch["traffic"]["west"] is None and patch["failover"]["west"] is None
+    stored = fleet.merge_patch(old, patch)
+    assert set(stored["traffic"]) == {"east", "fallback"} or set(stored["traffic"]) == {"east"}
+    assert sum(stored["traffic"].values()) == 100
+    assert "west" not in stored["failover"]
+
+
+def test_replacing_and_merge_patch_round_trip():
+    old = {"traffic": {"a": 1, "b": 2}, "other": {"x": 1}, "scaling": {"z": {"q": 1}}}
+    new = {"traffic": {"a": 3}, "other": {"y": 2}}
+    patch = fleet.replacing(new, old, ("traffic", "scaling"))
+    assert patch == {"traffic": {"a": 3, "b": None}, "other": {"y": 2}, "scaling": None}
+    assert fleet.merge_patch(old, patch) == {"traffic": {"a": 3}, "other": {"x": 1, "y": 2}}
+
+
+# -- approvals ---------------------------------------------------------------------------
+
+def test_an_approval_applies_once_and_is_recorded():
+    spec = example_spec("aiops-platform")
+    spec["traffic"] = {"failover": "Manual"}
+    rt = runtime(body("manual", spec), west="Down")
+    run(rt)
+    pending = hub(rt).last_status("manual")["pending"]
+    assert pending and pending["kind"] == "Failover"
+    approved = body("manual", spec, annotations={APPROVE: pending["id"]},
+                    status=hub(rt).last_status("manual"))
+    rt.deployments[("ai", "manual")] = approved
+    run(rt)
+    status = fleet.merge_patch(approved["status"], hub(rt).last_status("manual"))
+    assert [a["id"] for a in status["approvals"]] == [pending["id"]]
+    assert status["failover"]["west"]["state"] == "FailedOver"
+
+
+# -- stale views and loads ---------------------------------------------------------------
+
+def test_a_view_older_than_its_probe_bound_is_suspect_never_healthy():
+    rt = runtime()
+    rt.view_times["west"] = now() - timedelta(minutes=10)
+    views = fleet.current_views(rt, now())
+    assert views["west"].phase == "Suspect" and views["east"].phase == "Healthy"
+    del rt.view_times["east"]
+    assert fleet.current_views(rt, now())["east"].phase == "Suspect"
+    rt.views["west"] = ClusterView("west", "Down", {}, 64)
+    assert fleet.current_views(rt, now())["west"].phase == "Down"
+
+
+def test_loads_older_than_their_bound_are_missing():
+    rt = Runtime(hub=Hub(), policy=load_file(),  # type: ignore[arg-type]
+                 settings=Settings(prometheus_url="http://127.0.0.1:9"))
+    rt.loads = {("ai", "x"): Load(tokens_per_second=10.0)}
+    rt.loads_time = now()
+    assert fleet.current_loads(rt, now())[0]
+    rt.loads_time = now() - timedelta(minutes=5)
+    loads, why = fleet.current_loads(rt, now())
+    assert loads == {} and "old" in why
+    rt.loads_time = None
+    assert fleet.current_loads(rt, now())[0] == {}
+
+
+# -- names -------------------------------------------------------------------------------
+
+def test_colliding_member_names_hold_the_newer_deployment():
+    with_fallback = example_spec("ide-assistant")  # has a fallback
+    plain = example_spec("ide-assistant")
+    plain.pop("fallback", None)
+    plain["slaTier"] = "best-effort"
+    older = body("llama", with_fallback, created="2026-01-01T00:00:00Z")
+    newer = body("llama-fallback", plain, created="2026-02-01T00:00:00Z")
+    rt = runtime(older, newer)
+    run(rt)
+    cond = ready(hub(rt).last_status("llama-fallback"))
+    assert (cond["status"], cond["reason"]) == ("False", "NameCollision")
+    assert "llama" in cond["message"] and "rename" in cond["message"]
+    assert ready(hub(rt).last_status("llama"))["reason"] != "NameCollision"
+
+
+def test_zone_prefixes_collide_too():
+    a = example_spec("unit-test-agent")
+    b = copy.deepcopy(a)
+    a["placement"] = [{"cluster": "east", "zones": {"b-east": 1}}]
+    b["placement"] = [{"cluster": "east", "zones": {"east": 1}}]
+    from twinhull.api.deployment import ModelDeploymentSpec
+    got = fleet.name_collisions(
+        {("ai", "a"): ModelDeploymentSpec.model_validate(a),
+         ("ai", "a-b"): ModelDeploymentSpec.model_validate(b)},
+        {("ai", "a"): "2026-01-01T00:00:00Z", ("ai", "a-b"): "2026-01-02T00:00:00Z"})
+    assert list(got) == [("ai", "a-b")]
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+def snapshot_manifest(digest: str) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "ModelSnapshot",
+            "metadata": {"name": "x-1", "namespace": "team-409"},
+            "spec": {"hash": digest, "deploymentRef": {"name": "x"}}}
+
+
+def test_a_refused_snapshot_is_not_taken_for_recorded_because_its_error_says_409():
+    rt = runtime()
+    hub(rt).fail_create = ClusterUnavailable(
+        "hub: POST /apis/serving.twinhull.io/v1alpha1/namespaces/team-409/modelsnapshots: "
+        "HTTP 403: forbidden")
+    assert asyncio.run(revisions.record(rt, snapshot_manifest("abc"))) is False
+    hub(rt).objects[("ModelSnapshot", "x-1")] = snapshot_manifest("other")
+    assert asyncio.run(revisions.record(rt, snapshot_manifest("abc"))) is False
+    hub(rt).objects[("ModelSnapshot", "x-1")] = snapshot_manifest("abc")
+    assert asyncio.run(revisions.record(rt, snapshot_manifest("abc"))) is True
+
+
+# -- HTTPRoute drift ---------------------------------------------------------------------
+
+def test_a_route_edited_by_hand_is_written_again():
+    rt = runtime(body("routed", example_spec("aiops-platform")))
+    run(rt)
+    assert len(hub(rt).applied) == 1
+    rt.deployments[("ai", "routed")]["status"] = hub(rt).last_status("routed")
+    run(rt)
+    assert len(hub(rt).applied) == 1, "an unchanged route is not written again"
+    edited = copy.deepcopy(hub(rt).applied[0])
+    edited["spec"]["rules"][0]["backendRefs"][0]["weight"] = 100
+    rt.route_live[("ai", "routed")] = fleet.route_projection(edited)
+    run(rt)
+    assert len(hub(rt).applied) == 2
+
+
+# -- supervision -------------------------------------------------------------------------
+
+def test_a_dead_loop_is_restarted_with_backoff_and_reported(monkeypatch):
+    monkeypatch.setattr(supervise, "BACKOFF_START", 0.01)
+    rt = runtime()
+    runs: list[int] = []
+
+    async def body_() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise TypeError("a scalar is not a vector")
+        supervise.beat(rt, "loads")
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        task = asyncio.create_task(supervise.supervised(rt, "loads", body_))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(runs) >= 3:
+                break
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert len(runs) == 3 and rt.restarts["loads"] == 2
+    assert "loads" not in rt.loop_errors, "a loop that beats again is healthy"
+
+
+def test_stale_loops_fail_liveness():
+    from twinhull.handlers.operator import loops
+
+    rt = runtime()
+    rt.loop_bounds.update({"fleet": 30.0, "member/west": 20.0})
+    rt.beats.update({"fleet": now(), "member/west": now() - timedelta(minutes=2)})
+    rt.loop_errors["member/west"] = "ConfigException: bad kubeconfig"
+    memo = type("Memo", (), {"runtime": rt})()
+    import kopf
+    with pytest.raises(kopf.PermanentError, match=r"member/west .*ConfigException"):
+        loops(memo=memo)
+    rt.beats["member/west"] = now()
+    assert set(loops(memo=memo)) == {"fleet", "member/west"}
