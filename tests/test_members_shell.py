@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client import Configuration
 from kubernetes.client.exceptions import ApiException
 
-from test_fleet import IDE, TIERS
+from twinhull.api import ModelDeployment
 from twinhull.clusters.kube import (
     ClusterUnavailable,
     InvalidKubeconfig,
@@ -24,6 +27,12 @@ from twinhull.clusters.kube import (
 )
 from twinhull.clusters.member import Member, key_of, seen_of
 from twinhull.plan.render import INSTALLATION, member_objects
+from twinhull.policy import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+TIERS = load_file()
+IDE = ModelDeployment.model_validate(next(yaml.safe_load_all(
+    (ROOT / "examples" / "ide-assistant.yaml").read_text())))
 
 TOKEN = "s3cr3t-t0ken-value"
 PASSWORD = "hunter2-pw"
@@ -299,3 +308,260 @@ def test_observation_sorts_objects_by_installation():
     assert set(member.foreign) == {key_of(o) for o in OBJECTS[:2]}
     assert set(member.observed) == {key_of(o) for o in OBJECTS[2:]}
     assert all(seen_of(_labelled(o, "hub-a")).installation == "hub-a" for o in OBJECTS)
+
+
+# -- the member daemon ------------------------------------------------------------------------
+
+def _node(zone: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": f"n-{zone}", "labels": {"topology.kubernetes.io/zone": zone}},
+            "status": {"allocatable": {"nvidia.com/gpu": "8"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+class ClusterKube(FakeKube):
+    """A reachable member with one Ready node; ``broken_lists`` kinds fail to list."""
+
+    def __init__(self, broken_lists: set[str] = ()) -> None:  # type: ignore[assignment]
+        super().__init__([_node("east-a")])
+        self.broken_lists = set(broken_lists)
+        self.closed = False
+
+    async def list(self, api_version: str, kind: str, **kw: Any) -> list[dict[str, Any]]:
+        if kind in self.broken_lists:
+            raise ClusterUnavailable(f"east: GET {kind}: HTTP 500: etcd timeout")
+        return await super().list(api_version, kind, **kw)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeHub:
+    """The hub calls the daemon makes: read the Secret, write status, post Events."""
+
+    def __init__(self, kubeconfig: Any) -> None:
+        self.secret: dict[str, Any] = {}
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.set_secret(kubeconfig, "1")
+
+    def set_secret(self, kubeconfig: Any, version: str) -> None:
+        raw = kubeconfig if isinstance(kubeconfig, bytes) else yaml.safe_dump(kubeconfig).encode()
+        self.secret = {"metadata": {"resourceVersion": version},
+                       "data": {"kubeconfig": base64.b64encode(raw).decode()}}
+
+    async def get(self, api_version: str, kind: str, name: str, *,
+                  namespace: str | None = None) -> dict[str, Any]:
+        if kind == "Namespace":
+            return {"metadata": {"name": name, "uid": "0b4c9d52-7f3e-4f1a-9b7e-5a0c2d1e3f40"}}
+        return self.secret
+
+    async def patch_status(self, api_version: str, kind: str, name: str, status: Any, *,
+                           namespace: str | None = None) -> None:
+        self.statuses.append(status)
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.events.append(obj)
+        return obj
+
+
+CLUSTER = {"apiVersion": "serving.twinhull.io/v1alpha1", "kind": "ServingCluster",
+           "metadata": {"name": "east", "generation": 1, "uid": "u1"},
+           "spec": {"kubeconfigSecretRef": {"name": "east-kubeconfig"}, "region": "east",
+                    "zones": ["east-a"], "capacity": {"gpus": 16},
+                    "health": {"probeIntervalSeconds": 1, "failureThreshold": 2}},
+           "status": {"phase": "Healthy"}}
+
+
+def _runtime(hub: FakeHub, **settings: Any):
+    from twinhull.handlers.runtime import Runtime, Settings
+    rt = Runtime(hub=hub, policy=TIERS, settings=Settings(**settings))  # type: ignore[arg-type]
+    rt.clusters["east"] = CLUSTER
+    rt.installation = "hub-a"
+    return rt
+
+
+def _daemon(rt, kubes: list[ClusterKube]):
+    from twinhull.handlers.members import MemberDaemon
+    connected: list[dict[str, Any]] = []
+
+    def connect(name, spec, kubeconfig, *, allow_plugins=False):
+        configuration(kubeconfig, allow_plugins=allow_plugins)  # the real checks
+        connected.append({"allow_plugins": allow_plugins})
+        return kubes[len(connected) - 1]
+
+    daemon = MemberDaemon(rt, "east", CLUSTER, connect=connect)
+    return daemon, connected
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+@pytest.mark.parametrize("bad", [
+    b"\x00\xff not yaml: [",
+    b"just a string",
+    b"[" * 5000,
+    _kubeconfig(current="missing"),
+    _kubeconfig(cluster={"server": "https://x", "certificate-authority-data": "QQ"}),
+])
+def test_a_bad_first_kubeconfig_leaves_no_client_reports_it_and_the_cluster_goes_down(bad):
+    hub = FakeHub(bad)
+    rt = _runtime(hub)
+    daemon, connected = _daemon(rt, [])
+
+    async def main() -> None:
+        for _ in range(3):
+            daemon.secret_checked = None  # due again
+            await daemon.step()
+
+    asyncio.run(main())
+    assert "east" not in rt.members and connected == []
+    assert rt.views["east"].phase == "Down" and "east" in rt.view_times
+    credentials = _condition(hub.statuses[-1], "CredentialsValid")
+    assert credentials["status"] == "False"
+    assert "twinhull-system/east-kubeconfig key 'kubeconfig'" in credentials["message"]
+    assert TOKEN not in str(hub.statuses) and TOKEN not in str(hub.events)
+    warnings = [e for e in hub.events if e["reason"] == "CredentialsInvalid"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+
+
+def test_a_bad_rotated_kubeconfig_keeps_the_working_client():
+    hub = FakeHub(_kubeconfig())
+    rt = _runtime(hub)
+    first = ClusterKube()
+    daemon, connected = _daemon(rt, [first, ClusterKube()])
+
+    async def main() -> None:
+        await daemon.step()
+        assert rt.members["east"].kube is first and rt.views["east"].phase == "Healthy"
+        hub.set_secret(b"kubeconfig: [unterminated", "2")
+        daemon.secret_checked = None
+        await daemon.step()
+        daemon.close()
+
+    asyncio.run(main())
+    assert len(connected) == 1 and daemon.member.kube is first
+    status = hub.statuses[-1]
+    assert status["phase"] == "Healthy"
+    credentials = _condition(status, "CredentialsValid")
+    assert credentials["status"] == "False" and "previous credentials are kept" in \
+        credentials["message"]
+
+
+def test_exec_plugins_are_refused_unless_the_operator_allows_them():
+    exec_config = _kubeconfig(user={"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                                             "command": "/bin/true"}})
+    hub = FakeHub(exec_config)
+    rt = _runtime(hub)
+    daemon, connected = _daemon(rt, [ClusterKube()])
+    asyncio.run(daemon.step())
+    assert connected == []
+    assert "--allow-exec-plugins" in _condition(hub.statuses[-1], "CredentialsValid")["message"]
+
+    rt = _runtime(hub, allow_exec_plugins=True)
+    daemon, connected = _daemon(rt, [ClusterKube()])
+
+    async def allowed() -> None:
+        try:
+            await daemon.step()
+        finally:
+            daemon.close()
+
+    with pytest.raises(Exception):  # noqa: B017 - the plugin ran (and gave no token): fine
+        configuration(exec_config)
+    asyncio.run(allowed())
+    assert all(c["allow_plugins"] for c in connected)
+
+
+def test_a_probe_writes_the_view_time_and_beats_and_a_failed_observation_is_reported(caplog):
+    hub = FakeHub(_kubeconfig())
+    rt = _runtime(hub)
+    daemon, _ = _daemon(rt, [ClusterKube(broken_lists={"Service"})])
+
+    async def main() -> None:
+        try:
+            await daemon.step()
+            await daemon.step()
+            rt.poke_member("east")
+            await asyncio.sleep(0.05)
+        finally:
+            daemon.close()
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(main())
+    observed = _condition(hub.statuses[-1], "Observed")
+    assert observed["status"] == "False" and "etcd timeout" in observed["message"]
+    assert sum("cannot observe" in r.message for r in caplog.records) == 1, "rate-limited"
+
+
+def test_view_time_and_beats_are_recorded_while_running():
+    hub = FakeHub(_kubeconfig())
+    rt = _runtime(hub)
+    daemon, _ = _daemon(rt, [ClusterKube()])
+
+    async def main() -> tuple[set[str], set[str]]:
+        try:
+            await daemon.step()
+            rt.poke_member("east")
+            await asyncio.sleep(0.05)
+            return set(rt.view_times), set(rt.beats)
+        finally:
+            daemon.close()
+
+    times, beats = asyncio.run(main())
+    assert times == {"east"} and beats == {"member/east", "writer/east"}
+
+
+class _Stopped:
+    """What the daemon reads of kopf's DaemonStopped."""
+
+    def __init__(self) -> None:
+        self.flag = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.flag.is_set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flag.wait(), timeout)
+
+
+def test_the_daemon_survives_a_failing_round_and_leaves_no_view_when_stopped():
+    hub = FakeHub(_kubeconfig())
+    rt = _runtime(hub)
+    kube = ClusterKube()
+    daemon, _ = _daemon(rt, [kube])
+    failures = []
+
+    async def patch_status(*args: Any, **kw: Any) -> None:
+        failures.append(1)
+        raise RuntimeError("a bug in the status write")
+
+    hub.patch_status = patch_status  # type: ignore[method-assign]
+
+    async def main() -> tuple[str | None, int]:
+        stopped = _Stopped()
+        task = asyncio.ensure_future(daemon.run(stopped))  # type: ignore[arg-type]
+        await asyncio.sleep(1.3)  # two rounds, one second apart
+        seen = rt.views["east"].phase
+        stopped.flag.set()
+        await task
+        return seen, len(failures)
+
+    phase, rounds = asyncio.run(main())
+    assert phase == "Healthy" and rounds >= 2
+    assert "east" not in rt.views and "east" not in rt.view_times and "east" not in rt.members
+    assert kube.closed and not rt.loop_bounds
+
+
+def test_installation_id_is_the_flag_or_the_hubs_kube_system_uid():
+    from twinhull.handlers.members import installation_id
+    from twinhull.handlers.runtime import Settings
+    hub = FakeHub(_kubeconfig())
+    assert asyncio.run(installation_id(hub, Settings())) == \
+        "0b4c9d52-7f3e-4f1a-9b7e-5a0c2d1e3f40"  # type: ignore[arg-type]
+    assert asyncio.run(installation_id(hub, Settings(installation_id="prod-hub")))  \
+        == "prod-hub"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="installation-id"):
+        asyncio.run(installation_id(hub, Settings(installation_id="a/b")))  # type: ignore[arg-type]

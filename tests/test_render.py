@@ -5,10 +5,12 @@ from __future__ import annotations
 from test_fleet import IDE, TIERS, example
 from twinhull.plan.render import (
     HASH,
+    collisions,
     content_hash,
     http_route,
     member_objects,
     priority_class,
+    rendered_names,
 )
 
 CRITICAL = TIERS.resolve("critical")
@@ -81,3 +83,63 @@ def test_http_route_has_a_weighted_backend_per_cluster_and_the_fallback():
 def test_priority_class_follows_the_tier():
     pc = priority_class("critical", CRITICAL)
     assert pc is not None and pc["value"] == 1000 and pc["metadata"]["name"] == "twinhull-critical"
+
+
+def _with_fallback(spec, fallback: bool):
+    if fallback:
+        return spec
+    return spec.model_copy(update={"fallback": None})
+
+
+def test_rendered_names_cover_every_object_member_objects_can_write():
+    names = set(rendered_names("ide", IDE.spec))
+    full = {(c, r, z): 1 for p in IDE.spec.placement for z in p.zones
+            for c, r in ((p.cluster, "primary"), (p.cluster, "fallback"))}
+    for p in IDE.spec.placement:
+        for o in member_objects("ide", "ai", p.cluster, IDE.spec, CRITICAL, full):
+            if o["kind"] not in ("Namespace", "PriorityClass"):
+                assert f"{p.cluster}/{o['kind']}/{o['metadata']['name']}" in names
+
+
+def test_a_deployment_named_like_anothers_fallback_collides_and_the_later_one_is_held():
+    spec = IDE.spec
+    rendered = {("ai", "llama"): rendered_names("llama", spec),
+                ("ai", "llama-fallback"): rendered_names("llama-fallback",
+                                                         _with_fallback(spec, False)),
+                ("other", "llama-fallback"): rendered_names("llama-fallback", spec),
+                ("ai", "chat"): rendered_names("chat", spec)}
+    held = collisions(rendered)
+    assert set(held) == {("ai", "llama-fallback")}, "other namespaces never collide"
+    assert "ModelDeployment llama " in held[("ai", "llama-fallback")]
+    assert "rename" in held[("ai", "llama-fallback")]
+    # the one created first keeps its objects, whatever the names
+    held = collisions(rendered, created={("ai", "llama"): "2025-05-02T00:00:00Z",
+                                         ("ai", "llama-fallback"): "2025-05-01T00:00:00Z"})
+    assert set(held) == {("ai", "llama")}
+    assert "ModelDeployment llama-fallback " in held[("ai", "llama")]
+
+
+def test_a_zone_prefix_collides_like_a_name_suffix():
+    # deployment a, zone b-east vs deployment a-b, zone east: both render a-b-east
+    a = {"cluster": "east", "zones": {"b-east": 1}}
+    ab = {"cluster": "east", "zones": {"east": 1}}
+    spec = _with_fallback(IDE.spec, False)
+    rendered = {("ns", "a"): rendered_names("a", spec.model_copy(
+                    update={"placement": [type(spec.placement[0]).model_validate(a)]})),
+                ("ns", "a-b"): rendered_names("a-b", spec.model_copy(
+                    update={"placement": [type(spec.placement[0]).model_validate(ab)]}))}
+    held = collisions(rendered)
+    assert list(held) == [("ns", "a-b")] and "Deployment a-b-east" in held[("ns", "a-b")]
+
+
+def test_a_deployment_whose_own_objects_collide_is_held():
+    placement = type(IDE.spec.placement[0]).model_validate(
+        {"cluster": "east", "zones": {"x": 1, "fallback-x": 1}})
+    spec = IDE.spec.model_copy(update={"placement": [placement]})
+    held = collisions({("ns", "m"): rendered_names("m", spec)})
+    assert "m-fallback-x" in held[("ns", "m")]
+
+
+def test_no_collision_no_hold():
+    assert collisions({("ai", "ide"): rendered_names("ide", IDE.spec),
+                       ("ai", "aiops"): rendered_names("aiops", IDE.spec)}) == {}

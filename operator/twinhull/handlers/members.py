@@ -7,16 +7,21 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import kopf
+import pydantic
 import yaml
 
-from twinhull.api.cluster import ServingClusterSpec
-from twinhull.clusters.kube import ClusterUnavailable, Kube, configuration
+from twinhull.api.cluster import HealthProbe, ServingClusterSpec
+from twinhull.clusters.kube import ClusterUnavailable, InvalidKubeconfig, Kube, configuration
 from twinhull.clusters.member import Member, ProbeResult, ZoneNodes
 from twinhull.handlers import events
-from twinhull.handlers.runtime import Runtime, now, parse_time, rfc3339
+from twinhull.handlers.runtime import Runtime, Settings, now, parse_time, rfc3339
+from twinhull.handlers.supervise import beat, forget, supervised
 from twinhull.plan.fleet import ClusterView
 from twinhull.plan.health import Health, next_health
 
@@ -25,6 +30,8 @@ log = logging.getLogger(__name__)
 GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
 SECRET_RECHECK_SECONDS = 30.0
 """How often a member's kubeconfig Secret is read again, to follow rotated credentials."""
+SECRET_RETRY_SECONDS = 10.0
+"""How often it is read again while it has given no usable client yet."""
 
 
 @kopf.on.event(GROUP, VERSION, "servingclusters")
@@ -35,6 +42,7 @@ async def cluster_event(event: kopf.RawEvent, body: kopf.Body, name: str, memo: 
     if event["type"] == "DELETED":
         rt.clusters.pop(name, None)
         rt.views.pop(name, None)
+        rt.view_times.pop(name, None)
     else:
         old = rt.clusters.get(name)
         rt.clusters[name] = dict(body)
@@ -43,34 +51,55 @@ async def cluster_event(event: kopf.RawEvent, body: kopf.Body, name: str, memo: 
     rt.poke()
 
 
-async def _kubeconfig(rt: Runtime, spec: ServingClusterSpec) -> tuple[str, dict[str, Any]]:
+class CredentialsProblem(Exception):
+    """The member's kubeconfig Secret cannot give a client: ``reason`` (CamelCase) and a
+    message naming the Secret, the key and the fix, never the content."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def _kubeconfig(rt: Runtime, spec: ServingClusterSpec) -> tuple[str, Any]:
     """Read the member's kubeconfig Secret: (its resourceVersion, the parsed kubeconfig).
-    Effects: one hub read. Its content is never logged."""
+    Raises :class:`CredentialsProblem` for any bad input or an unreadable Secret.
+    Effects: one hub read. Its content is never logged nor quoted."""
     ref = spec.kubeconfig_secret_ref
     namespace = ref.namespace or rt.settings.namespace
+    where = f"Secret {namespace}/{ref.name} key {ref.key!r}"
     if namespace != rt.settings.namespace:
-        raise kopf.PermanentError(
+        raise CredentialsProblem(
+            "SecretNamespace",
             f"spec.kubeconfigSecretRef.namespace must be the operator's namespace "
             f"{rt.settings.namespace!r} (got {namespace!r}); move the Secret there")
     try:
         secret = await rt.hub.get("v1", "Secret", ref.name, namespace=namespace)
     except ClusterUnavailable as exc:
-        raise kopf.TemporaryError(f"cannot read Secret {namespace}/{ref.name}: {exc}",
-                                  delay=5) from exc
+        raise CredentialsProblem("SecretUnreadable",
+                                 f"cannot read Secret {namespace}/{ref.name}: {exc}") from None
     data = (secret.get("data") or {}).get(ref.key)
-    if not data:
-        raise kopf.TemporaryError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}; "
-                                  "add the member's kubeconfig under that key", delay=10)
+    if not data or not isinstance(data, str):
+        raise CredentialsProblem("SecretKeyMissing",
+                                 f"Secret {namespace}/{ref.name} has no key {ref.key!r}; add "
+                                 "the member's kubeconfig under that key")
     try:
-        kubeconfig = yaml.safe_load(base64.b64decode(data))
-    except (ValueError, yaml.YAMLError) as exc:
-        raise kopf.TemporaryError(f"Secret {namespace}/{ref.name} key {ref.key!r} is not a "
-                                  "kubeconfig; fix the Secret", delay=10) from exc
+        kubeconfig = yaml.safe_load(base64.b64decode(data, validate=True))
+    except Exception:  # bad base64, not UTF-8, not YAML, nested too deep: all bad input
+        raise CredentialsProblem("InvalidKubeconfig",
+                                 f"{where} is not a kubeconfig (not base64-encoded YAML); "
+                                 "store the member's kubeconfig file there") from None
     return str(secret["metadata"].get("resourceVersion", "")), kubeconfig
 
 
-def _client(name: str, spec: ServingClusterSpec, kubeconfig: dict[str, Any]) -> Kube:
-    return Kube(name, configuration(kubeconfig), timeout=float(spec.health.timeout_seconds))
+def _client(name: str, spec: ServingClusterSpec, kubeconfig: Any, *,
+            allow_plugins: bool = False) -> Kube:
+    """A client of the member; raises :class:`InvalidKubeconfig`. Effects: threads, and
+    the kubernetes package's temporary certificate files."""
+    return Kube(name, configuration(kubeconfig, allow_plugins=allow_plugins),
+                timeout=float(spec.health.timeout_seconds))
+
+
+Connect = Callable[..., Kube]
 
 
 def _health_from(status: dict[str, Any]) -> Health:
@@ -79,8 +108,22 @@ def _health_from(status: dict[str, Any]) -> Health:
                   since=parse_time(status.get("phaseSince")))
 
 
-def _status(spec: ServingClusterSpec, health: Health, probe: ProbeResult, generation: int
-            ) -> dict[str, Any]:
+def probe_bound(spec: ServingClusterSpec, settings: Settings) -> float:
+    """Seconds within which a running member daemon produces a new view: one interval, a
+    probe and an observation at their timeouts, and three hub calls (Secret, status,
+    Event). A view older than this is stale. Pure."""
+    health = spec.health
+    return (health.probe_interval_seconds + 2 * (health.timeout_seconds + 1.0)
+            + 3 * (settings.hub_timeout_seconds + 1.0))
+
+
+WRITER_BOUND = 600.0
+"""Seconds a member's writer may go without finishing a round (a converge of many objects
+on a slow member takes a while) before it counts as stuck."""
+
+
+def _status(spec: ServingClusterSpec, health: Health, probe: ProbeResult, generation: int,
+            extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     zones = {z: {"nodes": n.nodes, "readyNodes": n.ready, "allocatableGpus": n.gpus}
              for z, n in probe.zones.items()}
     ready = health.phase == "Healthy"
@@ -101,85 +144,285 @@ def _status(spec: ServingClusterSpec, health: Health, probe: ProbeResult, genera
              "reason": "ProbeSucceeded" if probe.ok else "ProbeFailed",
              "message": probe.message, "lastTransitionTime": rfc3339(health.since),
              "observedGeneration": generation},
+            *[{**c, "observedGeneration": generation} for c in extra or ()],
         ],
     }
+
+
+class _Throttle:
+    """Log a repeated problem once when it appears or changes, then at most once a
+    minute. Effects: logs."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self._last: dict[str, tuple[str, datetime]] = {}
+
+    def warn(self, what: str, message: str, *args: Any) -> None:
+        text = message % args
+        before = self._last.get(what)
+        t = now()
+        if before is None or before[0] != text or (t - before[1]).total_seconds() >= self.every:
+            log.warning("%s", text)
+            self._last[what] = (text, t)
+
+    def clear(self, what: str) -> None:
+        self._last.pop(what, None)
+
+
+class MemberDaemon:
+    """The state of one member's daemon across probes: its client (none while the first
+    kubeconfig is unusable), health, the conditions it reports and its writer.
+
+    Nothing the member, the Secret or the hub does ends it: a bad kubeconfig is reported
+    as ``CredentialsValid=False`` (the previous client is kept), an unreachable member is
+    a failed probe, a failed observation or write is a condition; only :meth:`close`
+    ends it, and it then removes the cluster's view so no frozen phase stays behind.
+    """
+
+    def __init__(self, rt: Runtime, name: str, body: Mapping[str, Any], *,
+                 connect: Connect = _client) -> None:
+        self.rt = rt
+        self.name = name
+        self.body = dict(body)
+        self.connect = connect
+        self.member: Member | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.version = ""
+        """resourceVersion of the Secret the client was built from."""
+        self.ref: Any = None
+        self.secret_checked: datetime | None = None
+        self.health = _health_from(dict(body.get("status") or {}))
+        self.credentials: tuple[str, str, str] = ("Unknown", "NotRead", "")
+        """CredentialsValid condition: (status, reason, message)."""
+        self.observe_error = ""
+        self.transitions: dict[str, tuple[str, str | None]] = {}
+        self.last_written: dict[str, Any] = {}
+        self.last_probe_written: datetime | None = None
+        self.throttle = _Throttle()
+        self.loop = f"member/{name}"
+        self.writer_loop = f"writer/{name}"
+
+    # -- credentials --------------------------------------------------------------------------
+
+    def _due(self, spec: ServingClusterSpec) -> bool:
+        ref = spec.kubeconfig_secret_ref
+        if self.secret_checked is None or ref != self.ref:
+            return True
+        every = SECRET_RETRY_SECONDS if self.member is None else SECRET_RECHECK_SECONDS
+        return (now() - self.secret_checked).total_seconds() >= every
+
+    async def credentials_step(self, spec: ServingClusterSpec, current: Mapping[str, Any]
+                               ) -> None:
+        """Read the kubeconfig Secret when due (at start, after a change of the reference,
+        every 30 s, every 10 s while there is no client) and connect with a new or
+        rotated one. Effects: a hub read, a new client, Events."""
+        if not self._due(spec):
+            return
+        self.secret_checked = now()
+        self.ref = spec.kubeconfig_secret_ref
+        try:
+            version, kubeconfig = await _kubeconfig(self.rt, spec)
+            if self.member is not None and version == self.version:
+                await self._credentials_ok(current)
+                return
+            kube = self.connect(self.name, spec, kubeconfig,
+                                allow_plugins=self.rt.settings.allow_exec_plugins)
+        except CredentialsProblem as exc:
+            await self._credentials_bad(current, exc.reason, str(exc))
+            return
+        except InvalidKubeconfig as exc:
+            ref = spec.kubeconfig_secret_ref
+            where = (f"Secret {ref.namespace or self.rt.settings.namespace}/{ref.name} key "
+                     f"{ref.key!r}")
+            await self._credentials_bad(current, "InvalidKubeconfig", f"{where}: {exc}")
+            return
+        self.version = version
+        if self.member is None:
+            self.member = Member(self.name, kube, list(spec.zones),
+                                 installation=self.rt.installation)
+            self.rt.members[self.name] = self.member
+            self.rt.member_wake[self.name] = asyncio.Event()
+            self.rt.loop_bounds[self.writer_loop] = WRITER_BOUND
+            member = self.member
+            self.writer = asyncio.create_task(
+                supervised(self.rt, self.writer_loop, lambda: _writer(self.rt, member)),
+                name=f"writer-{self.name}")
+        else:  # rotated credentials: reconnect
+            old, self.member.kube = self.member.kube, kube
+            old.close()
+            log.info("cluster %s: kubeconfig Secret changed, reconnected", self.name)
+        await self._credentials_ok(current)
+
+    async def _credentials_ok(self, current: Mapping[str, Any]) -> None:
+        before = self.credentials
+        self.credentials = ("True", "Loaded", "the kubeconfig Secret gives a working client")
+        self.throttle.clear("credentials")
+        if before[0] == "False":
+            await events.post(self.rt, current, "Normal", "CredentialsValid",
+                              f"{self.name}: the kubeconfig Secret is usable again")
+
+    async def _credentials_bad(self, current: Mapping[str, Any], reason: str, message: str
+                               ) -> None:
+        if self.member is not None:
+            message += "; the previous credentials are kept meanwhile"
+        before = self.credentials
+        status = "Unknown" if reason == "SecretUnreadable" else "False"
+        self.credentials = (status, reason, message)
+        self.throttle.warn("credentials", "cluster %s: %s", self.name, message)
+        if status == "False" and before != self.credentials:
+            await events.post(self.rt, current, "Warning", "CredentialsInvalid",
+                              f"{self.name}: {message}")
+
+    # -- one probe ----------------------------------------------------------------------------
+
+    async def probe(self, spec: ServingClusterSpec) -> ProbeResult:
+        """Probe and observe the member. Effects: two reads of the member."""
+        timeout = float(spec.health.timeout_seconds)
+        if self.member is None:
+            why = self.credentials[2] or "the kubeconfig Secret was not read yet"
+            return ProbeResult(ok=False, message=f"no client: {why}")
+        self.member.zones = list(spec.zones)
+        probe = await self.member.probe(timeout)
+        if probe.ok:
+            try:
+                await self.member.observe(timeout)
+                self.observe_error = ""
+                self.throttle.clear("observe")
+            except ClusterUnavailable as exc:
+                self.observe_error = str(exc)
+                self.throttle.warn("observe", "cluster %s: cannot observe twinhull's objects "
+                                   "(the last observation is kept): %s", self.name, exc)
+        return probe
+
+    def _condition(self, type_: str, status: str, reason: str, message: str
+                   ) -> dict[str, Any]:
+        before = self.transitions.get(type_)
+        since = before[1] if before and before[0] == status else rfc3339(now())
+        self.transitions[type_] = (status, since)
+        return {"type": type_, "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": since}
+
+    def conditions(self) -> list[dict[str, Any]]:
+        """CredentialsValid, Observed and Synced. Pure apart from remembering when each
+        last changed."""
+        member = self.member
+        out = [self._condition("CredentialsValid", *self.credentials)]
+        if member is not None:
+            out.append(self._condition(
+                "Observed", "False" if self.observe_error else "True",
+                "ObserveFailed" if self.observe_error else "Observed",
+                self.observe_error or f"{len(member.observed)} object(s) of this "
+                                      "installation observed"))
+            failed = member.failed_writes
+            out.append(self._condition(
+                "Synced", "False" if failed else "True",
+                "WritesFailed" if failed else "Synced",
+                f"{failed} write(s) failed in the last round, retrying: "
+                f"{member.last_error or next(iter(member.errors.values()), '')}" if failed
+                else "the desired objects were written"))
+        return out
+
+    async def step(self) -> None:
+        """One probe round: credentials, probe, health, view, Events, status. Effects:
+        member reads, hub reads and writes, memory."""
+        rt, name = self.rt, self.name
+        current = rt.clusters.get(name, self.body)
+        spec = ServingClusterSpec.model_validate(current["spec"])
+        await self.credentials_step(spec, current)
+        probe = await self.probe(spec)
+        before = self.health.phase
+        self.health = health = next_health(
+            self.health, ok=probe.ok, failure_threshold=spec.health.failure_threshold,
+            recovery_threshold=spec.health.recovery_threshold, now=now())
+        zones_ready = ({z: n.ready > 0 for z, n in probe.zones.items()} if probe.ok else
+                       (rt.views[name].zones_ready if name in rt.views else {}))
+        view = ClusterView(name=name, phase=health.phase, zones_ready=zones_ready,
+                           gpus=spec.capacity.gpus)
+        changed_view = rt.views.get(name) != view
+        rt.views[name] = view
+        rt.view_times[name] = now()
+        if before != health.phase:
+            await events.post(
+                rt, current, "Normal" if health.phase == "Healthy" else "Warning",
+                f"Cluster{health.phase}",
+                f"{name}: {before or 'new'} -> {health.phase}: {probe.message}")
+            log.info("cluster %s: %s -> %s (%s)", name, before, health.phase, probe.message)
+        if changed_view or probe.ok:
+            rt.poke()  # new health or new observed replicas: re-plan
+        status = _status(spec, health, probe if probe.ok else
+                         ProbeResult(ok=False, message=probe.message,
+                                     zones=member_zones(rt, name)),
+                         int(current["metadata"].get("generation", 0)), self.conditions())
+        await self._write(status)
+        beat(rt, self.loop)
+
+    async def _write(self, status: dict[str, Any]) -> None:
+        t = now()
+        stale = (self.last_probe_written is None or
+                 (t - self.last_probe_written).total_seconds() >=
+                 self.rt.settings.heartbeat_seconds)
+        if status == self.last_written and not stale:
+            return
+        status = {**status, "lastProbeTime": rfc3339(t)}
+        try:
+            await self.rt.hub.patch_status(f"{GROUP}/{VERSION}", "ServingCluster", self.name,
+                                           status)
+            self.rt.hub_writes += 1
+            self.last_written = {k: v for k, v in status.items() if k != "lastProbeTime"}
+            self.last_probe_written = t
+        except ClusterUnavailable as exc:
+            self.throttle.warn("status", "cluster %s: cannot write status: %s", self.name, exc)
+
+    async def run(self, stopped: kopf.DaemonStopped) -> None:
+        """Probe on the cluster's interval until stopped; an error in one round is logged
+        and the next round goes on. Effects: see :meth:`step`."""
+        spec = ServingClusterSpec.model_validate(self.body["spec"])
+        self.rt.loop_bounds[self.loop] = max(60.0, 3 * probe_bound(spec, self.rt.settings))
+        try:
+            while not stopped:
+                try:
+                    await self.step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug or odd input: this round only
+                    self.throttle.warn("step", "cluster %s: probe round failed: %s: %s",
+                                       self.name, type(exc).__name__, exc)
+                    log.debug("cluster %s: probe round failed", self.name, exc_info=True)
+                current = self.rt.clusters.get(self.name, self.body)
+                try:
+                    interval = ServingClusterSpec.model_validate(
+                        current["spec"]).health.probe_interval_seconds
+                except (pydantic.ValidationError, KeyError, TypeError):
+                    interval = HealthProbe().probe_interval_seconds
+                await stopped.wait(interval)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the writer, drop the client and the cluster's view: a stopped daemon
+        leaves no view behind (the fleet then sees the cluster as unknown, never as
+        Healthy). Effects: memory, threads."""
+        rt, name = self.rt, self.name
+        if self.writer is not None:
+            self.writer.cancel()
+        if self.member is not None and rt.members.get(name) is self.member:
+            rt.members.pop(name, None)
+            rt.member_wake.pop(name, None)
+        rt.views.pop(name, None)
+        rt.view_times.pop(name, None)
+        forget(rt, self.loop)
+        forget(rt, self.writer_loop)
+        if self.member is not None:
+            self.member.kube.close()
 
 
 @kopf.daemon(GROUP, VERSION, "servingclusters", cancellation_timeout=5.0)
 async def cluster_daemon(name: str, body: kopf.Body, memo: Any,
                          stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Probe one member on its interval: health state machine, zones, observed objects;
-    run its writer alongside. Never blocks on the member beyond its probe timeout."""
-    rt: Runtime = memo.runtime
-    spec = ServingClusterSpec.model_validate(body["spec"])
-    version, kubeconfig = await _kubeconfig(rt, spec)
-    member = Member(name, _client(name, spec, kubeconfig), list(spec.zones))
-    secret_checked = now()
-    rt.members[name] = member
-    rt.member_wake[name] = asyncio.Event()
-    writer = asyncio.create_task(_writer(rt, member, stopped), name=f"writer-{name}")
-    health = _health_from(dict(body.get("status") or {}))
-    last_written: dict[str, Any] = {}
-    last_probe_written = None
-    try:
-        while not stopped:
-            current = rt.clusters.get(name, dict(body))
-            spec = ServingClusterSpec.model_validate(current["spec"])
-            member.zones = list(spec.zones)
-            if (now() - secret_checked).total_seconds() >= SECRET_RECHECK_SECONDS:
-                secret_checked = now()
-                with contextlib.suppress(kopf.TemporaryError):
-                    new_version, kubeconfig = await _kubeconfig(rt, spec)
-                    if new_version != version:  # rotated credentials: reconnect
-                        version, old = new_version, member.kube
-                        member.kube = _client(name, spec, kubeconfig)
-                        old.close()
-                        log.info("cluster %s: kubeconfig Secret changed, reconnected", name)
-            probe = await member.probe(float(spec.health.timeout_seconds))
-            if probe.ok:
-                with contextlib.suppress(ClusterUnavailable):
-                    await member.observe(float(spec.health.timeout_seconds))
-            before = health.phase
-            health = next_health(health, ok=probe.ok,
-                                 failure_threshold=spec.health.failure_threshold,
-                                 recovery_threshold=spec.health.recovery_threshold, now=now())
-            zones_ready = ({z: n.ready > 0 for z, n in probe.zones.items()} if probe.ok else
-                           (rt.views[name].zones_ready if name in rt.views else {}))
-            view = ClusterView(name=name, phase=health.phase, zones_ready=zones_ready,
-                               gpus=spec.capacity.gpus)
-            changed_view = rt.views.get(name) != view
-            rt.views[name] = view
-            if before != health.phase:
-                await events.post(
-                    rt, current, "Normal" if health.phase == "Healthy" else "Warning",
-                    f"Cluster{health.phase}",
-                    f"{name}: {before or 'new'} -> {health.phase}: {probe.message}")
-                log.info("cluster %s: %s -> %s (%s)", name, before, health.phase, probe.message)
-            if changed_view or probe.ok:
-                rt.poke()  # new health or new observed replicas: re-plan
-            status = _status(spec, health, probe if probe.ok else
-                             ProbeResult(ok=False, message=probe.message,
-                                         zones=member_zones(rt, name)),
-                             int(current["metadata"].get("generation", 0)))
-            t = now()
-            stale = (last_probe_written is None or
-                     (t - last_probe_written).total_seconds() >= rt.settings.heartbeat_seconds)
-            if status != last_written or stale:
-                status["lastProbeTime"] = rfc3339(t)
-                try:
-                    await rt.hub.patch_status(f"{GROUP}/{VERSION}", "ServingCluster", name,
-                                              status)
-                    rt.hub_writes += 1
-                    last_written = {k: v for k, v in status.items() if k != "lastProbeTime"}
-                    last_probe_written = t
-                except ClusterUnavailable as exc:
-                    log.warning("cluster %s: cannot write status: %s", name, exc)
-            await stopped.wait(spec.health.probe_interval_seconds)
-    finally:
-        writer.cancel()
-        rt.members.pop(name, None)
-        rt.member_wake.pop(name, None)
-        member.kube.close()
+    run its writer alongside. Never blocks on the member beyond its probe timeout, and
+    never ends on bad input (see :class:`MemberDaemon`)."""
+    await MemberDaemon(memo.runtime, name, body).run(stopped)
 
 
 def member_zones(rt: Runtime, name: str) -> dict[str, ZoneNodes]:
@@ -189,20 +432,44 @@ def member_zones(rt: Runtime, name: str) -> dict[str, ZoneNodes]:
             for z, v in (status.get("zones") or {}).items()}
 
 
-async def _writer(rt: Runtime, member: Member, stopped: kopf.DaemonStopped) -> None:
+async def _writer(rt: Runtime, member: Member) -> None:
     """Bring the member to its desired objects whenever they or its observation change;
-    skip while the cluster is Down (its objects converge when it returns)."""
-    wake = rt.member_wake[member.name]
-    while not stopped:
+    skip while the cluster is Down (its objects converge when it returns). Runs until
+    cancelled (by its daemon), supervised; beats after every round. Effects: writes."""
+    wake = rt.member_wake.setdefault(member.name, asyncio.Event())
+    while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=2.0)
         wake.clear()
         view = rt.views.get(member.name)
-        if view is None or view.phase in (None, "Down") or not member.observed_round:
-            continue
-        if not rt.synced:
-            continue
-        try:
-            await member.converge()
-        except Exception:  # a bug must not stop the writer: log it and retry next round
-            log.exception("cluster %s: converge failed", member.name)
+        if (view is not None and view.phase not in (None, "Down") and member.observed_round
+                and rt.synced):
+            try:
+                await member.converge()
+            except Exception:  # a bug must not stop the writer: log it and retry next round
+                log.exception("cluster %s: converge failed", member.name)
+        beat(rt, f"writer/{member.name}")
+
+
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+async def installation_id(hub: Kube, settings: Settings) -> str:
+    """This installation's identity, stamped on every member object: the configured
+    ``--installation-id``, else the UID of the hub's ``kube-system`` Namespace (stable for
+    the hub's life, distinct between hubs). Raises ``ValueError`` for a configured id that
+    is not a label value, :class:`ClusterUnavailable` when the hub cannot be read.
+    Effects: one hub read."""
+    if settings.installation_id:
+        if not _LABEL_VALUE.match(settings.installation_id):
+            raise ValueError(
+                f"--installation-id {settings.installation_id!r} is not a label value; use "
+                "at most 63 letters, digits, '-', '_' or '.', starting and ending with a "
+                "letter or digit")
+        return settings.installation_id
+    namespace = await hub.get("v1", "Namespace", "kube-system")
+    uid = str((namespace.get("metadata") or {}).get("uid") or "")
+    if not _LABEL_VALUE.match(uid):
+        raise ValueError(f"the hub's kube-system Namespace has no usable uid ({uid!r}); "
+                         "give the operator --installation-id")
+    return uid

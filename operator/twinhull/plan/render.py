@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from twinhull.api.deployment import ModelDeploymentSpec, ModelSpec
@@ -79,6 +80,66 @@ def workload_name(name: str, role: Role, zone: str) -> str:
 def service_name(name: str, role: Role, cluster: str) -> str:
     """Name of the Service a gateway reaches a cluster's replicas through. Pure."""
     return f"{name}-{cluster}" if role == "primary" else f"{name}-{FALLBACK}"
+
+
+def rendered_names(name: str, spec: ModelDeploymentSpec) -> list[str]:
+    """Every member object name a ModelDeployment may render, whatever its replicas, as
+    ``<cluster>/<Kind>/<name>``: a Deployment and a PDB per placed zone and role, a Service
+    per role and cluster. Two deployments of one namespace collide where they share one
+    (see :func:`collisions`). Pure."""
+    roles: list[Role] = ["primary"] + (["fallback"] if spec.fallback is not None else [])
+    out: list[str] = []
+    for p in spec.placement:
+        for role in roles:
+            for zone in p.zones:
+                workload = workload_name(name, role, zone)
+                out += [f"{p.cluster}/Deployment/{workload}",
+                        f"{p.cluster}/PodDisruptionBudget/{workload}"]
+            out.append(f"{p.cluster}/Service/{service_name(name, role, p.cluster)}")
+    return out
+
+
+Key = tuple[str, str]
+"""(namespace, name) of a ModelDeployment."""
+
+
+def collisions(rendered: Mapping[Key, Iterable[str]],
+               created: Mapping[Key, str] | None = None) -> dict[Key, str]:
+    """ModelDeployments that must be held because their member objects would take names
+    another one of the same namespace renders (``llama`` with a fallback and
+    ``llama-fallback`` both render ``llama-fallback-<zone>``), or that render one name
+    twice themselves. Returns each loser with a message naming the other deployment, the
+    object and the fix. Pure.
+
+    ``rendered`` maps each deployment to its object names (:func:`rendered_names`). The
+    winner is the deployment created first (``created``: RFC 3339 creation times, which
+    sort by time; one without a time counts as newest), then the one whose name sorts
+    first: a new deployment never takes over the objects of one that already runs. A
+    deployment that loses to any earlier one loses, even if that one lost too.
+    """
+    times = created or {}
+    order = sorted(rendered, key=lambda k: (times.get(k) or "~", k))
+    owners: dict[tuple[str, str], Key] = {}
+    out: dict[Key, str] = {}
+    for key in order:
+        names = list(rendered[key])
+        twice = sorted(n for n, count in Counter(names).items() if count > 1)
+        if twice:
+            cluster, kind, obj = twice[0].split("/", 2)
+            out[key] = (f"two of its own member objects would both be {kind} {obj} in "
+                        f"cluster {cluster}; rename the zone that starts with "
+                        "'fallback-' or drop the fallback")
+        for name in names:
+            other = owners.get((key[0], name))
+            if other is not None and other != key and key not in out:
+                cluster, kind, obj = name.split("/", 2)
+                out[key] = (f"its {kind} {obj} in cluster {cluster} would take the name of an "
+                            f"object of ModelDeployment {other[1]} in the same namespace, "
+                            "which holds it; rename this ModelDeployment so that no name of "
+                            "its objects (<name>-<zone>, <name>-fallback-<zone>, "
+                            "<name>-<cluster>, <name>-fallback) is one of the other's")
+            owners.setdefault((key[0], name), key)
+    return out
 
 
 def labels(name: str, *, role: Role | None = None, zone: str | None = None,
