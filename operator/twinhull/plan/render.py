@@ -87,7 +87,7 @@ def rendered_names(name: str, spec: ModelDeploymentSpec) -> list[str]:
     ``<cluster>/<Kind>/<name>``: a Deployment and a PDB per placed zone and role, a Service
     per role and cluster. Two deployments of one namespace collide where they share one
     (see :func:`collisions`). Pure."""
-    roles: list[Role] = ["primary"] + (["fallback"] if spec.fallback is not None else [])
+    roles: list[Role] = ["primary", "fallback"] if spec.fallback is not None else ["primary"]
     out: list[str] = []
     for p in spec.placement:
         for role in roles:
