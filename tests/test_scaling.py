@@ -122,12 +122,29 @@ def test_safety_properties(tokens, waiting, current, ages, past):
     history = tuple(Recommendation(T0 - timedelta(seconds=a), past) for a in sorted(ages,
                                                                                  reverse=True))
     result = run(Load(tokens_per_second=tokens, waiting=waiting), current, history=history)
+    low, high = 4, 32  # 1..8 a zone x 4 zones
+    assert low <= result.replicas <= high, "every outcome within the spec's bounds"
     if tokens is None:
-        assert result.replicas == current and not result.metrics_available
+        assert result.replicas == min(max(current, low), high)
+        assert not result.metrics_available
     if result.replicas > current:
-        assert result.replicas <= max(2 * current, current + 4)
-        assert result.replicas <= 32
-    if result.replicas < current:
+        assert result.replicas <= max(2 * current, current + 4, low)
+    if result.replicas < min(current, high):  # lower than the bound asks: load decided it
         assert result.metrics_available
         assert any((T0 - r.time).total_seconds() > 600 for r in history), "window covered"
         assert result.replicas >= 4
+
+
+@pytest.mark.parametrize(
+    ("tokens", "current", "want"),
+    [
+        (68_750, 34, 32),  # needs 33.0: within 10 % of 34, but 8 a zone x 4 zones is 32
+        (6_250, 3, 4),     # needs 3.0: within 10 % of 3, but 1 a zone x 4 zones is 4
+        (None, 40, 32),    # no reading holds the last decision, within the bounds
+    ],
+    ids=["tolerance-above-max", "tolerance-below-min", "no-metrics-above-max"],
+)
+def test_every_outcome_is_clamped_to_the_zone_bounds(tokens, current, want):
+    result = run(Load(tokens_per_second=tokens), current)
+    assert result.replicas == want
+    assert "kept within minReplicasPerZone..maxReplicasPerZone" in result.reason

@@ -186,6 +186,9 @@ class ModelDeploymentSpec(
 
     sla_tier: Name
     """Name of a tier of the tier policy (``critical``, ``standard``, ``best-effort``…)."""
+    priority: Annotated[int, Field(ge=0, le=1000)] = 0
+    """Rank within the tier when GPUs are short (higher first); compared before measured
+    demand, so 0 everywhere lets the busiest deployment keep its primary model."""
     model: ModelSpec
     """The primary model server."""
     placement: Annotated[

@@ -140,8 +140,10 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
         "headroomPercent": tier.headroom_percent, "bounds": [low, high],
     }
     if needed is None:
-        return ScaleResult(current, "no metrics: holding the last decision (never scaling "
-                           "down without a reading)", False, kept, inputs)
+        held = _bounded(current, low, high)
+        return ScaleResult(held, "no metrics: holding the last decision (never scaling "
+                           "down without a reading)" + _clamped(current, held, low, high),
+                           False, kept, inputs)
     inputs["needed"] = round(needed, 2)
     if current and abs(needed / current - 1) <= TOLERANCE:
         wanted = current  # HPA's rule: the ratio to the current count, before rounding
@@ -175,7 +177,24 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
         result = current
         why = (f"load needs {needed:.1f} replicas: within {TOLERANCE:.0%} of {current}, "
                "unchanged")
-    return ScaleResult(result, why, True, history_now, inputs)
+    # Every branch above can keep ``current`` (tolerance, stabilization, rate limit): the
+    # spec's bounds win over all of them, so a lowered maximum or raised minimum holds.
+    bounded = _bounded(result, low, high)
+    return ScaleResult(bounded, why + _clamped(result, bounded, low, high), True,
+                       history_now, inputs)
+
+
+def _bounded(replicas: int, low: int, high: int) -> int:
+    """``replicas`` within ``[low, high]`` (the maximum wins if they cross)."""
+    return max(0, min(max(replicas, low), high))
+
+
+def _clamped(before: int, after: int, low: int, high: int) -> str:
+    """The reason's suffix when the bounds changed the outcome."""
+    if before == after:
+        return ""
+    return (f"; kept within minReplicasPerZone..maxReplicasPerZone x zones = {low}..{high}: "
+            f"{after}")
 
 
 def spread(total: int, cells: Sequence[tuple[str, str]], weights: dict[str, int], *,
