@@ -42,7 +42,7 @@ def test_invalid_case_fails_with_its_message(case, capsys):
     out = capsys.readouterr().out.splitlines()
     hits = [line for line in out if f": {field}: " in line and message in line]
     assert hits, f"expected '{field}: ...{message}...' in:\n" + "\n".join(out)
-    assert re.match(rf"^{re.escape(str(case))}:\d+: \w+/[\w-]+: ", hits[0])
+    assert re.match(rf"^{re.escape(str(case))}:\d+: \w+/[\w.-]+: ", hits[0])
 
 
 def test_lines_point_at_the_field(root):

@@ -118,8 +118,29 @@ class ServingClusterStatus(Status):
     """``Ready`` (API reachable and healthy) and ``Reachable``."""
 
 
+NAME_RULES = (
+    rule(
+        "self.metadata.name != 'fallback'",
+        "metadata.name 'fallback' is reserved: it is the traffic key and member Service name"
+        " of fallback models; name the cluster otherwise",
+        field_path=".metadata.name",
+    ),
+    rule(
+        "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
+        " && size(self.metadata.name) <= 63",
+        "metadata.name must be a DNS label (lower-case letters, digits and '-', no dots, at"
+        " most 63 characters): ModelDeployments place by it and member Services end with"
+        " it; rename the ServingCluster",
+        field_path=".metadata.name",
+    ),
+)
+"""CEL rules on the whole object, on its name (see ``deployment.NAME_RULES``)."""
+
+
 class ServingCluster(Resource):
     """A member cluster twinhull places model servers in."""
+
+    name_rules: ClassVar[tuple[dict[str, str], ...]] = NAME_RULES
 
     crd: ClassVar[CrdInfo] = CrdInfo(
         kind="ServingCluster",

@@ -180,6 +180,19 @@ class ModelDeploymentSpec(
             "fallback.model.name must differ from model.name; the fallback is another model",
             field_path=".fallback.model.name",
         ),
+        rule(
+            "self.placement.all(p, p.cluster != 'fallback')",
+            "no cluster may be called 'fallback' in spec.placement: it is the traffic key and"
+            " Service name of the fallback model; rename the ServingCluster",
+            field_path=".placement",
+        ),
+        rule(
+            "!has(self.fallback) || self.placement.all(p, p.zones.all(z, p.zones.all(y,"
+            " z != 'fallback-' + y)))",
+            "with a fallback, zones 'fallback-<zone>' and '<zone>' of one cluster render the"
+            " same Deployment name (<name>-fallback-<zone>); place only one of them",
+            field_path=".placement",
+        ),
     ),
 ):
     """The desired serving fleet of one model."""
@@ -367,8 +380,41 @@ class ModelDeploymentStatus(Status):
     """Recent decisions, newest last."""
 
 
+MAX_NAME = 63 - len("-fallback")
+"""The longest ModelDeployment name: its fallback Service ``<name>-fallback`` in each member
+must be a DNS-1035 label (63 characters at most)."""
+
+NAME_RULES = (
+    rule(
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting"
+        " with a letter, no dots): member Services are named after it; rename the"
+        " ModelDeployment",
+        field_path=".metadata.name",
+    ),
+    rule(
+        f"size(self.metadata.name) <= {MAX_NAME}",
+        f"metadata.name must be at most {MAX_NAME} characters, so that the member Service"
+        " <name>-fallback fits in 63; shorten the name",
+        field_path=".metadata.name",
+    ),
+    rule(
+        "self.spec.placement.all(p, size(self.metadata.name) + size(p.cluster) <= 62)",
+        "metadata.name, '-' and each placed cluster's name must fit in 63 characters (the"
+        " member Service <name>-<cluster>); shorten the name",
+        field_path=".metadata.name",
+    ),
+)
+"""CEL rules on the whole object (the API server gives rules at the schema's root
+``self.metadata.name``): the names of the member objects rendered from a ModelDeployment
+are valid. Collisions between two ModelDeployments are found at run time
+(``plan.render.collisions``)."""
+
+
 class ModelDeployment(Resource):
     """A model deployment, declared once, served active-active in several clusters."""
+
+    name_rules: ClassVar[tuple[dict[str, str], ...]] = NAME_RULES
 
     crd: ClassVar[CrdInfo] = CrdInfo(
         kind="ModelDeployment",

@@ -125,9 +125,27 @@ def _spec_schema(kind: str) -> dict[str, Any]:
     return _prune(openapi_schema(KINDS[kind])["properties"]["spec"])
 
 
+def name_rules(kind: str) -> tuple[dict[str, str], ...]:
+    """The CEL rules a kind sets at its schema's root, on ``metadata.name`` (the CRD's
+    root ``x-kubernetes-validations``). Pure."""
+    rules: tuple[dict[str, str], ...] = getattr(KINDS[kind], "name_rules", ())
+    return rules
+
+
 def crd_rule_errors(kind: str, obj: dict[str, Any]) -> list[tuple[FieldPath, str]]:
-    """Violations of the CRD's CEL rules by a defaulted object's spec. Pure."""
-    return list(_walk(obj.get("spec"), _spec_schema(kind), ("spec",)))
+    """Violations of the CRD's CEL rules by a defaulted object: its spec's, and the root
+    rules on its name. Pure."""
+    root = {"self": {"metadata": {"name": (obj.get("metadata") or {}).get("name", "")},
+                     "spec": obj.get("spec")}}
+    rules = name_rules(kind)
+    problems: list[tuple[FieldPath, str]] = []
+    for entry, outcome in zip(rules, evaluate_all(tuple(r["rule"] for r in rules), root),
+                              strict=True):
+        if isinstance(outcome, Exception):
+            problems.append(((), f"rule {entry['rule']!r} could not be evaluated: {outcome}"))
+        elif not outcome:
+            problems.append((_field_path(entry.get("fieldPath", "")), entry["message"]))
+    return problems + list(_walk(obj.get("spec"), _spec_schema(kind), ("spec",)))
 
 
 def tier_rule_errors(obj: dict[str, Any], tier: dict[str, Any],
