@@ -565,3 +565,20 @@ def test_installation_id_is_the_flag_or_the_hubs_kube_system_uid():
         == "prod-hub"  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="installation-id"):
         asyncio.run(installation_id(hub, Settings(installation_id="a/b")))  # type: ignore[arg-type]
+
+
+def test_run_flags_set_the_installation_id_and_allow_exec_plugins(monkeypatch):
+    import sys
+
+    import twinhull.handlers.run  # noqa: F401 - the module, for its run()
+    from twinhull.cli import main
+    got: dict[str, Any] = {}
+    monkeypatch.setattr(sys.modules["twinhull.handlers.run"], "run",
+                        lambda **kw: got.update(kw))
+    monkeypatch.delenv("TWINHULL_INSTALLATION_ID", raising=False)
+    assert main(["run", "--installation-id", "prod-hub", "--allow-exec-plugins"]) == 0
+    assert got["settings"].installation_id == "prod-hub"
+    assert got["settings"].allow_exec_plugins is True
+    assert main(["run"]) == 0
+    assert got["settings"].installation_id is None
+    assert got["settings"].allow_exec_plugins is False

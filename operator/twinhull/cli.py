@@ -93,7 +93,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         metrics_seconds=args.metrics_interval, rate_window=args.rate_window,
                         failure_metric=args.failure_metric or None,
                         prewarm_period_seconds=args.prewarm_period,
-                        prewarm_lead_seconds=args.prewarm_lead)
+                        prewarm_lead_seconds=args.prewarm_lead,
+                        installation_id=args.installation_id or None,
+                        allow_exec_plugins=args.allow_exec_plugins)
     try:
         run(kubeconfig=args.kubeconfig, policy=Path(args.policy) if args.policy else None,
             settings=settings, liveness=args.liveness, verbose=args.verbose)
@@ -308,6 +310,13 @@ def parser() -> argparse.ArgumentParser:
                      help="seconds ahead pre-warm provisions for (about a replica's start-up)")
     run.add_argument("--resync", type=float, default=10.0,
                      help="seconds between full re-plans when nothing changes")
+    run.add_argument("--installation-id", default=os.environ.get("TWINHULL_INSTALLATION_ID", ""),
+                     help="this installation's identity, labelled on every member object so "
+                          "hubs sharing a member never touch each other's objects (default: "
+                          "$TWINHULL_INSTALLATION_ID, else the hub's kube-system Namespace UID)")
+    run.add_argument("--allow-exec-plugins", action="store_true",
+                     help="let member kubeconfigs run exec/auth-provider plugins (commands "
+                          "taken from a Secret, run inside the operator); refused by default")
     run.add_argument("--liveness", default="http://127.0.0.1:8080/healthz",
                      help="liveness endpoint URL (kopf's), empty to disable")
     run.add_argument("--verbose", action="store_true", help="debug logging")
