@@ -1,8 +1,30 @@
 """PromQL per serving runtime: the metric names vLLM, TGI and SGLang export, and the
-queries twinhull reads per ModelDeployment, by cluster and zone. Pure."""
+queries twinhull reads per ModelDeployment, by cluster and zone. Pure.
+
+Freshness of each series. The timestamp of an instant-query sample is the evaluation time,
+not the time the value was scraped, so the reader cannot tell an old series from a live
+one (:mod:`.samples` only catches old *evaluations*). Each query keeps out series whose
+newest raw sample is older than the rate window:
+
+* counters are read through ``rate(c[window])``, which has a value only while there are
+  two samples within the window: a series that stopped being scraped disappears after one
+  window by itself;
+* gauges (running, queued requests) are not: an instant selector returns the last sample
+  up to the lookback delta (5 minutes by default) after scraping stopped, and federation
+  or remote write (samples with explicit timestamps) never writes the staleness marker
+  that would end it sooner. A dead pod's queue would then count for minutes. So a gauge
+  ``g`` is read as ``g and (time() - timestamp(g) < window)``: ``timestamp()`` of a plain
+  selector is the time of the raw sample, and ``and`` matches on every label but the
+  metric name, keeping exactly the fresh series. (``last_over_time(g[window])`` would not
+  do: it keeps the last value for one whole window, the same problem shortened.)
+
+A ``metric: custom`` query is the tenant's: write it the same way (``rate`` over counters,
+the ``timestamp()`` filter over gauges).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from twinhull.api.deployment import Runtime
@@ -53,6 +75,26 @@ def _by(labels: tuple[str, ...]) -> str:
     return f"sum by ({', '.join(labels)})"
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+          "y": 31536000.0}
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+
+
+def seconds(duration: str) -> float:
+    """A PromQL duration (``1m``, ``90s``, ``1m30s``) in seconds. Raises ValueError naming
+    the text when it is not one. Pure."""
+    parts = _DURATION.findall(duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"{duration!r} is not a PromQL duration such as 30s, 1m or 1m30s")
+    return sum(int(n) * _UNITS[u] for n, u in parts)
+
+
+def fresh(selector: str, window: str) -> str:
+    """A gauge selector keeping only series whose newest raw sample is younger than
+    ``window`` (see the module docstring). Pure."""
+    return f"({selector} and (time() - timestamp({selector}) < {seconds(window):g}))"
+
+
 def fleet_demand_tokens(runtime: Runtime, window: str = "1m", by: tuple[str, ...] = FLEET
                         ) -> str:
     """Tokens per second of every ModelDeployment of a runtime, in one query, per ``by``
@@ -62,9 +104,10 @@ def fleet_demand_tokens(runtime: Runtime, window: str = "1m", by: tuple[str, ...
             f"{agg} (rate({p.generation_tokens}{_SEL}[{window}]))")
 
 
-def fleet_running(runtime: Runtime, by: tuple[str, ...] = FLEET) -> str:
-    """Requests being served, of every ModelDeployment of a runtime. Pure."""
-    return f"{_by(by)} ({PRESETS[runtime].running}{_SEL})"
+def fleet_running(runtime: Runtime, by: tuple[str, ...] = FLEET, window: str = "1m") -> str:
+    """Requests being served, of every ModelDeployment of a runtime, from series scraped
+    within ``window``. Pure."""
+    return f"{_by(by)} {fresh(PRESETS[runtime].running + _SEL, window)}"
 
 
 def fleet_latency_p95(runtime: Runtime, window: str = "1m") -> str:
@@ -97,10 +140,10 @@ def fleet_error_percent(runtime: Runtime, failures: str, window: str = "1m") -> 
     return f"100 * {fail} / ({fail} + {ok})"
 
 
-def fleet_waiting(runtime: Runtime, by: tuple[str, ...] = FLEET) -> str:
-    """Queued requests of every ModelDeployment of a runtime, in one query. Pure."""
-    return f"{_by(by)} ({PRESETS[runtime].waiting}{_SEL})"
-
+def fleet_waiting(runtime: Runtime, by: tuple[str, ...] = FLEET, window: str = "1m") -> str:
+    """Queued requests of every ModelDeployment of a runtime, in one query, from series
+    scraped within ``window``. Pure."""
+    return f"{_by(by)} {fresh(PRESETS[runtime].waiting + _SEL, window)}"
 
 
 def _selector(namespace: str, deployment: str) -> str:
@@ -115,10 +158,11 @@ def demand_tokens(runtime: Runtime, namespace: str, deployment: str, window: str
             f"{BY} (rate({p.generation_tokens}{sel}[{window}]))")
 
 
-def waiting(runtime: Runtime, namespace: str, deployment: str) -> str:
-    """Queued requests, per cluster and zone. Pure."""
+def waiting(runtime: Runtime, namespace: str, deployment: str, window: str = "1m") -> str:
+    """Queued requests, per cluster and zone, from series scraped within ``window``.
+    Pure."""
     p = PRESETS[runtime]
-    return f"{BY} ({p.waiting}{_selector(namespace, deployment)})"
+    return f"{BY} {fresh(p.waiting + _selector(namespace, deployment), window)}"
 
 
 def latency_p95(runtime: Runtime, namespace: str, deployment: str, window: str = "5m") -> str:
