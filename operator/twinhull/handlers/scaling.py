@@ -1,18 +1,36 @@
 """The load reader: one batch of Prometheus queries per runtime for the whole fleet, on
-an interval, off the event loop. Effects: Prometheus reads, memory."""
+an interval, off the event loop. Effects: Prometheus reads, memory, logs.
+
+Failure isolation. A query that fails concerns only the deployments it was read for: a
+custom ``query`` its own ModelDeployment, a runtime's preset query the deployments of that
+runtime; they get no Load (missing: the planner holds) and a reason in
+:attr:`Runtime.load_errors`, every other deployment keeps its fresh Load. Only Prometheus
+itself being unusable (:class:`PrometheusDown`, or one of twinhull's own cheap queries
+timing out) ends a round early, with no Load for anyone.
+
+Freshness. Loads are served with the time they were read (:attr:`Runtime.loads_time`); a
+failed round clears them; :func:`current_loads` refuses loads older than
+:func:`loads_bound`, so a late or stuck reader can never pass old values off as current.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.deployment import Runtime as ServingRuntime
-from twinhull.handlers.runtime import Key, Runtime, now
+from twinhull.handlers.runtime import Key, Runtime, Settings, now
+from twinhull.handlers.supervise import beat
 from twinhull.metrics.presets import (
     FLEET,
     FLEET_CELLS,
+    PRESETS,
     fleet_demand_forecast,
     fleet_demand_tokens,
     fleet_error_percent,
@@ -20,19 +38,81 @@ from twinhull.metrics.presets import (
     fleet_running,
     fleet_waiting,
 )
-from twinhull.metrics.prometheus import MetricsUnavailable, Prometheus
+from twinhull.metrics.prometheus import (
+    MetricsUnavailable,
+    Prometheus,
+    PrometheusDown,
+    QueryTimeout,
+)
+from twinhull.metrics.samples import Reading
 from twinhull.plan.scaling import Load, prewarm_windows
 
 log = logging.getLogger(__name__)
 
+LOOP = "loads"
+"""The name of the load reader in :mod:`.supervise`."""
+QUERY_TIMEOUT = 5.0
+"""Seconds one query may take (connect, each read, the whole answer)."""
+ROUND_BUDGET = 30.0
+"""Seconds of queries one round may start: past it, the remaining queries wait for the
+next round (their deployments get no Load this round), so a slow Prometheus or many slow
+custom queries cannot stretch a round without bound. Queries whose deployments failed in
+the previous round go last, so one slow tenant cannot starve the others."""
+
+
+def round_bound() -> float:
+    """The longest a round of reads can take: its budget, then one query begun just
+    before the budget ran out (whose answer may trickle in for up to two timeouts).
+    Pure."""
+    return ROUND_BUDGET + 2 * QUERY_TIMEOUT
+
+
+def loads_bound(settings: Settings) -> float:
+    """Seconds after which loads count as missing, never as current: one interval, a
+    round that took as long as it may, and one more interval of slack. Pure."""
+    return 2 * settings.metrics_seconds + round_bound()
+
+
+def loop_bound(settings: Settings) -> float:
+    """Seconds the load reader may go without a beat before it counts as stuck (liveness
+    fails): three intervals and the longest round. Pure."""
+    return 3 * settings.metrics_seconds + round_bound()
+
+
+def current_loads(rt: Runtime, at: datetime) -> dict[Key, Load]:
+    """The loads the planner may use at ``at``: none when they were never read, the last
+    round failed, or they are older than :func:`loads_bound`. Pure (reads memory)."""
+    if rt.loads_time is None:
+        return {}
+    if (at - rt.loads_time).total_seconds() > loads_bound(rt.settings):
+        return {}
+    return rt.loads
+
+
+class Source(Protocol):
+    """What the reader needs of Prometheus (:class:`Prometheus` is the real one)."""
+
+    def vector(self, query: str, *, max_age: float = 60.0,
+               by: tuple[str, ...] = ("cluster", "zone")) -> Reading: ...
+
+
+@dataclass(frozen=True)
+class LoadReading:
+    """What one round read: a Load per deployment with usable series, why the others
+    have none, and what optional reads failed (logged)."""
+
+    loads: dict[Key, Load] = field(default_factory=dict)
+    errors: dict[Key, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
 
 def _specs(rt: Runtime) -> dict[Key, ModelDeploymentSpec]:
     out = {}
-    for key, body in rt.deployments.items():
+    for key, body in list(rt.deployments.items()):
         try:
             out[key] = ModelDeploymentSpec.model_validate(body.get("spec") or {})
-        except ValueError:
-            continue
+        except (ValueError, TypeError, AttributeError):
+            continue  # the fleet reports an invalid spec on its object
     return out
 
 
@@ -40,110 +120,257 @@ def _scaled(specs: dict[Key, ModelDeploymentSpec]) -> dict[Key, ModelDeploymentS
     return {k: s for k, s in specs.items() if s.scaling is not None and s.scaling.mode != "Off"}
 
 
-def read_health(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
-                window: str, failures: str | None
-                ) -> dict[Key, tuple[float | None, float | None]]:
+def _ask(prometheus: Source, query: str, by: tuple[str, ...], deadline: float | None, *,
+         own: bool) -> Reading:
+    """Run one query within the round's budget. A timeout of one of twinhull's own
+    queries (``own``: cheap, aggregated) means Prometheus is stuck, not the query heavy.
+    Effects: one HTTP request. Raises :class:`MetricsUnavailable`."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise MetricsUnavailable("load round", (
+            f"not read this round: the round spent its {ROUND_BUDGET:.0f}s on slower "
+            "queries; it is read again on the next round"))
+    try:
+        return prometheus.vector(query, by=by)
+    except QueryTimeout as exc:
+        if own:
+            raise PrometheusDown(exc.where, exc.problem) from None
+        raise
+
+
+def _cells(reading: Reading) -> dict[Key, float]:
+    """A per-deployment reading keyed by (namespace, name). Pure."""
+    return {(cell[0], cell[1]): v for cell, v in reading.values.items()}
+
+
+def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
+                window: str, failures: str | None, deadline: float | None = None
+                ) -> tuple[dict[Key, tuple[float | None, float | None]], list[str]]:
     """Error percent and p95 latency of every ModelDeployment, for rollout verification:
-    two queries per runtime in use (one without a failure metric). Effects: HTTP
-    requests. Raises :class:`MetricsUnavailable`."""
+    two queries per runtime in use (one without a failure metric), and what could not be
+    read. One runtime's failed query leaves only its deployments without a value.
+    Effects: HTTP requests. Raises :class:`PrometheusDown`."""
     errors: dict[Key, float] = {}
     latency: dict[Key, float] = {}
+    problems: list[str] = []
     for runtime in sorted({s.model.runtime for s in specs.values()}):
-        if failures:
-            reading = prometheus.vector(fleet_error_percent(runtime, failures, window), by=FLEET)
-            errors.update({(k[0], k[1]): v for k, v in reading.values.items()})
-        slow = prometheus.vector(fleet_latency_p95(runtime, window), by=FLEET)
-        latency.update({(k[0], k[1]): v for k, v in slow.values.items()})
-    return {key: (errors.get(key), latency.get(key)) for key in specs
-            if key in errors or key in latency}
+        try:
+            if failures:
+                errors.update(_cells(_ask(prometheus, fleet_error_percent(
+                    runtime, failures, window), FLEET, deadline, own=True)))
+            latency.update(_cells(_ask(prometheus, fleet_latency_p95(runtime, window), FLEET,
+                                       deadline, own=True)))
+        except PrometheusDown:
+            raise
+        except MetricsUnavailable as exc:
+            problems.append(f"health of the {runtime} deployments: {exc}")
+    health = {key: (errors.get(key), latency.get(key)) for key in specs
+              if key in errors or key in latency}
+    return health, problems
 
 
-def read_loads(prometheus: Prometheus, specs: dict[Key, ModelDeploymentSpec], *,
+def read_loads(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                window: str = "1m", prewarm: list[tuple[float, float]] | None = None,
-               latency: dict[Key, float] | None = None) -> dict[Key, Load]:
-    """Read the load of every scaled ModelDeployment: three queries per runtime in use
-    (demand per zone, waiting, running), one per pre-warm window and runtime (the highest
-    demand at the same time on earlier days, for ``metric: tokens``), one per custom
-    query. ``latency`` is :func:`read_health`'s p95, reported with the load, not read
-    again. A deployment without series gets no Load (missing, not zero).
-    Effects: HTTP requests. Raises :class:`MetricsUnavailable`."""
+               latency: dict[Key, float] | None = None, deadline: float | None = None,
+               defer: Collection[Key] = ()) -> LoadReading:
+    """Read the load of every scaled ModelDeployment: two queries per runtime in use
+    (demand per zone, waiting) that its deployments need, two it may miss (running, and
+    one per pre-warm window: the highest demand at the same time on earlier days, for
+    ``metric: tokens``), one per custom query (those of ``defer`` last). ``latency`` is
+    :func:`read_health`'s p95, reported with the load, not read again. A deployment
+    without series, or whose query failed, gets no Load (missing, not zero) and a reason.
+    Effects: HTTP requests. Raises :class:`PrometheusDown`."""
     loads: dict[Key, Load] = {}
-    runtimes: set[ServingRuntime] = {s.model.runtime for s in specs.values()
-                                     if s.scaling is not None and s.scaling.metric != "custom"}
-    tokens: dict[Key, float] = {}
-    zones: dict[Key, dict[str, float]] = {}
-    waiting: dict[Key, float] = {}
-    running: dict[Key, float] = {}
+    failed: dict[Key, str] = {}
+    notes: list[str] = []
     latency = latency or {}
-    forecast: dict[Key, float] = {}
-    for runtime in sorted(runtimes):
-        demand = prometheus.vector(fleet_demand_tokens(runtime, window, by=FLEET_CELLS),
-                                   by=FLEET_CELLS)
+    preset: dict[ServingRuntime, list[Key]] = {}
+    custom: list[Key] = []
+    for key, spec in specs.items():
+        if spec.scaling is None:
+            continue
+        if spec.scaling.metric == "custom":
+            custom.append(key)
+        else:
+            preset.setdefault(spec.model.runtime, []).append(key)
+    for runtime, keys in sorted(preset.items()):
+        try:
+            demand = _ask(prometheus, fleet_demand_tokens(runtime, window, by=FLEET_CELLS),
+                          FLEET_CELLS, deadline, own=True)
+            waiting = _cells(_ask(prometheus, fleet_waiting(runtime, window=window), FLEET,
+                                  deadline, own=True))
+        except PrometheusDown:
+            raise
+        except MetricsUnavailable as exc:
+            for key in keys:
+                failed[key] = (f"spec.model.runtime {runtime}: its metrics could not be "
+                               f"read: {exc.problem}")
+            continue
+        tokens: dict[Key, float] = {}
+        zones: dict[Key, dict[str, float]] = {}
         for (ns, name, cluster, zone), v in demand.values.items():
             tokens[(ns, name)] = tokens.get((ns, name), 0.0) + v
             zones.setdefault((ns, name), {})[f"{cluster}/{zone}"] = v
-        queued = prometheus.vector(fleet_waiting(runtime), by=FLEET)
-        waiting.update({(k[0], k[1]): v for k, v in queued.values.items()})
-        busy = prometheus.vector(fleet_running(runtime), by=FLEET)
-        running.update({(k[0], k[1]): v for k, v in busy.values.items()})
-        for start, end in prewarm or []:
-            past = prometheus.vector(fleet_demand_forecast(runtime, window, start_s=start,
-                                                           end_s=end), by=FLEET)
-            for k, v in past.values.items():
-                forecast[(k[0], k[1])] = max(v, forecast.get((k[0], k[1]), 0.0))
-    for key, spec in specs.items():
-        assert spec.scaling is not None
-        if spec.scaling.metric == "custom" and spec.scaling.query:
-            reading = prometheus.vector(spec.scaling.query, by=())
-            custom = reading.values.get(())
-            if custom is not None:
-                loads[key] = Load(custom=custom)
-        elif key in tokens or key in waiting:
+        running: dict[Key, float] = {}
+        forecast: dict[Key, float] = {}
+        try:
+            running = _cells(_ask(prometheus, fleet_running(runtime, window=window), FLEET,
+                                  deadline, own=True))
+            for start, end in prewarm or []:
+                past = _ask(prometheus, fleet_demand_forecast(runtime, window, start_s=start,
+                                                              end_s=end), FLEET, deadline,
+                            own=False)  # a subquery over days: may be slow, not a sign
+                for k, v in _cells(past).items():
+                    forecast[k] = max(v, forecast.get(k, 0.0))
+        except PrometheusDown:
+            raise
+        except MetricsUnavailable as exc:
+            notes.append(f"running requests or pre-warm forecast of the {runtime} "
+                         f"deployments not read: {exc}")
+        p = PRESETS[runtime]
+        for key in keys:
+            spec = specs[key]
+            assert spec.scaling is not None
+            if key not in tokens and key not in waiting:
+                failed[key] = (
+                    f"no series of {p.prompt_tokens}, {p.generation_tokens} or {p.waiting} "
+                    f"with namespace={key[0]!r}, twinhull_deployment={key[1]!r} scraped in "
+                    f"the last {window}: check its pods are Ready and scraped (the chart's "
+                    "scrape configuration) and that spec.model.runtime names their server")
+                continue
             ahead = (forecast.get(key) if spec.scaling.metric == "tokens"
                      and spec.scaling.pre_warm else None)
             loads[key] = Load(tokens_per_second=tokens.get(key), waiting=waiting.get(key),
                               forecast_tokens_per_second=ahead, running=running.get(key),
                               latency_p95_seconds=latency.get(key),
                               zones=zones.get(key, {}))
-    return loads
+    for key in sorted(custom, key=lambda k: (k in defer, k)):
+        scaling = specs[key].scaling
+        query = scaling.query if scaling is not None else None
+        if not query:
+            failed[key] = ("spec.scaling.query: missing; metric: custom needs a PromQL query "
+                           "returning the load in the unit of the target")
+            continue
+        try:
+            reading = _ask(prometheus, query, (), deadline, own=False)
+        except PrometheusDown:
+            raise
+        except MetricsUnavailable as exc:
+            failed[key] = f"spec.scaling.query: {exc.problem}"
+            continue
+        value = reading.values.get(())
+        if value is None:
+            why = f" ({'; '.join(reading.dropped)[:300]})" if reading.dropped else ""
+            failed[key] = (f"spec.scaling.query: returned no usable value{why}; it must "
+                           "return one number, e.g. sum(rate(<counter>[1m])), from series "
+                           "scraped recently")
+            continue
+        loads[key] = Load(custom=value)
+    return LoadReading(loads=loads, errors=failed, notes=tuple(notes))
 
 
-async def load_loop(rt: Runtime) -> None:
-    """Read load on the interval; wake the fleet when it changed. On failure, forget the
-    loads (the planner then holds every decision and says so)."""
-    if rt.settings.prometheus_url is None:
-        return
-    prometheus = Prometheus(rt.settings.prometheus_url, timeout=5.0)
-    settings = rt.settings
-    prewarm = (prewarm_windows(settings.prewarm_period_seconds, settings.prewarm_lead_seconds)
-               if settings.prewarm_period_seconds > 0 else [])
-    while True:
+class _Said:
+    """What the reader last logged per subject, so a lasting problem is logged once when it
+    starts and once when it ends, not on every round."""
+
+    def __init__(self) -> None:
+        self.last: dict[Any, str] = {}
+
+    def update(self, problems: dict[Any, str], what: str) -> None:
+        """Log problems that are new or changed, and those that are gone. Effects: logs."""
+        for subject, text in sorted(problems.items(), key=lambda kv: str(kv[0])):
+            if self.last.get(subject) != text:
+                log.warning("%s %s: %s", what, subject, text)
+        for subject in sorted(set(self.last) - set(problems), key=str):
+            log.info("%s %s: resolved", what, subject)
+        self.last = dict(problems)
+
+
+class _Reader:
+    """One load reader: its Prometheus, its pre-warm windows and what it last said."""
+
+    def __init__(self, rt: Runtime, source: Source | None = None) -> None:
+        settings = rt.settings
+        self.rt = rt
+        self.prometheus: Source | None = source or (
+            Prometheus(settings.prometheus_url, timeout=QUERY_TIMEOUT)
+            if settings.prometheus_url else None)
+        self.prewarm = (prewarm_windows(settings.prewarm_period_seconds,
+                                        settings.prewarm_lead_seconds)
+                        if settings.prewarm_period_seconds > 0 else [])
+        self.said_round = _Said()
+        self.said_load = _Said()
+
+    def _publish(self, loads: dict[Key, Load], errors: dict[Key, str],
+                 read: datetime | None, *, each: bool = True) -> None:
+        """Serve a round's result; wake the fleet if anything it shows changed. ``each``:
+        log each deployment's problem (not when one cause, already logged, fails all).
+        Effects: memory, logs."""
+        rt = self.rt
+        if each:
+            self.said_load.update(dict(errors), "load of")
+        changed = loads != rt.loads or errors != rt.load_errors or (
+            (read is None) != (rt.loads_time is None))
+        rt.loads, rt.load_errors, rt.loads_time = loads, errors, read
+        if changed:
+            rt.poke()
+
+    async def round(self) -> None:
+        """Read health and load once. Effects: Prometheus reads, memory, logs."""
+        rt, settings = self.rt, self.rt.settings
         every = _specs(rt)
-        health: dict[Key, tuple[float | None, float | None]] = {}
-        if every:
-            try:
-                health = await asyncio.to_thread(read_health, prometheus, every,
-                                                 window=settings.rate_window,
-                                                 failures=settings.failure_metric)
-            except MetricsUnavailable as exc:
-                log.warning("cannot read health: %s", exc)
+        specs = _scaled(every)
+        if self.prometheus is None:
+            self.said_round.update({}, "Prometheus:")
+            rt.health = {}
+            self._publish({}, {key: "no Prometheus: the operator runs without --prometheus; "
+                                    "scaling holds" for key in specs}, None, each=False)
+            return
+        deadline = time.monotonic() + ROUND_BUDGET
+        try:
+            health: dict[Key, tuple[float | None, float | None]] = {}
+            problems: list[str] = []
+            if every:
+                health, problems = await asyncio.to_thread(
+                    read_health, self.prometheus, every, window=settings.rate_window,
+                    failures=settings.failure_metric, deadline=deadline)
             if health != rt.health:
                 rt.health = health
                 rt.poke()
-        specs = _scaled(every)
-        if specs:
-            try:
-                p95 = {k: v for k, (_, v) in health.items() if v is not None}
-                loads = await asyncio.to_thread(read_loads, prometheus, specs,
-                                                window=settings.rate_window, prewarm=prewarm,
-                                                latency=p95)
-                fresh: dict[Any, Any] = loads
-                rt.loads_time = now()
-            except MetricsUnavailable as exc:
-                log.warning("cannot read load: %s", exc)
-                fresh = {}
-                rt.loads_time = None
-            if fresh != rt.loads:
-                rt.loads = fresh
+            p95 = {k: v for k, (_, v) in health.items() if v is not None}
+            reading = LoadReading()
+            if specs:
+                reading = await asyncio.to_thread(
+                    read_loads, self.prometheus, specs, window=settings.rate_window,
+                    prewarm=self.prewarm, latency=p95, deadline=deadline,
+                    defer=set(rt.load_errors))
+        except PrometheusDown as exc:
+            self.said_round.update({"round": str(exc)}, "Prometheus:")
+            if rt.health:
+                rt.health = {}
                 rt.poke()
+            self._publish({}, {key: f"Prometheus cannot be read: {exc.problem}"
+                               for key in specs}, None, each=False)
+            return
+        self.said_round.update({note.split(": ", 1)[0]: note.split(": ", 1)[-1]
+                                for note in (*problems, *reading.notes)}, "Prometheus:")
+        self._publish(reading.loads, reading.errors, now())
+
+
+async def load_loop(rt: Runtime, source: Source | None = None) -> None:
+    """Read health and load on the interval from ``source`` (default: the Prometheus of
+    ``--prometheus``); wake the fleet when they changed; beat after every round (also one
+    with nothing to read or with Prometheus down). On a failed round, forget the loads
+    (the planner then holds every decision and says so). An unexpected error clears the
+    loads and ends the loop for :mod:`.supervise` to restart. Never returns otherwise.
+    Effects: Prometheus reads, memory, logs."""
+    rt.loop_bounds[LOOP] = loop_bound(rt.settings)
+    reader = _Reader(rt, source)
+    while True:
+        try:
+            await reader.round()
+        except Exception:
+            rt.loads, rt.loads_time, rt.health = {}, None, {}
+            rt.poke()
+            raise
+        beat(rt, LOOP)
         await asyncio.sleep(rt.settings.metrics_seconds)
