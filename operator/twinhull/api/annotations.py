@@ -53,7 +53,7 @@ class Annotations:
 
 def _rollback(raw: str) -> RollbackAnnotation:
     """Parse :data:`ROLLBACK`. Raises ValueError with a message for the user."""
-    if raw.lstrip().startswith("{"):
+    if raw.lstrip()[:1] in ("{", "["):  # JSON (a bare snapshot name starts otherwise)
         try:
             data: Any = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # deeply nested JSON: RecursionError

@@ -110,12 +110,16 @@ def openapi_schema(resource: type[Resource]) -> dict[str, Any]:
     }
     if "status" in raw["properties"]:
         props["status"] = _structural(raw["properties"]["status"], defs)
-    return {
+    schema: dict[str, Any] = {
         "type": "object",
         "description": _prose(resource.__doc__ or ""),
         "required": ["spec"],
         "properties": props,
     }
+    rules = getattr(resource, "name_rules", ())
+    if rules:  # rules on metadata.name: what every rendered member object name needs
+        schema["x-kubernetes-validations"] = list(rules)
+    return schema
 
 
 def crd_manifest(resource: type[Resource]) -> dict[str, Any]:

@@ -328,6 +328,11 @@ class RolloutStatus(Status):
     """RFC 3339 time every cluster ran it: the verification window counts from here."""
     failed: str = ""
     """Why it failed when it could not be rolled back (it then stops)."""
+    paused_since: str | None = None
+    """RFC 3339 time it was paused because a placed cluster stopped serving (None: not
+    paused)."""
+    paused_seconds: Annotated[float, Field(ge=0)] = 0
+    """Seconds paused so far: the progress deadline does not count them."""
 
 
 class RollbackRequestStatus(Status):

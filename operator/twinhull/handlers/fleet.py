@@ -27,6 +27,7 @@ from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.errors import UnknownTierError
 from twinhull.handlers import events, revisions
 from twinhull.handlers.runtime import Key, Runtime, now, parse_time, rfc3339
+from twinhull.handlers.scaling import loads_bound
 from twinhull.handlers.supervise import beat
 from twinhull.plan.fleet import (
     ClusterView,
@@ -42,10 +43,11 @@ from twinhull.plan.fleet import (
 )
 from twinhull.plan.render import (
     HASH,
+    collisions,
     http_route,
     member_objects,
     priority_class,
-    service_name,
+    rendered_names,
     workload_name,
 )
 from twinhull.plan.rollout import (
@@ -53,6 +55,7 @@ from twinhull.plan.rollout import (
     RevisionInput,
     RevisionPlan,
     Snapshot,
+    effective_spec,
     plan_revision,
     with_revision,
 )
@@ -351,17 +354,28 @@ def _merged(fleet: list[Condition], revision: list[Condition]) -> list[Condition
 
 
 def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
-                   plan: DeploymentPlan, snapshots: list[Snapshot],
-                   settled: Mapping[str, Mapping[Key, str | None]], request: Any,
-                   views: Mapping[str, ClusterView], t_now: datetime) -> RevisionPlan:
+                   snapshots: list[Snapshot], settled: Mapping[str, Mapping[Key, str | None]],
+                   request: Any, views: Mapping[str, ClusterView], t_now: datetime
+                   ) -> RevisionPlan:
     """The revision plan of one deployment, from its status, its snapshots, what runs
-    settled in each member and its health. Pure (reads memory)."""
+    settled in each member and its health. A cluster (or one of its zones) that does not
+    serve pauses a rollout instead of failing it. Pure (reads memory)."""
     key = (d.namespace, d.name)
     status = _mapping(body.get("status"))
-    serving = frozenset(
-        c for c, leg in plan.legs.items()
-        if leg.state == "Serving" and (v := views.get(c)) is not None
-        and v.phase == "Healthy")
+    serving: set[str] = set()
+    states: dict[str, str] = {}
+    for p in d.spec.placement:
+        view, leg = views.get(p.cluster), d.legs.get(p.cluster, Leg())
+        zones = [z for z in p.zones if d.legs.get(f"{p.cluster}/{z}", Leg()).state != "Serving"]
+        if view is None or view.phase != "Healthy":
+            states[p.cluster] = view.phase if view is not None and view.phase else \
+                "not probed yet"
+        elif leg.state != "Serving":
+            states[p.cluster] = leg.state
+        elif zones:
+            states[p.cluster] = f"failed over in zone {', '.join(zones)}"
+        else:
+            serving.add(p.cluster)
     errors, latency = rt.health.get(key, (None, None))
     current, last_good, held_back = (status.get(k) for k in
                                      ("currentSnapshot", "lastGoodSnapshot", "heldBack"))
@@ -374,7 +388,7 @@ def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
         held_back=held_back if isinstance(held_back, str) else None,
         held_back_why=revisions.held_back_why(status),
         rollout=revisions.rollout_of(status),
-        serving=serving,
+        serving=frozenset(serving), states=states,
         settled={p.cluster: settled.get(p.cluster, {}).get(key) for p in d.spec.placement},
         health=Health(errors, latency), request=request))
 
@@ -460,12 +474,6 @@ def current_views(rt: Runtime, at: datetime) -> dict[str, ClusterView]:
     return out
 
 
-def loads_bound(rt: Runtime) -> float:
-    """Seconds loads stay current: the load loop's own bound, else three intervals plus
-    the query timeouts. Pure."""
-    return rt.loop_bounds.get("loads") or 3 * rt.settings.metrics_seconds + 15.0
-
-
 def current_loads(rt: Runtime, at: datetime) -> tuple[dict[Key, Load], str]:
     """The loads the planner may use and, when none, why: loads older than their bound are
     missing (never current), so scaling holds instead of acting on frozen numbers. Pure
@@ -474,44 +482,11 @@ def current_loads(rt: Runtime, at: datetime) -> tuple[dict[Key, Load], str]:
         return {}, ""
     if rt.loads_time is None:
         return {}, "no load read from Prometheus yet (or the last read failed)"
-    age = (at - rt.loads_time).total_seconds()
-    if age > loads_bound(rt):
-        return {}, (f"the last load read is {age:.0f}s old (bound {loads_bound(rt):.0f}s): "
-                    "the load reader is stuck or Prometheus is slow")
+    age, bound = (at - rt.loads_time).total_seconds(), loads_bound(rt.settings)
+    if age > bound:
+        return {}, (f"the last load read is {age:.0f}s old (bound {bound:.0f}s): the load "
+                    "reader is stuck or Prometheus is slow")
     return dict(rt.loads), ""
-
-
-def name_collisions(specs: Mapping[Key, ModelDeploymentSpec],
-                    created: Mapping[Key, str]) -> dict[Key, str]:
-    """ModelDeployments whose member objects would take the name of another's in the same
-    namespace (``llama`` with a fallback and ``llama-fallback``; ``a`` in zone ``b-x`` and
-    ``a-b`` in zone ``x``), to the message of the one that loses: the newer (creation time,
-    then name) yields, the older keeps its objects. Pure."""
-    owners: dict[tuple[str, str, str, str], list[Key]] = {}
-    for key, spec in specs.items():
-        namespace, name = key
-        names: set[tuple[str, str, str, str]] = set()
-        roles: list[Role] = ["primary", "fallback"] if spec.fallback is not None else [
-            "primary"]
-        for p in spec.placement:
-            for role in roles:
-                names |= {(p.cluster, namespace, "Deployment", workload_name(name, role, z))
-                          for z in p.zones}
-                names.add((p.cluster, namespace, "Service",
-                           service_name(name, role, p.cluster)))
-        for n in names:
-            owners.setdefault(n, []).append(key)
-    out: dict[Key, str] = {}
-    for (cluster, namespace, kind, obj), keys in sorted(owners.items()):
-        if len(keys) < 2:
-            continue
-        ranked = sorted(keys, key=lambda k: (created.get(k, ""), k[1]))
-        for loser in ranked[1:]:
-            out.setdefault(loser, (
-                f"its {kind} {namespace}/{obj} in {cluster} is also rendered for the older "
-                f"ModelDeployment {ranked[0][1]}; rename this ModelDeployment (names ending in "
-                "'-fallback' or prefixes of another's zone names collide)"))
-    return out
 
 
 def _plan_isolated(inputs: list[DeploymentInput], views: Mapping[str, ClusterView],
@@ -630,7 +605,8 @@ async def reconcile(rt: Runtime) -> None:
         candidates[key] = (body, spec, tier)
     created = {k: str(_mapping(b.get("metadata")).get("creationTimestamp") or "")
                for k, (b, _, _) in candidates.items()}
-    collided = name_collisions({k: s for k, (_, s, _) in candidates.items()}, created)
+    collided = collisions({k: rendered_names(k[1], s) for k, (_, s, _) in candidates.items()},
+                          created)
     for key, (body, spec, tier) in candidates.items():
         if key in collided:
             rnd.report(key, body, "NameCollision", collided[key])
@@ -652,11 +628,6 @@ async def reconcile(rt: Runtime) -> None:
             rnd.fail(key, body, "reading the status", f"{type(exc).__name__}: {exc}")
             continue
         bodies[key], notes[key] = body, parsed
-    plans, failed = _plan_isolated(inputs, views, t_now)
-    for key, error in failed.items():
-        rnd.fail(key, bodies[key], "planning", error)
-    inputs = [d for d in inputs if (d.namespace, d.name) in plans]
-
     snapshots = revisions.snapshots_by_deployment(rt)
     settled = {c: m.revisions() for c, m in rt.members.items()}
     revs: dict[Key, RevisionPlan] = {}
@@ -664,11 +635,20 @@ async def reconcile(rt: Runtime) -> None:
         key = (d.namespace, d.name)
         try:
             request = revisions.request_of(bodies[key], notes[key].rollback)
-            revs[key] = _plan_revision(rt, d, bodies[key], plans[key], snapshots.get(key, []),
-                                       settled, request, views, t_now)
+            revs[key] = _plan_revision(rt, d, bodies[key], snapshots.get(key, []), settled,
+                                       request, views, t_now)
         except Exception as exc:
             rnd.fail(key, bodies[key], "planning the revision", f"{type(exc).__name__}: {exc}")
     inputs = [d for d in inputs if (d.namespace, d.name) in revs]
+    # replicas are planned for the revision the clusters run (a rollback to a snapshot with
+    # a fallback the spec dropped runs that fallback); status and routes keep the spec's
+    effective = {(d.namespace, d.name): effective_spec(d.spec, revs[(d.namespace, d.name)])
+                 for d in inputs}
+    plans, failed = _plan_isolated(
+        [replace(d, spec=effective[(d.namespace, d.name)]) for d in inputs], views, t_now)
+    for key, error in failed.items():
+        rnd.fail(key, bodies[key], "planning", error)
+    inputs = [d for d in inputs if (d.namespace, d.name) in plans]
     # a revision reaches no member before its ModelSnapshot is recorded
     recording = [(d, revs[(d.namespace, d.name)].record) for d in inputs
                  if revs[(d.namespace, d.name)].record is not None]
@@ -697,7 +677,7 @@ async def reconcile(rt: Runtime) -> None:
                     mine.setdefault(p.cluster, []).extend(member_objects(
                         d.name, d.namespace, p.cluster, spec, d.tier, plan.replicas))
             route = http_route(d.name, d.namespace, bodies[key]["metadata"].get("uid"),
-                               d.spec, plan.weights, gateway=rt.settings.gateway)
+                               effective[key], plan.weights, gateway=rt.settings.gateway)
         except Exception as exc:
             rnd.fail(key, bodies[key], "rendering", f"{type(exc).__name__}: {exc}")
             continue

@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from twinhull.clusters.kube import ClusterUnavailable
-from twinhull.handlers import revisions
+from twinhull.handlers import members, revisions
 from twinhull.handlers.fleet import fleet_loop, route_projection
 from twinhull.handlers.runtime import Runtime, now
 from twinhull.handlers.scaling import load_loop
@@ -33,6 +33,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     """Configure kopf, sync the tier policy to the hub, load every ModelDeployment, and start
     the fleet loop."""
     rt: Runtime = memo.runtime
+    try:  # before any member is connected: every member object carries it
+        rt.installation = await members.installation_id(rt.hub, rt.settings)
+    except ClusterUnavailable as exc:
+        raise kopf.TemporaryError(f"cannot read the installation id: {exc}", delay=5) from exc
+    log.info("installation %s", rt.installation)
     # State lives in status and our own annotations, not in kopf's default annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix="serving.twinhull.io")

@@ -6,7 +6,6 @@ writes, memory.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from datetime import datetime
@@ -83,15 +82,25 @@ def snapshots_by_deployment(rt: Runtime) -> dict[Key, list[Snapshot]]:
 
 
 def rollout_of(status: dict[str, Any]) -> Rollout | None:
-    """``status.rollout`` as the planner's value. Pure."""
-    raw = status.get("rollout")
-    since = parse_time((raw or {}).get("since"))
-    if not raw or since is None or not raw.get("target"):
+    """``status.rollout`` as the planner's value; None when it does not parse (the planner
+    then starts from what is recorded). Pure."""
+    raw = _mapping(status.get("rollout"))
+    since = parse_time(raw.get("since"))
+    target = raw.get("target")
+    if since is None or not isinstance(target, str) or not target:
         return None
-    return Rollout(target=raw["target"], mode=raw.get("mode", "Rollout"), since=since,
-                   done=tuple(raw.get("done") or ()),
+    mode = raw.get("mode", "Rollout")
+    done = raw.get("done")
+    try:
+        paused = max(0.0, float(raw.get("pausedSeconds") or 0))
+    except (TypeError, ValueError):
+        paused = 0.0
+    return Rollout(target=target, mode=mode if mode in ("Initial", "Rollout", "Rollback")
+                   else "Rollout", since=since,
+                   done=tuple(str(c) for c in (done if isinstance(done, list) else ())),
                    verifying_since=parse_time(raw.get("verifyingSince")),
-                   failed=raw.get("failed", ""))
+                   failed=str(raw.get("failed") or ""),
+                   paused_since=parse_time(raw.get("pausedSince")), paused_seconds=paused)
 
 
 def rollout_dict(r: Rollout | None) -> dict[str, Any] | None:
@@ -99,7 +108,9 @@ def rollout_dict(r: Rollout | None) -> dict[str, Any] | None:
     if r is None:
         return None
     out = {"target": r.target, "mode": r.mode, "since": rfc3339(r.since), "done": list(r.done),
-           "verifyingSince": rfc3339(r.verifying_since), "failed": r.failed}
+           "verifyingSince": rfc3339(r.verifying_since), "failed": r.failed,
+           "pausedSince": rfc3339(r.paused_since),
+           "pausedSeconds": round(r.paused_seconds, 3) or None}
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -35,7 +35,7 @@ class Settings:
     """The fleet is re-planned at least this often, even without a change."""
     hub_timeout_seconds: float = 5.0
     """Timeout of every call to the hub."""
-    prometheus_url: str | None = None
+    prometheus_url: str | None = field(default=None, repr=False)
     """Where load is read for scaling; None: scaling holds (MetricsAvailable=False)."""
     metrics_seconds: float = 10.0
     """How often load is read from Prometheus."""
