@@ -298,7 +298,11 @@ def test_no_probe_yet_is_no_evidence_of_failure():
     unknown = ClusterView(name="west", phase=None, zones_ready={}, gpus=32)
     plan = plan_one(d, [cluster("east"), unknown])
     assert plan.legs["west"].state == "Serving"
-    assert plan.decisions[0].kind == "ShiftTraffic" and plan.weights["east"] == 100
+    # a restart moves no traffic: west keeps its published share until it is seen
+    assert plan.weights == {"east": 50, "west": 50, "fallback": 0}
+    assert plan.decisions == []
+    assert plan.replicas[("west", "primary", "west-a")] == 1, "nothing moves to east"
+    assert plan.replicas[("east", "primary", "east-a")] == 1
 
 
 def test_a_new_deployment_routes_by_plan_until_something_is_ready():
@@ -385,3 +389,269 @@ def test_a_suggestion_keeps_its_id_while_the_load_jitters():
     second = plan_one(replace(d, load=Load(tokens_per_second=16_321.5)), HEALTHY)
     assert first.pending is not None and second.pending is not None
     assert first.pending.id == second.pending.id
+
+
+# -- issue 10 ------------------------------------------------------------------------------
+
+def _gpus_used(plans, specs) -> dict[str, int]:
+    """GPUs every plan runs per cluster: primaries and fallbacks, Down clusters included."""
+    used: dict[str, int] = {}
+    for key, plan in plans.items():
+        spec = specs[key]
+        for (c, role, _), n in plan.replicas.items():
+            per = spec.model.resources.gpus if role == "primary" else \
+                spec.fallback.model.resources.gpus
+            used[c] = used.get(c, 0) + n * per
+    return used
+
+
+def _with_steps(d: DeploymentInput, steps: list[int]) -> DeploymentInput:
+    failback = d.tier.failback.model_copy(update={"steps": steps})
+    return replace(d, tier=d.tier.model_copy(update={"failback": failback}))
+
+
+def test_a_failback_step_past_a_shortened_tier_policy_continues_from_its_last_step():
+    d, _ = steady()
+    # west was at step 2 (50%) of [5, 25, 50, 100]; the policy now says [50, 100]
+    legs = {"east": Leg(), "west": Leg("FailingBack", since=T0, step=2, step_since=T0)}
+    state = _with_steps(replace(d, legs=legs), [50, 100])
+    plan = plan_one(state, HEALTHY, now=T0 + timedelta(seconds=1))
+    assert plan.legs["west"].state == "FailingBack" and plan.legs["west"].step == 0
+    assert plan.weights["west"] == 25, "the last step below 100: 50% of its 50% share"
+    assert "west failing back at 50%" in cond(plan, "FailedOver").message
+    done = plan_one(replace(state, legs=plan.legs),
+                    HEALTHY, now=T0 + timedelta(seconds=1 + state.tier.failback.hold_seconds))
+    assert done.legs["west"].state == "Serving"
+    assert [x.kind for x in done.decisions] == ["FailbackComplete"]
+
+
+def test_a_zone_leg_past_a_shortened_policy_is_clamped_too():
+    d, _ = steady()
+    legs = {**d.legs, "east/east-a": Leg("FailingBack", since=T0, step=3, step_since=T0)}
+    state = _with_steps(replace(d, legs=legs), [100])
+    plan = plan_one(state, HEALTHY, now=T0 + timedelta(hours=1))
+    assert plan.legs["east/east-a"].state == "Serving", "a single step of 100 completes"
+    assert sum(plan.weights.values()) == 100
+
+
+def test_one_ledger_counts_the_replicas_kept_in_a_down_cluster():
+    batch = _best_effort()
+    clusters = {"east": cluster("east", gpus=40), "west": cluster("west", "Down", gpus=12)}
+    inputs = [deployment(batch), deployment(IDE)]
+    plans = plan_fleet(inputs, clusters, now=T0)
+    specs = {(d.namespace, d.name): d.spec for d in inputs}
+    used = _gpus_used(plans, specs)
+    # west holds ide's 2x4 primaries + 2 warm fallbacks (10 GPUs): batch's 2x4 do not fit
+    assert used["west"] <= 12 and used["east"] <= 40
+    ide = plans[("ai-platform", "ide-assistant")]
+    assert ide.replicas[("west", "primary", "west-a")] == 1, "kept as declared: it fits"
+    assert ide.replicas[("west", "fallback", "west-a")] == 1
+    batch_west = sum(n for (c, r, _), n in plans[("ai-platform", "batch")].replicas.items()
+                     if c == "west")
+    assert batch_west == 0, "lowered to what fits, rather than overcommitting west"
+
+
+def test_a_failing_back_zone_and_the_zone_carrying_it_share_one_ledger():
+    d, _ = steady(_scaled("Off"))
+    legs = {**d.legs, "east/east-a": Leg("FailingBack", since=T0, step=0, step_since=T0)}
+    # east: 10 GPUs. east-b serves 1x4, east-a keeps its 1x4 for the failback, the warm
+    # fallbacks take 2: east-a's share is carried by west, not squeezed into east-b
+    views = {"east": cluster("east", gpus=10), "west": cluster("west", gpus=32)}
+    plans = plan_fleet([replace(d, legs=legs)], views, now=T0)
+    used = _gpus_used(plans, {(d.namespace, d.name): d.spec})
+    assert used["east"] <= 10
+    plan = plans[(d.namespace, d.name)]
+    assert plan.replicas[("east", "primary", "east-a")] == 1, "the failback's replicas first"
+    assert plan.replicas[("east", "primary", "east-b")] == 1
+    assert plan.unserved == 0
+
+
+def test_a_failover_approval_never_approves_a_later_incident():
+    md = example("hybrid-reasoning")  # traffic.failover: Manual
+    d, _ = steady(md)
+    down = [cluster("east"), cluster("west", "Down")]
+    first = plan_one(d, down)
+    assert first.pending is not None
+    approved = plan_one(replace(d, approved=first.pending.id), down)
+    assert approved.legs["west"].state == "FailedOver" and approved.consumed == first.pending.id
+    # ... west fails back completely; the annotation is still there; a month later:
+    later = T0 + timedelta(days=30)
+    back = replace(d, legs={**approved.legs, "west": Leg(since=later - timedelta(hours=1))},
+                   approved=first.pending.id, consumed=frozenset({first.pending.id}))
+    again = plan_one(back, down, now=later)
+    assert again.legs["west"].state == "Serving", "the old approval approves nothing"
+    assert again.pending is not None and again.pending.id != first.pending.id
+    assert again.consumed is None
+    # an id applied once approves nothing even if it were issued again
+    replay = plan_one(replace(d, approved=first.pending.id,
+                              consumed=frozenset({first.pending.id})), down)
+    assert replay.legs["west"].state == "Serving" and replay.pending is not None
+
+
+def test_a_failback_approval_is_bound_to_the_failover_it_ends():
+    md = example("hybrid-reasoning")
+    d, _ = steady(md)
+    failed = replace(d, legs={**d.legs, "west": Leg("FailedOver", since=T0)})
+    plan = plan_one(failed, HEALTHY, now=T0 + timedelta(minutes=5))
+    assert plan.pending is not None and plan.pending.kind == "Failback"
+    other = replace(failed, legs={**d.legs, "west": Leg("FailedOver", since=T0 + timedelta(
+        days=1))})
+    later = plan_one(replace(other, approved=plan.pending.id), HEALTHY,
+                     now=T0 + timedelta(days=1, minutes=5))
+    assert later.legs["west"].state == "FailedOver", "another incident, another id"
+
+
+def test_a_scale_approval_applies_once_and_a_later_identical_suggestion_needs_its_own():
+    from twinhull.plan.scaling import Load
+
+    d, _ = steady(_scaled("Suggest"))
+    busy = replace(d, load=Load(tokens_per_second=16_000))
+    first = plan_one(busy, HEALTHY)
+    assert first.pending is not None
+    applied = plan_one(replace(busy, approved=first.pending.id), HEALTHY)
+    assert applied.scaled == 8 and applied.consumed == first.pending.id
+    # later the count is back at 4 (another approved decision), the annotation still holds
+    # the first id, and the same 4 -> 8 suggestion comes again
+    later = replace(busy, approved=first.pending.id,
+                    consumed=frozenset({first.pending.id, "0123456789ab"}))
+    again = plan_one(later, HEALTHY)
+    assert again.scaled == 4 and again.pending is not None
+    assert again.pending.id != first.pending.id, "a new suggestion, a new id"
+    assert again.consumed is None
+
+
+def test_all_clusters_down_without_a_fallback_keeps_the_declared_shares_and_says_so():
+    md = _best_effort(fallback=False)
+    d = deployment(md, observed={(c, "primary", z): Replicas(1, 1) for c, z in
+                                 [("east", "east-a"), ("east", "east-b"), ("west", "west-a"),
+                                  ("west", "west-b")]},
+                   traffic={"east": 50, "west": 50, "fallback": 0})
+    down = [cluster("east", "Down"), cluster("west", "Down")]
+    plan = plan_one(d, down)
+    assert plan.weights == {"east": 50, "west": 50, "fallback": 0}
+    available = cond(plan, "Available")
+    assert available.status == "False" and available.reason == "NoServingCluster"
+    assert "keeps the declared shares" in available.message
+
+
+def test_all_clusters_down_with_a_fallback_is_not_available_from_stale_counts():
+    d, _ = steady()  # every primary and fallback replica was Ready before the outage
+    plan = plan_one(d, [cluster("east", "Down"), cluster("west", "Down")])
+    assert sum(plan.weights.values()) == 100
+    assert cond(plan, "Available").status == "False"
+    assert cond(plan, "Ready").status == "False"
+
+
+def test_a_down_zone_does_not_make_its_stale_ready_replicas_available():
+    d, _ = steady(_best_effort(fallback=False))
+    one_zone = ModelDeployment.model_validate({
+        "metadata": {"name": "solo", "namespace": "ai-platform"},
+        "spec": {"slaTier": "best-effort", "model": {"name": "m", "image": "i"},
+                 "placement": [{"cluster": "east", "zones": {"east-a": 1}}]}})
+    d = deployment(one_zone, observed={("east", "primary", "east-a"): Replicas(1, 1)},
+                   traffic={"east": 100, "fallback": 0})
+    plan = plan_one(d, [cluster("east", down_zones=["east-a"])])
+    assert plan.weights == {"east": 100, "fallback": 0}
+    assert cond(plan, "Available").status == "False"
+
+
+def _with_zero_zone(scaling: bool = False) -> ModelDeployment:
+    spec = IDE.spec.model_dump(by_alias=True, exclude_none=True)
+    spec["placement"] = [{"cluster": "east", "zones": {"east-a": 2, "east-b": 0}},
+                         {"cluster": "west", "zones": {"west-a": 2, "west-b": 2}}]
+    if scaling:
+        spec["scaling"] = {"mode": "Enforce", "minReplicasPerZone": 1,
+                           "maxReplicasPerZone": 8}
+    else:
+        spec.pop("scaling", None)
+    return ModelDeployment.model_validate(
+        {"metadata": {"name": "zero", "namespace": "ai-platform"}, "spec": spec})
+
+
+def test_a_zone_declared_zero_stays_empty_through_failover():
+    d, _ = steady(_with_zero_zone())
+    plan = plan_one(d, [cluster("east"), cluster("west", "Down")])
+    assert plan.replicas[("east", "primary", "east-b")] == 0
+    assert plan.replicas[("east", "fallback", "east-b")] == 0
+    assert plan.replicas[("east", "primary", "east-a")] == 6, "east-a carries west's 4"
+
+
+def test_a_zone_declared_zero_gets_no_scaled_replicas_and_no_minimum():
+    from twinhull.plan.scaling import Load
+
+    d, _ = steady(_with_zero_zone(scaling=True))
+    plan = plan_one(replace(d, load=Load(tokens_per_second=1.0)), HEALTHY)
+    assert plan.replicas[("east", "primary", "east-b")] == 0, "no minimum for a 0 zone"
+    busy = plan_one(replace(d, load=Load(tokens_per_second=20_000)), HEALTHY)
+    assert busy.replicas[("east", "primary", "east-b")] == 0
+    assert busy.scale is not None and busy.scale.inputs["bounds"] == [3, 24], "3 zones"
+
+
+def test_a_cluster_without_a_view_keeps_its_published_share():
+    d, _ = steady()
+    plan = plan_fleet([d], {"east": cluster("east")}, now=T0)[(d.namespace, d.name)]
+    assert plan.weights == {"east": 50, "west": 50, "fallback": 0}
+    assert plan.legs["west"].state == "Serving" and plan.decisions == []
+
+
+def test_only_the_unobserved_cluster_keeps_its_weight_the_others_follow_capacity():
+    d, _ = steady()
+    unknown = ClusterView(name="west", phase=None, zones_ready={}, gpus=32)
+    # east lost its Ready nodes in east-a: east keeps what it has, west stays at 50
+    plan = plan_one(d, [cluster("east", down_zones=["east-a"]), unknown])
+    assert plan.weights["west"] == 50 and sum(plan.weights.values()) == 100
+
+
+def _critical(name: str, priority: int = 0) -> ModelDeployment:
+    spec = IDE.spec.model_dump(by_alias=True, exclude_none=True)
+    spec.pop("scaling", None)
+    spec["priority"] = priority
+    return ModelDeployment.model_validate(
+        {"metadata": {"name": name, "namespace": "ai-platform"}, "spec": spec})
+
+
+def _two_critical(load_a, load_b, *, unserved_a=0, unserved_b=0, priority_b=0):
+    from twinhull.plan.scaling import Load
+
+    a = replace(deployment(_critical("aiops-platform")), unserved=unserved_a,
+                load=None if load_a is None else Load(tokens_per_second=load_a))
+    b = replace(deployment(_critical("ide-assistant", priority_b)), unserved=unserved_b,
+                load=None if load_b is None else Load(tokens_per_second=load_b))
+    # east has room for one deployment's 4 primaries and both warm fallbacks (2+2)
+    clusters = {"east": cluster("east", gpus=28), "west": cluster("west", "Down")}
+    plans = plan_fleet([a, b], clusters, now=T0)
+    return plans[("ai-platform", "aiops-platform")], plans[("ai-platform", "ide-assistant")]
+
+
+def test_within_a_tier_the_deployment_with_more_demand_keeps_its_primary():
+    aiops, ide = _two_critical(3_000, 12_000)
+    assert ide.unserved == 0 and ide.weights["east"] == 100
+    assert aiops.unserved > 0 and aiops.weights["fallback"] > 0
+    degraded = cond(aiops, "Degraded").message
+    assert "ranked by tier critical, then priority 0, then measured demand" in degraded
+    assert "ranked after ai-platform/ide-assistant (critical) (more demand)" in degraded
+    (capacity,) = [x for x in aiops.decisions if x.kind == "Capacity"]
+    assert "ranked by tier critical, then priority 0, then demand 3000 tok/s" in \
+        capacity.reason
+    assert capacity.inputs["demandTokensPerSecond"] == 3_000
+
+
+def test_spec_priority_is_compared_before_demand():
+    aiops, ide = _two_critical(12_000, 3_000, priority_b=10)
+    assert ide.unserved == 0 and aiops.unserved > 0
+    assert "(higher priority)" in cond(aiops, "Degraded").message
+
+
+def test_without_demand_readings_names_decide():
+    aiops, ide = _two_critical(None, None)
+    assert aiops.unserved == 0 and ide.unserved > 0
+    assert "then name order (no demand reading)" in cond(ide, "Degraded").message
+
+
+def test_a_placed_deployment_keeps_its_gpus_while_the_others_demand_jitters_past_it():
+    # ide holds the GPUs (nothing unserved); aiops (degraded) measures 10% more: no swap
+    aiops, ide = _two_critical(13_200, 12_000, unserved_a=4)
+    assert ide.unserved == 0 and aiops.unserved > 0
+    # a quarter more takes them
+    aiops, ide = _two_critical(15_100, 12_000, unserved_a=4)
+    assert aiops.unserved == 0 and ide.unserved > 0

@@ -11,30 +11,55 @@ The rules:
   fails over at once (Automatic) or once the decision's id is approved (Manual). A failed
   over cluster that is Healthy again fails back through the tier's steps, one step per
   hold interval, each step only once its replicas are Ready; it fails over again at once
-  if it goes Down mid-ramp.
+  if it goes Down mid-ramp. If the tier policy changed mid-failback and the persisted step
+  is past the new list, the leg continues from the new list's last step below 100 (never
+  a jump to the full share, never an error); the step after it completes the failback.
+* A cluster not observed yet (no ServingCluster view, or no probe result) is no evidence
+  of anything: its zones count as up, it never fails over, and it keeps the weight last
+  published for it (a restarted operator moves no traffic); the others share the rest.
 * Replicas of zones that do not serve (their cluster not Serving, or no Ready node in the
   zone) are carried by the serving zones of Healthy clusters, in proportion to their
-  declared (or scaled) replicas, within each cluster's GPU capacity.
-* GPUs are handed out in tier priority order: each deployment takes its serving zones'
-  own replicas, then those it carries for zones that do not serve, then its fallback's,
-  from what the higher tiers left. So a critical deployment's failover or scale-up can
-  take the GPUs a best-effort deployment was using. What a deployment cannot place is
-  *unserved*: it is Degraded (the message names who holds the GPUs), a ``Capacity``
-  decision records the change, and that share of traffic goes to the fallback model,
-  whose replicas are raised to match (its smaller footprint usually still fits).
-* Nothing in a failed cluster is removed: its replica counts stay as declared.
-* Traffic weights are integers summing to 100: the fallback gets the unserved share, the
-  clusters split the rest in proportion to their Ready primary replicas; a cluster failing
-  back gets at most its ramp step's percentage of its normal (declared) share.
+  declared (or scaled) replicas, within each cluster's GPU capacity. A zone declared 0
+  stays empty: it carries nothing, scaling gives it nothing, and it gets no fallback.
+* One ledger per cluster counts every replica the plan runs there, so no cluster is
+  planned past ``capacity.gpus``. Deployments take GPUs in rank order (below), each in
+  this order: its serving zones' own replicas; the replicas kept in zones that do not
+  serve (failed over, failing back, or in a Down cluster: nothing there is removed, so
+  a returning cluster finds its replicas and a failback can complete); those it carries
+  for zones that do not serve; its fallback's warm replicas; then one fallback replica
+  per primary replica still unserved. When a cluster cannot hold the kept replicas (a
+  higher-ranked deployment took the GPUs), they are lowered to what fits: they were not
+  serving, the serving zones carry their share, and failback raises them again.
+* Rank: tier priority first, then ``spec.priority`` (higher first), then measured demand
+  (tokens per second: the deployment serving the most tokens keeps its primary model, so
+  the fewest tokens go to a smaller fallback). A deployment that is fully placed keeps
+  its rank until another's demand exceeds its own by a quarter (``HOLD_MARGIN``), so load
+  jitter never swaps two deployments' GPUs back and forth. Deployments without a reading
+  rank after those with one, by namespace and name. What a deployment cannot place is
+  *unserved*: it is Degraded (the message names who holds the GPUs and the rule that
+  ranked them), a ``Capacity`` decision records the change, and that share of traffic
+  goes to the fallback model, whose replicas are raised to match.
+* Traffic weights are integers summing to exactly 100: the fallback gets the unserved
+  share, the clusters split the rest in proportion to their Ready primary replicas; a
+  cluster failing back gets at most its ramp step's percentage of its normal (declared)
+  share. When nothing can serve (every placed cluster Down or failed over, no fallback
+  that can run), the weights keep the declared shares and ``Available`` says why.
+  ``Available`` counts only Ready replicas in cells that can serve: never stale counts
+  of a Down or failed-over cluster or of a zone without Ready nodes.
+* Approvals (``traffic.failover: Manual``, ``scaling.mode: Suggest``) approve one
+  decision of one incident: a Failover or Failback id includes the time its leg entered
+  its current state, a Scale id includes the approvals already consumed, and an id in
+  ``DeploymentInput.consumed`` (applied once already) approves nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from twinhull.api.deployment import ModelDeploymentSpec
@@ -48,6 +73,9 @@ Slot = tuple[str, Role, str]
 """(cluster, role, zone): one Deployment in a member cluster."""
 LegState = Literal["Serving", "FailedOver", "FailingBack"]
 FALLBACK = "fallback"
+HOLD_MARGIN = 1.25
+"""Within a tier and ``spec.priority``, a fully placed deployment ranks as if its demand
+were this much higher: another must exceed it by a quarter to take its GPUs."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +157,9 @@ class DeploymentInput:
     """Recent scaling recommendations (kept in status)."""
     unserved: int = 0
     """Replicas reported unserved last time (status), to decide only on a change."""
+    consumed: frozenset[str] = frozenset()
+    """Ids of decisions already applied by an approval (kept in status): an ``approved``
+    id among them approves nothing, so an annotation left in place is never replayed."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +178,9 @@ class DeploymentPlan:
     """The scaling recommendation, when scaling is on (Enforce or Suggest)."""
     scaled: int | None = None
     """Primary replicas in all after this plan (None: the placement's numbers)."""
+    consumed: str | None = None
+    """The approved id this plan applied: record it with ``DeploymentInput.consumed`` so
+    it never approves anything again."""
 
 
 def decision_id(namespace: str, name: str, kind: str, inputs: Mapping[str, Any]) -> str:
@@ -178,14 +212,15 @@ class _Ledger:
     holds them (to explain to a deployment that got less why)."""
 
     def __init__(self, clusters: Mapping[str, ClusterView]) -> None:
-        self.free = {c: v.gpus for c, v in clusters.items()}
+        self.free = {c: max(0, v.gpus) for c, v in clusters.items()}
         self.capacity = dict(self.free)
         self.holders: dict[str, dict[str, int]] = {c: {} for c in clusters}
 
     def take(self, cluster: str, gpus: int, want: int, holder: str) -> int:
         """Reserve up to ``want`` replicas of ``gpus`` each for ``holder``; return how many
-        fit."""
-        if gpus <= 0 or want <= 0:
+        fit. A cluster without a view (no ServingCluster seen) has no known capacity and
+        limits nothing: the plan keeps its replicas as declared until it is seen."""
+        if gpus <= 0 or want <= 0 or cluster not in self.free:
             return max(want, 0)
         fit = max(0, min(want, self.free.get(cluster, 0) // gpus))
         if fit:
@@ -201,7 +236,7 @@ class _Ledger:
         top = sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))
         who = ", ".join(f"{h} {g}" for h, g in top[:4]) + (", ..." if len(top) > 4 else "")
         return (f"{cluster}: {self.capacity.get(cluster, 0)} GPUs, "
-                f"{sum(held.values())} held by higher or equal priority "
+                f"{sum(held.values())} held by deployments ranked ahead: "
                 f"{who or 'nobody'}, {self.free.get(cluster, 0)} free")
 
 
@@ -215,7 +250,7 @@ def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, g
     while left > 0 and open_slots:
         keys = {f"{c}\0{z}": w for (c, z), w in open_slots.items()}
         shares = apportion(left, keys)
-        progress = 0
+        progress, closed = 0, False
         for key, share in shares.items():
             cluster, zone = key.split("\0")
             fit = ledger.take(cluster, gpus, share, holder)
@@ -223,8 +258,9 @@ def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, g
             progress += fit
             if fit < share:
                 open_slots.pop((cluster, zone), None)
+                closed = True
         left -= progress
-        if progress == 0:
+        if progress == 0 and not closed:  # a full slot's share goes to the others next
             break
     return placed
 
@@ -233,23 +269,91 @@ def _pct(value: int) -> str:
     return f"{value}%"
 
 
+def _stamp(t: datetime | None) -> str | None:
+    """A time in UTC to the second, as status keeps it: an id made from it is the same
+    before and after the round trip through status."""
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _holder(d: DeploymentInput) -> str:
+    return f"{d.namespace}/{d.name} ({d.spec.sla_tier})"
+
+
+def demand(d: DeploymentInput) -> float | None:
+    """Measured tokens per second of a deployment; None without a (finite) reading. Pure."""
+    measured = d.load.tokens_per_second if d.load is not None else None
+    if measured is None or not math.isfinite(measured):
+        return None
+    return max(0.0, measured)
+
+
+def rank_key(d: DeploymentInput) -> tuple[int, int, float, str, str]:
+    """The order in which deployments take GPUs, smallest first: tier priority, then
+    ``spec.priority``, then measured demand (a fully placed deployment counts
+    ``HOLD_MARGIN`` times its demand, so jitter never swaps two deployments), then
+    deployments without a reading, by namespace and name. Pure."""
+    measured = demand(d)
+    score = -1.0 if measured is None else measured * (HOLD_MARGIN if d.unserved == 0 else 1.0)
+    return (-d.tier.priority, -d.spec.priority, -score, d.namespace, d.name)
+
+
+def rank_text(d: DeploymentInput, *, figures: bool) -> str:
+    """The rule that ranked a deployment, e.g. ``ranked by tier critical, then priority 0,
+    then demand 12000 tok/s``. Without figures (a condition, which must not change with
+    load jitter) the demand is only named. Pure."""
+    measured = demand(d)
+    if measured is None:
+        last = "then name order (no demand reading)"
+    elif figures:
+        last = f"then demand {measured:.0f} tok/s"
+    else:
+        last = "then measured demand"
+    return f"ranked by tier {d.spec.sla_tier}, then priority {d.spec.priority}, {last}"
+
+
+def _ahead_by(ahead: DeploymentInput, me: DeploymentInput) -> str:
+    """Which rule put ``ahead`` before ``me``."""
+    a, b = rank_key(ahead), rank_key(me)
+    if a[0] != b[0]:
+        return "higher tier"
+    if a[1] != b[1]:
+        return "higher priority"
+    if a[2] != b[2]:
+        return "more demand" if demand(ahead) is not None else "name order"
+    return "name order"
+
+
 class _Planner:
     """Plans one deployment; a class only to share its inputs between the steps."""
 
     def __init__(self, d: DeploymentInput, clusters: Mapping[str, ClusterView],
-                 ledger: _Ledger, now: datetime) -> None:
+                 ledger: _Ledger, now: datetime,
+                 peers: Mapping[str, DeploymentInput] | None = None) -> None:
         self.d = d
         self.spec = d.spec
         self.clusters = clusters
         self.ledger = ledger
         self.now = now
+        self.peers = peers or {}
+        """Every deployment of the round by ledger holder name (to say who ranked ahead)."""
         self.declared = declared(d.spec)
         self.placed = [p.cluster for p in d.spec.placement]
         self.decisions: list[Decision] = []
         self.pending: Decision | None = None
-        self.holder = f"{d.namespace}/{d.name} ({d.spec.sla_tier})"
+        self.approval = d.approved if d.approved not in d.consumed else None
+        """The approved id, unless it was applied once already."""
+        self.used_approval: str | None = None
+        self.holder = _holder(d)
         self.shortage = ""
         """Why replicas are unserved: who holds the GPUs of the clusters concerned."""
+        self.ranked_after = ""
+        """Who ranked ahead in the clusters short of GPUs, and by which rule."""
+        self.stranded = False
+        """No placed cluster can serve: the weights keep the declared shares."""
 
     def decide(self, kind: str, reason: str, inputs: Mapping[str, Any], *,
                identity: Mapping[str, Any] | None = None) -> Decision:
@@ -259,13 +363,34 @@ class _Planner:
         return Decision(decision_id(self.d.namespace, self.d.name, kind, key), kind, reason,
                         dict(inputs))
 
+    def approved(self, decision: Decision) -> bool:
+        """Whether an SRE approved this very decision, and not before (a consumed id
+        approves nothing)."""
+        if self.approval is None or self.approval != decision.id:
+            return False
+        self.used_approval = decision.id
+        return True
+
     def phase(self, cluster: str) -> Phase | None:
         view = self.clusters.get(cluster)
         return view.phase if view is not None else None
 
+    def seen(self, cluster: str) -> bool:
+        """Whether the cluster has been observed: a view with a probe result."""
+        return self.phase(cluster) is not None
+
     def ready(self, cluster: str, role: Role, zone: str) -> int:
         seen = self.d.observed.get((cluster, role, zone))
-        return seen.ready if seen is not None else 0
+        return max(0, seen.ready) if seen is not None else 0
+
+    def cells(self) -> list[tuple[str, str]]:
+        """The (cluster, zone) cells that hold replicas: zones declared 0 stay empty."""
+        return [cz for cz, n in self.declared.items() if n > 0]
+
+    def _step(self, leg: Leg) -> int:
+        """The failback step index, clamped to the tier's current steps: a step persisted
+        under a longer list continues from the last step below 100."""
+        return min(max(leg.step, -1), len(self.d.tier.failback.steps) - 2)
 
     # -- failover and failback ---------------------------------------------------------
 
@@ -279,7 +404,7 @@ class _Planner:
             # ServingCluster by that name is no evidence of failure.
             legs[cluster] = self._advance(
                 cluster, f"cluster {cluster}", down=phase == "Down",
-                healthy=phase == "Healthy", cells=[cz for cz in self.declared if cz[0] == cluster],
+                healthy=phase == "Healthy", cells=[cz for cz in self.cells() if cz[0] == cluster],
                 inputs={"cluster": cluster, "phase": phase or "Unknown"},
                 gated=self.spec.traffic.failover == "Manual")
         for (cluster, zone), count in self.declared.items():
@@ -302,11 +427,15 @@ class _Planner:
         leg = self.d.legs.get(key, Leg(since=self.now))
         steps = self.d.tier.failback.steps
         hold = self.d.tier.failback.hold_seconds
-        inputs = {**inputs, "from": leg.state}
+        if leg.state == "FailingBack":
+            leg = replace(leg, step=self._step(leg))
+        # ``since`` binds the id to this incident: the approval of an earlier failover or
+        # failback of the same cluster never approves this one.
+        inputs = {**inputs, "from": leg.state, "since": _stamp(leg.since)}
         if leg.state == "Serving" and down:
             decision = self.decide("Failover", f"{what} is down: its traffic moves to the "
                                    "serving zones, which take its replicas", inputs)
-            if gated and self.d.approved != decision.id:
+            if gated and not self.approved(decision):
                 self.pending = replace(decision, applied=False)
                 return leg
             self.decisions.append(decision)
@@ -315,7 +444,7 @@ class _Planner:
             decision = self.decide(
                 "Failback", f"{what} is healthy again: traffic returns in steps of "
                 f"{', '.join(map(_pct, steps))} of its share, {hold}s apart", inputs)
-            if gated and self.d.approved != decision.id:
+            if gated and not self.approved(decision):
                 self.pending = replace(decision, applied=False)
                 return leg
             self.decisions.append(decision)
@@ -349,8 +478,11 @@ class _Planner:
     # -- replicas ----------------------------------------------------------------------
 
     def zone_up(self, cluster: str, zone: str) -> bool:
+        """Whether a zone has a Ready node; a cluster not observed yet counts as up."""
         view = self.clusters.get(cluster)
-        return view is not None and view.zones_ready.get(zone, False)
+        if view is None or view.phase is None:
+            return True
+        return view.zones_ready.get(zone, False)
 
     def serves(self, legs: Mapping[str, Leg], cluster: str, zone: str) -> bool:
         """Whether a zone takes its full share: its cluster and itself Serving, and up."""
@@ -358,59 +490,101 @@ class _Planner:
         return (legs[cluster].state == "Serving" and self.zone_up(cluster, zone)
                 and (zone_leg is None or zone_leg.state == "Serving"))
 
+    def can_serve(self, legs: Mapping[str, Leg], cluster: str, zone: str) -> bool:
+        """Whether Ready replicas of a zone can take traffic now: its cluster not failed
+        over nor Down, the zone declared and with a Ready node. Ready counts elsewhere are
+        stale and never make the deployment Available."""
+        return ((cluster, zone) in self.declared and self.declared[(cluster, zone)] > 0
+                and legs[cluster].state != "FailedOver" and self.phase(cluster) != "Down"
+                and self.zone_up(cluster, zone))
+
     def plan_replicas(self, legs: Mapping[str, Leg]) -> tuple[dict[Slot, int], int]:
-        """Replicas per slot within the GPUs left by higher-priority deployments: each
-        serving zone's own replicas first, then the replicas of zones that do not serve
-        (or did not fit) on the Healthy serving zones, then the fallback model's warm
-        replicas plus one for each replica still unserved."""
+        """Replicas per slot, every one of them taken from the cluster's ledger, in this
+        order: each serving zone's own replicas; the replicas kept in zones that do not
+        serve (what fits); the replicas of zones that do not serve (or did not fit) on the
+        Healthy serving zones; the fallback model's warm replicas; one fallback replica for
+        each primary replica still unserved. Zones declared 0 get nothing."""
         spec = self.spec
         me = self.holder
         gpus = spec.model.resources.gpus
-        serving = [cz for cz in self.declared if self.serves(legs, *cz)]
+        cells = self.cells()
+        serving = [cz for cz in cells if self.serves(legs, *cz)]
         own = {cz: self.ledger.take(cz[0], gpus, self.declared[cz], me) for cz in serving}
-        missing = sum(n - own.get(cz, 0) for cz, n in self.declared.items())
-        takers = {cz: max(1, self.declared[cz]) for cz in serving
-                  if self.phase(cz[0]) == "Healthy"}
+        kept = {cz: self.ledger.take(cz[0], gpus, self.declared[cz], me)
+                for cz in cells if cz not in own}
+        missing = sum(self.declared[cz] - own.get(cz, 0) for cz in cells)
+        takers = {cz: self.declared[cz] for cz in serving if self.phase(cz[0]) == "Healthy"}
         extra = _spread(missing, takers, self.ledger, gpus, me)
         unserved = missing - sum(extra.values())
-        replicas: dict[Slot, int] = {
-            (c, "primary", z): (own[(c, z)] + extra.get((c, z), 0) if (c, z) in own else n)
-            for (c, z), n in self.declared.items()
-        }
+        replicas: dict[Slot, int] = {(c, "primary", z): 0 for (c, z) in self.declared}
+        for (c, z), n in own.items():
+            replicas[(c, "primary", z)] = n + extra.get((c, z), 0)
+        for (c, z), n in kept.items():
+            replicas[(c, "primary", z)] = n
         if spec.fallback is not None:
             base, fb_gpus = spec.fallback.replicas_per_zone, spec.fallback.model.resources.gpus
-            warm = {cz: self.ledger.take(cz[0], fb_gpus, base, me) if cz in own else base
-                    for cz in self.declared}
+            order = serving + [cz for cz in cells if cz not in own]  # serving zones first
+            warm = {cz: self.ledger.take(cz[0], fb_gpus, base, me) for cz in order}
             fb_extra = _spread(unserved, takers, self.ledger, fb_gpus, me)
             for c, z in self.declared:
-                replicas[(c, "fallback", z)] = warm[(c, z)] + fb_extra.get((c, z), 0)
+                replicas[(c, "fallback", z)] = warm.get((c, z), 0) + fb_extra.get((c, z), 0)
         if unserved:
-            short = sorted({c for (c, z) in self.declared if (c, z) in own or c in
+            short = sorted({c for (c, z) in cells if (c, z) in own or c in
                             {cc for cc, _ in takers}})
             self.shortage = "; ".join(self.ledger.explain(c, me) for c in short)
+            ahead = sorted({h for c in short for h in self.ledger.holders.get(c, {})
+                            if h != me and h in self.peers})
+            self.ranked_after = ", ".join(
+                f"{h} ({_ahead_by(self.peers[h], self.d)})" for h in ahead[:4]) + (
+                ", ..." if len(ahead) > 4 else "")
         return replicas, unserved
 
     # -- traffic -----------------------------------------------------------------------
 
+    def _published(self, cluster: str) -> float:
+        value = self.d.traffic.get(cluster, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return 0.0
+        return float(value) if math.isfinite(value) and value > 0 else 0.0
+
+    def _declared_shares(self) -> dict[str, float]:
+        """Each placed cluster's declared share, the fallback none (all-zero: even)."""
+        parts = {c: float(sum(n for (cc, _), n in self.declared.items() if cc == c))
+                 for c in self.placed}
+        if not any(parts.values()):
+            parts = dict.fromkeys(self.placed, 1.0)
+        return {**parts, FALLBACK: 0.0}
+
     def plan_weights(self, legs: Mapping[str, Leg], replicas: Mapping[Slot, int],
                      unserved: int) -> dict[str, int]:
+        """Integer weights per placed cluster and ``fallback``, always summing to 100."""
         total = sum(self.declared.values()) or 1
         steps = self.d.tier.failback.steps
-        live = [c for c in self.placed if legs[c].state != "FailedOver"]
+        # A cluster not observed yet keeps the weight last published for it.
+        pinned = {c: self._published(c) for c in self.placed
+                  if not self.seen(c) and legs[c].state != "FailedOver" and self._published(c)}
+        servable = [c for c in self.placed if legs[c].state != "FailedOver"
+                    and self.phase(c) != "Down"
+                    and any(self.zone_up(c, z) for (cc, z) in self.cells() if cc == c)]
+        if not servable and not pinned:
+            self.stranded = True  # nothing can serve, not even a fallback: keep the plan
+            return apportion(100, self._declared_shares())
+        live = [c for c in self.placed if legs[c].state != "FailedOver" and c not in pinned]
         # A cluster or zone failing back takes its step's percentage of its declared share,
         # and that much less goes to the fallback.
         ramp: dict[str, float] = {}
         for c in live:
             ramping: list[tuple[Leg, list[tuple[str, str]]]] = []
             if legs[c].state == "FailingBack":
-                ramping.append((legs[c], [cz for cz in self.declared if cz[0] == c]))
+                ramping.append((legs[c], [cz for cz in self.cells() if cz[0] == c]))
             else:
-                ramping += [(legs[f"{c}/{z}"], [(c, z)]) for (cc, z) in self.declared
+                ramping += [(legs[f"{c}/{z}"], [(c, z)]) for (cc, z) in self.cells()
                             if cc == c and legs.get(f"{c}/{z}", Leg()).state == "FailingBack"]
             for leg, cells in ramping:
-                if leg.step >= 0 and any(self.ready(cc, "primary", z) > 0 for cc, z in cells):
+                step = self._step(leg)
+                if step >= 0 and any(self.ready(cc, "primary", z) > 0 for cc, z in cells):
                     mine = sum(self.declared[cz] for cz in cells)
-                    ramp[c] = ramp.get(c, 0.0) + steps[leg.step] / 100 * mine / total
+                    ramp[c] = ramp.get(c, 0.0) + steps[step] / 100 * mine / total
         carried = sum(ramp.values()) * total
         served = 1.0 - max(0.0, unserved - carried) / total
         if self.spec.fallback is None:
@@ -420,7 +594,7 @@ class _Planner:
                              if cc == c and self.serves(legs, c, z))) for c in serving}
         if not any(mass.values()) and not ramp:
             fallback_ready = any(self.ready(c, "fallback", z) for (c, z) in self.declared
-                                 if c in live and self.zone_up(c, z))
+                                 if c in live and self.can_serve(legs, c, z))
             if fallback_ready and self.spec.fallback is not None:
                 served = 0.0  # no primary replica Ready anywhere: the fallback serves
             else:  # nothing Ready yet: route by plan
@@ -434,12 +608,22 @@ class _Planner:
         if weight:
             for c, m in mass.items():
                 parts[c] += rest * m / weight
-        elif ramp:  # only clusters failing back are left: they carry what is served
+        elif sum(ramp.values()) > 0:  # only clusters failing back are left: they carry it
             for c, share in ramp.items():
                 parts[c] += rest * share / sum(ramp.values())
         parts[FALLBACK] = 1.0 - served if self.spec.fallback is not None else 0.0
-        if not any(parts.values()):
-            return {**dict.fromkeys(self.placed, 0), FALLBACK: 0}
+        if pinned:  # the others share what the clusters not observed yet leave
+            keep = min(100.0, sum(pinned.values())) / 100
+            others = sum(parts.values())
+            if others <= 0:
+                keep = 1.0
+            parts = {k: (v * (1 - keep) / others if others > 0 else 0.0)
+                     for k, v in parts.items()}
+            for c, w in pinned.items():
+                parts[c] += keep * w / sum(pinned.values())
+        if not any(v > 0 for v in parts.values()):
+            self.stranded = True
+            return apportion(100, self._declared_shares())
         return apportion(100, parts)
 
     # -- conditions --------------------------------------------------------------------
@@ -448,32 +632,46 @@ class _Planner:
                    weights: Mapping[str, int], unserved: int) -> list[Condition]:
         failed = sorted(c for c, leg in legs.items() if leg.state == "FailedOver")
         ramping = sorted(c for c, leg in legs.items() if leg.state == "FailingBack")
+        unseen = [c for c in self.placed if not self.seen(c)]
         lagging = sorted(
             f"{c}/{z}{'' if r == 'primary' else ' (fallback)'} {self.ready(c, r, z)}/{n}"
             for (c, r, z), n in replicas.items()
-            if legs[c].state != "FailedOver" and self.zone_up(c, z) and self.ready(c, r, z) < n
-        )
-        zones_down = sorted(f"{c}/{z}" for (c, z) in self.declared
+            if legs[c].state != "FailedOver" and self.seen(c) and self.zone_up(c, z)
+            and self.ready(c, r, z) < n
+        ) + [f"{c} (not observed yet)" for c in unseen]
+        zones_down = sorted(f"{c}/{z}" for (c, z) in self.cells()
                             if legs[c].state != "FailedOver" and not self.zone_up(c, z))
         serving = sum(w for k, w in weights.items() if k != FALLBACK)
+        # Only Ready replicas that take traffic now count: never the stale counts of a
+        # Down or failed-over cluster, or of a zone without a Ready node.
         ready_primary = sum(self.ready(c, "primary", z) for (c, z) in self.declared
-                            if legs[c].state != "FailedOver")
+                            if weights.get(c, 0) > 0 and self.can_serve(legs, c, z))
+        ready_fallback = weights.get(FALLBACK, 0) > 0 and any(
+            self.ready(c, "fallback", z) for (c, z) in self.declared
+            if self.can_serve(legs, c, z))
         out = []
-        if ready_primary or (weights.get(FALLBACK, 0) and any(
-                self.ready(c, "fallback", z) for (c, z) in self.declared)):
+        if ready_primary or ready_fallback:
             out.append(Condition("Available", "True", "Serving",
                                  f"{serving}% of traffic on the primary model"))
+        elif self.stranded:
+            states = ", ".join(f"{c} {'Down' if self.phase(c) == 'Down' else legs[c].state}"
+                               for c in self.placed)
+            out.append(Condition(
+                "Available", "False", "NoServingCluster",
+                f"no placed cluster can serve ({states}); traffic keeps the declared shares "
+                "until one returns"))
         else:
             out.append(Condition("Available", "False", "NoReadyReplicas",
                                  "no Ready replica serves this model yet"))
         if unserved:
             total = sum(self.declared.values())
             where = "fallback model" if self.spec.fallback else "remaining replicas (no fallback)"
+            after = f"; ranked after {self.ranked_after}" if self.ranked_after else ""
             out.append(Condition(
                 "Degraded", "True", "InsufficientCapacity",
                 f"{unserved} of {total} replicas cannot be placed in the serving zones' GPU "
                 f"capacity ({self.shortage}); {weights.get(FALLBACK, 0)}% of traffic goes to "
-                f"the {where}"))
+                f"the {where}; GPUs are {rank_text(self.d, figures=False)}{after}"))
         elif zones_down:
             out.append(Condition("Degraded", "True", "ZoneUnavailable",
                                  f"no Ready node in {', '.join(zones_down)}; other zones carry "
@@ -512,35 +710,41 @@ class _Planner:
 
     def _step_text(self, leg: Leg) -> str:
         steps = self.d.tier.failback.steps
-        return f"{steps[leg.step]}%" if leg.step >= 0 else "0% (holding)"
+        step = self._step(leg)
+        return f"{steps[step]}%" if step >= 0 else "0% (holding)"
 
     def scale(self) -> tuple[ScaleResult | None, int | None]:
         """Apply the scaling recommendation to the baseline per zone (``self.declared``):
         the total from load, spread over the placed zones in the placement's proportions
-        (failover then moves the share of failed zones, as it does for declared numbers)."""
+        (failover then moves the share of failed zones, as it does for declared numbers).
+        Zones declared 0 stay empty and count for no bound."""
         scaling = self.spec.scaling
         if scaling is None or scaling.mode == "Off":
             return None, None
-        cells = list(self.declared)
+        cells = self.cells()
         current = self.d.scaled if self.d.scaled is not None else sum(self.declared.values())
         result = recommend(scaling, self.d.tier, self.d.load or Load(), current=current,
                            zones=len(cells), history=self.d.scaling_history, now=self.now)
         total = current
         if result.replicas != current:
             inputs = {**result.inputs, "from": current, "to": result.replicas}
+            # The approvals consumed so far tell a later identical suggestion (4 -> 8 again
+            # after 8 -> 4) from an approved one; load jitter changes neither.
             decision = self.decide("Scale", f"{result.reason}: {current} -> {result.replicas} "
                                    "replicas", inputs,
-                                   identity={"from": current, "to": result.replicas})
-            if scaling.mode == "Suggest" and self.d.approved != decision.id:
+                                   identity={"from": current, "to": result.replicas,
+                                             "after": sorted(self.d.consumed)})
+            if scaling.mode == "Suggest" and not self.approved(decision):
                 if self.pending is None:
                     self.pending = replace(decision, applied=False)
             else:
                 self.decisions.append(decision)
                 total = result.replicas
-        shares = apportion(total, {f"{c}\0{z}": float(max(n, 1))
-                                   for (c, z), n in self.declared.items()})
+        shares = apportion(total, {f"{c}\0{z}": float(self.declared[(c, z)]) for c, z in cells})
         low, high = scaling.min_replicas_per_zone, scaling.max_replicas_per_zone
-        self.declared = {(c, z): min(max(shares[f"{c}\0{z}"], low), high) for c, z in cells}
+        self.declared = {(c, z): (min(max(shares[f"{c}\0{z}"], low), high)
+                                  if f"{c}\0{z}" in shares else 0)
+                         for c, z in self.declared}
         return result, total
 
     def plan(self) -> DeploymentPlan:
@@ -559,13 +763,17 @@ class _Planner:
                  "legs": {c: legs[c].state for c in self.placed}, "unserved": unserved}))
         if unserved != self.d.unserved:
             total = sum(self.declared.values())
+            after = f"; ranked after {self.ranked_after}" if self.ranked_after else ""
             self.decisions.append(self.decide(
                 "Capacity",
                 (f"{unserved} of {total} replicas cannot be placed ({self.shortage}); "
-                 f"{weights.get(FALLBACK, 0)}% of traffic goes to the fallback model"
+                 f"{weights.get(FALLBACK, 0)}% of traffic goes to the fallback model; "
+                 f"GPUs are {rank_text(self.d, figures=True)}{after}"
                  if unserved else f"all {total} replicas placed again"),
                 {"from": self.d.unserved, "to": unserved, "tier": self.spec.sla_tier,
-                 "priority": self.d.tier.priority, "shortage": self.shortage}))
+                 "priority": self.d.tier.priority, "specPriority": self.spec.priority,
+                 "demandTokensPerSecond": demand(self.d), "rankedAfter": self.ranked_after,
+                 "shortage": self.shortage}))
         conditions = self.conditions(legs, replicas, weights, unserved)
         if scale is not None:
             conditions.append(Condition(  # a steady message: load jitter must not write
@@ -575,15 +783,18 @@ class _Planner:
         return DeploymentPlan(
             replicas=replicas, weights=weights, legs=legs, decisions=self.decisions,
             pending=self.pending, unserved=unserved, conditions=conditions, scale=scale,
-            scaled=scaled,
+            scaled=scaled, consumed=self.used_approval,
         )
 
 
 def plan_fleet(deployments: Sequence[DeploymentInput], clusters: Mapping[str, ClusterView],
                *, now: datetime) -> dict[tuple[str, str], DeploymentPlan]:
-    """Plan every deployment, highest tier priority first: each takes the GPUs it needs
-    (its own zones, then what failed over or scaled up, then its fallback) from what the
-    higher tiers left. Pure."""
+    """Plan every deployment in rank order (:func:`rank_key`: tier, then ``spec.priority``,
+    then measured demand): each takes the GPUs it needs (its own zones, the replicas kept
+    where it does not serve, then what failed over or scaled up, then its fallback) from
+    what those ranked ahead left. Pure."""
     ledger = _Ledger(clusters)
-    order = sorted(deployments, key=lambda d: (-d.tier.priority, d.namespace, d.name))
-    return {(d.namespace, d.name): _Planner(d, clusters, ledger, now).plan() for d in order}
+    order = sorted(deployments, key=rank_key)
+    peers = {_holder(d): d for d in order}
+    return {(d.namespace, d.name): _Planner(d, clusters, ledger, now, peers).plan()
+            for d in order}
