@@ -576,6 +576,17 @@ def test_a_zone_declared_zero_stays_empty_through_failover():
     assert plan.replicas[("east", "primary", "east-a")] == 6, "east-a carries west's 4"
 
 
+def test_the_baseline_counts_no_warm_fallback_in_a_zone_declared_zero():
+    from twinhull.plan.fleet import baseline_gpus
+
+    spec = _with_zero_zone().spec
+    assert baseline_gpus(spec) == {"east": 2 * 4 + 1, "west": 4 * 4 + 2}
+    _, first = steady(_with_zero_zone())
+    planned = {c: sum(n * (4 if r == "primary" else 1) for (cc, r, _), n in
+                      first.replicas.items() if cc == c) for c in ("east", "west")}
+    assert planned == baseline_gpus(spec), "what the validator counts is what runs"
+
+
 def test_a_zone_declared_zero_gets_no_scaled_replicas_and_no_minimum():
     from twinhull.plan.scaling import Load
 

@@ -195,14 +195,16 @@ def declared(spec: ModelDeploymentSpec) -> dict[tuple[str, str], int]:
 
 
 def baseline_gpus(spec: ModelDeploymentSpec) -> dict[str, int]:
-    """GPUs per cluster the declared primary and warm fallback replicas take. Pure."""
+    """GPUs per cluster the declared primary and warm fallback replicas take (a zone
+    declared 0 stays empty: no warm fallback either). Pure."""
     per = spec.model.resources.gpus
     out: dict[str, int] = {}
     for p in spec.placement:
         used = sum(p.zones.values()) * per
         if spec.fallback is not None:
             fallback = spec.fallback
-            used += fallback.replicas_per_zone * len(p.zones) * fallback.model.resources.gpus
+            zones = sum(1 for n in p.zones.values() if n > 0)
+            used += fallback.replicas_per_zone * zones * fallback.model.resources.gpus
         out[p.cluster] = out.get(p.cluster, 0) + used
     return out
 
