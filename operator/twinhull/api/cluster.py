@@ -123,7 +123,6 @@ NAME_RULES = (
         "self.metadata.name != 'fallback'",
         "metadata.name 'fallback' is reserved: it is the traffic key and member Service name"
         " of fallback models; name the cluster otherwise",
-        field_path=".metadata.name",
     ),
     rule(
         "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
@@ -131,7 +130,6 @@ NAME_RULES = (
         "metadata.name must be a DNS label (lower-case letters, digits and '-', no dots, at"
         " most 63 characters): ModelDeployments place by it and member Services end with"
         " it; rename the ServingCluster",
-        field_path=".metadata.name",
     ),
 )
 """CEL rules on the whole object, on its name (see ``deployment.NAME_RULES``)."""

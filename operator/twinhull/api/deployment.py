@@ -395,19 +395,16 @@ NAME_RULES = (
         "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting"
         " with a letter, no dots): member Services are named after it; rename the"
         " ModelDeployment",
-        field_path=".metadata.name",
     ),
     rule(
         f"size(self.metadata.name) <= {MAX_NAME}",
         f"metadata.name must be at most {MAX_NAME} characters, so that the member Service"
         " <name>-fallback fits in 63; shorten the name",
-        field_path=".metadata.name",
     ),
     rule(
         "self.spec.placement.all(p, size(self.metadata.name) + size(p.cluster) <= 62)",
         "metadata.name, '-' and each placed cluster's name must fit in 63 characters (the"
         " member Service <name>-<cluster>); shorten the name",
-        field_path=".metadata.name",
     ),
 )
 """CEL rules on the whole object (the API server gives rules at the schema's root
