@@ -144,7 +144,9 @@ def crd_rule_errors(kind: str, obj: dict[str, Any]) -> list[tuple[FieldPath, str
         if isinstance(outcome, Exception):
             problems.append(((), f"rule {entry['rule']!r} could not be evaluated: {outcome}"))
         elif not outcome:
-            problems.append((_field_path(entry.get("fieldPath", "")), entry["message"]))
+            # every root rule is about the name (the API server refuses a fieldPath into
+            # metadata, so the CRD cannot say so itself)
+            problems.append((("metadata", "name"), entry["message"]))
     return problems + list(_walk(obj.get("spec"), _spec_schema(kind), ("spec",)))
 
 
