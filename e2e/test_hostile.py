@@ -131,12 +131,20 @@ def hostile(lab, operator) -> Iterator[None]:
     apply(lab, namespace_manifest(HOSTILE_NS), *corpus())
     time.sleep(1.5)  # hx is older than hx-fallback
     apply(lab, _colliding())
-    # garbage written into status by someone with the status subresource
+    # nonsense that passes the status schema, written by someone with the status
+    # subresource: a failback step past the policy, times that are not times, weights
+    # summing to 207 with a cluster that is not placed, a rollout of a missing snapshot
+    wait_for(lambda: status(lab, HOSTILE_NS, "deep-json").get("traffic"), timeout=60,
+             what="deep-json planned")
     kubectl(lab, "hub", "patch", "modeldeployment", "deep-json", "-n", HOSTILE_NS,
             "--subresource=status", "--type=merge", "-p", json.dumps(
-                {"status": {"failover": {"east": "nonsense"}, "traffic": {"east": "x"},
-                            "scaling": {"replicas": "many", "history": [{"time": 7}]},
-                            "rollout": {"target": 5, "since": "yesterday"}}}))
+                {"status": {"failover": {"east": {"state": "FailingBack", "step": 99,
+                                                  "since": "not-a-time"}},
+                            "traffic": {"east": 100, "west": 100, "ghost": 7},
+                            "scaling": {"replicas": 100000,
+                                        "history": [{"time": "garbage", "replicas": 5}]},
+                            "rollout": {"target": "nope", "mode": "Rollback",
+                                        "since": "yesterday"}}}))
     try:
         yield
     finally:
@@ -180,9 +188,9 @@ def test_a_healthy_deployment_fails_over_and_back_next_to_hostile_objects(lab, o
     assert "hx" in collision["message"]
     assert _ready("hx", lab).get("reason") != "NameCollision"
     # the garbage written into status was replaced by the operator's own
-    s = status(lab, HOSTILE_NS, "deep-json")
-    assert all(isinstance(v, int) for v in s["traffic"].values()), s["traffic"]
-    assert sum(s["traffic"].values()) == 100
+    s = wait_for(lambda: (st := status(lab, HOSTILE_NS, "deep-json"))
+                 and "ghost" not in st["traffic"] and st, timeout=30, what="traffic replaced")
+    assert sum(s["traffic"].values()) == 100, s["traffic"]
     for name in SECRETS:
         got = yaml.safe_load(kubectl(lab, "hub", "get", "servingcluster", f"hostile-{name}",
                                      "-o", "yaml"))

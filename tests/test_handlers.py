@@ -430,3 +430,22 @@ def test_stale_loops_fail_liveness():
         loops(memo=memo)
     rt.beats["member/west"] = now()
     assert set(loops(memo=memo)) == {"fleet", "member/west"}
+
+
+def test_a_stale_watch_echo_of_an_earlier_write_is_not_an_edit():
+    from twinhull.handlers.operator import route_event
+
+    rt = runtime(body("echo", example_spec("aiops-platform")))
+    run(rt)
+    key = ("ai", "echo")
+    older = copy.deepcopy(hub(rt).applied[0])
+    older["spec"]["rules"][0]["backendRefs"][0]["weight"] = 7
+    older["metadata"]["resourceVersion"] = "5"
+    rt.route_versions[key] = 9
+    memo = type("Memo", (), {"runtime": rt})()
+    rt.wake.clear()
+    asyncio.run(route_event(event={"type": "MODIFIED"}, body=older, memo=memo))
+    assert not rt.wake.is_set() and rt.route_live[key] != fleet.route_projection(older)
+    older["metadata"]["resourceVersion"] = "12"  # someone else's later edit
+    asyncio.run(route_event(event={"type": "MODIFIED"}, body=older, memo=memo))
+    assert rt.wake.is_set() and rt.route_live[key] == fleet.route_projection(older)

@@ -27,6 +27,7 @@ async def deployment_event(event: kopf.RawEvent, body: kopf.Body, namespace: str
         rt.deployments.pop(key, None)
         rt.route_hashes.pop(key, None)
         rt.route_live.pop(key, None)
+        rt.route_versions.pop(key, None)
         rt.backoff.pop(key, None)
         rt.load_errors.pop(key, None)
         rt.poke()

@@ -419,10 +419,20 @@ async def _write_route(rt: Runtime, key: Key, route: dict[str, Any]) -> None:
     want = route["metadata"]["annotations"][HASH]
     if rt.route_hashes.get(key) == want and rt.route_live.get(key) == route_projection(route):
         return
-    await rt.hub.apply(route)
+    written = await rt.hub.apply(route)
     rt.hub_writes += 1
     rt.route_hashes[key] = want
     rt.route_live[key] = route_projection(route)
+    version = resource_version(written)
+    if version is not None:
+        rt.route_versions[key] = version
+
+
+def resource_version(obj: Any) -> int | None:
+    """An object's resourceVersion as a number (etcd's revision), None when it is not one
+    (then every watch event counts as news). Pure."""
+    raw = _mapping(_mapping(obj).get("metadata")).get("resourceVersion")
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
 
 
 def _invalid_status(body: dict[str, Any], reason: str, message: str) -> dict[str, Any]:

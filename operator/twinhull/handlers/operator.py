@@ -11,7 +11,7 @@ import kopf
 
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.handlers import members, revisions
-from twinhull.handlers.fleet import fleet_loop, route_projection
+from twinhull.handlers.fleet import fleet_loop, resource_version, route_projection
 from twinhull.handlers.runtime import Runtime, now
 from twinhull.handlers.scaling import load_loop
 from twinhull.handlers.supervise import stale_loops, supervised
@@ -98,8 +98,12 @@ async def route_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any
     if event["type"] == "DELETED":
         rt.route_hashes.pop(key, None)
         rt.route_live.pop(key, None)
+        rt.route_versions.pop(key, None)
         rt.poke()
         return
+    version, ours = resource_version(route), rt.route_versions.get(key)
+    if version is not None and ours is not None and version <= ours:
+        return  # our own write, or an echo of an earlier one
     before = rt.route_live.get(key)
     rt.route_live[key] = route_projection(route)
     if before is not None and before != rt.route_live[key]:

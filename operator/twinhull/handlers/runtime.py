@@ -80,6 +80,9 @@ class Runtime:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     route_hashes: dict[Key, str] = field(default_factory=dict)
     """The content hash of the HTTPRoute last written (or found) per ModelDeployment."""
+    route_versions: dict[Key, int] = field(default_factory=dict)
+    """The resourceVersion of each HTTPRoute as twinhull last wrote it: older watch events
+    are stale echoes of earlier writes, not edits."""
     route_live: dict[Key, Any] = field(default_factory=dict)
     """What each HTTPRoute in the hub routes (see ``fleet.route_projection``), from the
     watch: a route edited by hand differs from what was written and is written again."""
