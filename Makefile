@@ -43,8 +43,32 @@ $(HELM):
 	GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$(dir $(HELM)) \
 	  go install -trimpath -ldflags "-s -w" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
+# kstatus: sigs.k8s.io/cli-utils' status.Compute (what Flux, kpt and cli-utils report);
+# luahealth: Argo CD's health.lua runner on the gopher-lua Argo CD pins (v3.6.1: v1.1.2).
+# Built from tools/<name> (go.mod and go.sum pin every module) to a temporary file that is
+# moved into place, so an interrupted build is never taken for a cached one.
+KSTATUS_VERSION := v0.37.2
+KSTATUS := $(HOME)/.cache/twinhull/tools/kstatus-$(KSTATUS_VERSION)/kstatus
+GOPHERLUA_VERSION := v1.1.2
+LUAHEALTH := $(HOME)/.cache/twinhull/tools/luahealth-$(GOPHERLUA_VERSION)/luahealth
+GO_BUILD := GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath -ldflags "-s -w"
+
+$(KSTATUS): tools/kstatus/go.mod tools/kstatus/go.sum tools/kstatus/main.go
+	@echo "building kstatus (sigs.k8s.io/cli-utils $(KSTATUS_VERSION)) into $(dir $@)"
+	@grep -q 'sigs.k8s.io/cli-utils $(KSTATUS_VERSION)$$' tools/kstatus/go.mod || \
+	  { echo "tools/kstatus/go.mod does not require cli-utils $(KSTATUS_VERSION)"; exit 1; }
+	mkdir -p $(dir $@)
+	cd tools/kstatus && $(GO_BUILD) -o $@.tmp.$$$$ . && mv $@.tmp.$$$$ $@
+
+$(LUAHEALTH): tools/luahealth/go.mod tools/luahealth/go.sum tools/luahealth/main.go
+	@echo "building luahealth (github.com/yuin/gopher-lua $(GOPHERLUA_VERSION)) into $(dir $@)"
+	@grep -q 'github.com/yuin/gopher-lua $(GOPHERLUA_VERSION)$$' tools/luahealth/go.mod || \
+	  { echo "tools/luahealth/go.mod does not require gopher-lua $(GOPHERLUA_VERSION)"; exit 1; }
+	mkdir -p $(dir $@)
+	cd tools/luahealth && $(GO_BUILD) -o $@.tmp.$$$$ . && mv $@.tmp.$$$$ $@
+
 .PHONY: tools
-tools: $(HELM) ## build the tools the tests use (helm), cached outside the repo
+tools: $(HELM) $(KSTATUS) $(LUAHEALTH) ## build the tools the tests use (helm, kstatus, luahealth), cached outside the repo
 
 .PHONY: crds
 crds: $(STAMP) ## regenerate crds/ and the generated files in policies/
@@ -61,12 +85,13 @@ lint: $(STAMP) crds-check ## ruff, mypy --strict, import-linter layers
 	$(BIN)/lint-imports
 
 .PHONY: unit
-unit: $(STAMP) ## unit tests (no cluster)
-	$(BIN)/pytest tests -m 'not e2e'
+unit: $(STAMP) $(LUAHEALTH) $(KSTATUS) ## unit tests (no cluster)
+	TWINHULL_LUAHEALTH=$(LUAHEALTH) TWINHULL_KSTATUS=$(KSTATUS) $(BIN)/pytest tests -m 'not e2e'
 
 .PHONY: e2e
 e2e: $(STAMP) lab-build tools ## e2e tests against the local lab (brings it up and down)
-	TWINHULL_HELM=$(HELM) $(BIN)/pytest e2e -m e2e
+	TWINHULL_HELM=$(HELM) TWINHULL_KSTATUS=$(KSTATUS) TWINHULL_LUAHEALTH=$(LUAHEALTH) \
+	  $(BIN)/pytest e2e -m e2e
 
 .PHONY: test
 test: lint unit e2e ## everything CI runs: lint, unit tests, e2e tests
