@@ -24,89 +24,10 @@ from fleet import (
     status,
     wait_for,
 )
+from hostile import HOSTILE_NS, SECRETS, TOKEN, colliding, objects
 from test_failover import NS, _fail_over_and_back, converged, weights
 
 pytestmark = pytest.mark.e2e
-
-HOSTILE_NS = "e2e-hostile"
-ROLLBACK, APPROVE = "serving.twinhull.io/rollback", "serving.twinhull.io/approve"
-TOKEN = "hostile-bearer-token-6f1d2c"
-"""The bearer token inside the hostile kubeconfig Secrets: it must appear nowhere."""
-
-
-def _kubeconfig(**user: Any) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "x",
-        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "users": [{"name": "x", "user": user}],
-        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}]})
-
-
-SECRETS = {
-    # not YAML at all, with the token inside it
-    "garbled": f"{TOKEN}: [unclosed\n\t- {{",
-    # a command taken from the Secret, run by the operator: refused
-    "execs": _kubeconfig(token=TOKEN, exec={"apiVersion": "client.authentication.k8s.io/v1",
-                                            "command": "/bin/sh",
-                                            "args": ["-c", "touch /tmp/twinhull-pwned"]}),
-    # a list, not a kubeconfig
-    "listy": yaml.safe_dump([TOKEN, TOKEN]),
-}
-
-
-def _cluster(name: str) -> dict[str, Any]:
-    return {"apiVersion": "serving.twinhull.io/v1alpha1", "kind": "ServingCluster",
-            "metadata": {"name": f"hostile-{name}"},
-            "spec": {"kubeconfigSecretRef": {"namespace": "twinhull-system",
-                                             "name": f"hostile-{name}", "key": "kubeconfig"},
-                     "region": "nowhere", "zones": ["nowhere-a"], "capacity": {"gpus": 8},
-                     "health": {"probeIntervalSeconds": 2, "timeoutSeconds": 2,
-                                "failureThreshold": 3, "recoveryThreshold": 5}}}
-
-
-def _secret(name: str, content: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": f"hostile-{name}", "namespace": "twinhull-system"},
-            "data": {"kubeconfig": base64.b64encode(content.encode()).decode()}}
-
-
-def _md(name: str, **kw: Any) -> dict[str, Any]:
-    md = deployment_manifest(name, HOSTILE_NS, tier="best-effort",
-                             placement={"east": {"east-a": 1}, "west": {"west-a": 1}}, **kw)
-    return md
-
-
-def _annotated(name: str, annotations: dict[str, str]) -> dict[str, Any]:
-    md = _md(name)
-    md["metadata"]["annotations"] = annotations
-    return md
-
-
-def _custom(name: str, query: str) -> dict[str, Any]:
-    md = _md(name)
-    md["spec"]["scaling"] = {"mode": "Enforce", "metric": "custom", "query": query,
-                             "minReplicasPerZone": 1,
-                             "maxReplicasPerZone": 2}
-    return md
-
-
-def corpus() -> list[dict[str, Any]]:
-    """The hostile ModelDeployments (1 GPU each, best-effort, one zone per cluster)."""
-    older = _md("hx")  # has a fallback: renders hx-fallback-<zone>
-    return [
-        _annotated("deep-json", {ROLLBACK: "[" * 50000}),
-        _annotated("list-to", {ROLLBACK: '{"id": "r1", "to": ["x"]}'}),
-        _annotated("bad-approve", {APPROVE: "'; rm -rf /"}),
-        _custom("scalar-query", "scalar(vector(7))"),
-        _custom("string-query", '"text"'),
-        _custom("broken-query", "sum(rate(nothing[1m]"),
-        older,
-    ]
-
-
-def _colliding() -> dict[str, Any]:
-    return _md("hx-fallback", fallback=False)  # its Deployments are hx's fallback names
-
 
 def _ready(name: str, lab: Any) -> dict[str, Any]:
     for c in status(lab, HOSTILE_NS, name).get("conditions") or []:
@@ -125,12 +46,9 @@ def _condition(lab: Any, namespace: str, name: str, kind: str) -> dict[str, Any]
 @pytest.fixture
 def hostile(lab, operator) -> Iterator[None]:
     """The hostile corpus applied next to the healthy deployment; removed afterwards."""
-    for name, content in SECRETS.items():
-        apply(lab, _secret(name, content))
-    apply(lab, *(_cluster(name) for name in SECRETS))
-    apply(lab, namespace_manifest(HOSTILE_NS), *corpus())
+    apply(lab, *objects())
     time.sleep(1.5)  # hx is older than hx-fallback
-    apply(lab, _colliding())
+    apply(lab, colliding())
     # nonsense that passes the status schema, written by someone with the status
     # subresource: a failback step past the policy, times that are not times, weights
     # summing to 207 with a cluster that is not placed, a rollout of a missing snapshot

@@ -666,3 +666,18 @@ def test_a_placed_deployment_keeps_its_gpus_while_the_others_demand_jitters_past
     # a quarter more takes them
     aiops, ide = _two_critical(15_100, 12_000, unserved_a=4)
     assert aiops.unserved == 0 and ide.unserved > 0
+
+
+def test_a_failover_whose_planned_replicas_are_ready_is_ready_but_degraded():
+    d, _ = steady()
+    down = [cluster("east"), cluster("west", "Down")]
+    first = plan_one(d, down)
+    settled = replace(d, observed=all_ready(first.replicas), legs=first.legs,
+                      traffic=first.weights)
+    plan = plan_one(settled, down, now=T0 + timedelta(seconds=5))
+    ready = cond(plan, "Ready")
+    assert (ready.status, ready.reason) == ("True", "ServingDegraded")
+    assert "west failed over" in ready.message
+    assert cond(plan, "FailedOver").status == "True"
+    healthy = plan_one(d, HEALTHY)
+    assert (cond(healthy, "Ready").status, cond(healthy, "Ready").reason) == ("True", "Serving")

@@ -449,3 +449,52 @@ def test_a_stale_watch_echo_of_an_earlier_write_is_not_an_edit():
     older["metadata"]["resourceVersion"] = "12"  # someone else's later edit
     asyncio.run(route_event(event={"type": "MODIFIED"}, body=older, memo=memo))
     assert rt.wake.is_set() and rt.route_live[key] == fleet.route_projection(older)
+
+
+# -- GitOps conditions (issue 16) ----------------------------------------------------------
+
+def _conds(*items: tuple[str, str, str]) -> list[Any]:
+    from twinhull.plan.fleet import Condition
+    return [Condition(t, s, r, f"{t} {r}") for t, s, r in items]  # type: ignore[arg-type]
+
+
+def _gitops(*items: tuple[str, str, str]) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in fleet.with_gitops(_conds(*items))}
+
+
+SERVING = (("Available", "True", "Serving"), ("Ready", "True", "Serving"),
+           ("RolledBack", "False", "RunningSpec"))
+
+
+@pytest.mark.parametrize("progress, ready, reconciling", [
+    (("Progressing", "True", "RollingOut"), ("False", "RollingOut"), ("True", "RollingOut")),
+    (("Progressing", "True", "Verifying"), ("False", "Verifying"), ("True", "Verifying")),
+    (("Progressing", "True", "RolloutPaused"), ("False", "RolloutPaused"),
+     ("True", "RolloutPaused")),
+    (("Progressing", "True", "WaitingForApproval"), ("True", "Serving"),
+     ("True", "WaitingForApproval")),
+    (("Progressing", "False", "Converged"), ("True", "Serving"), ("False", "Reconciled")),
+])
+def test_a_revision_on_its_way_is_reconciling_and_not_ready(progress, ready, reconciling):
+    got = _gitops(*SERVING, progress)
+    assert got["Ready"] == ready and got["Reconciling"] == reconciling
+    assert got["Stalled"] == ("False", "NotStalled")
+
+
+def test_a_held_back_or_failed_revision_is_stalled_and_not_ready():
+    held = _gitops(("Ready", "True", "Serving"), ("Progressing", "False", "Converged"),
+                   ("RolledBack", "True", "ProgressDeadlineExceeded"))
+    assert held["Stalled"] == ("True", "ProgressDeadlineExceeded")
+    assert held["Ready"] == ("False", "ProgressDeadlineExceeded")
+    assert held["Reconciling"] == ("False", "Reconciled")
+    failed = _gitops(("Ready", "True", "Serving"), ("Progressing", "False", "RolloutFailed"),
+                     ("RolledBack", "False", "RunningSpec"))
+    assert failed["Stalled"] == ("True", "RolloutFailed") and failed["Ready"][0] == "False"
+
+
+@pytest.mark.parametrize("reason", ["InvalidSpec", "UnknownTier", "NameCollision",
+                                    "InvalidAnnotation", "PlanningFailed"])
+def test_objects_that_cannot_be_acted_on_are_stalled(reason):
+    status = fleet._invalid_status(body("x"), reason, "why and the fix")
+    got = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert got["Stalled"] == ("True", reason) and got["Ready"] == ("False", reason)

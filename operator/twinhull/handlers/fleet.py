@@ -259,8 +259,7 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
                  if isinstance(a, dict)]
     if notes.approved is not None:
         approvals.append({"id": notes.approved.id, "kind": notes.approved.kind, "time": t})
-    conditions = _merged(plan.conditions, rev.conditions)
-    conditions = _with_notes(conditions, notes)
+    conditions = with_gitops(_with_notes(_merged(plan.conditions, rev.conditions), notes))
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": _condition_dicts(conditions, old.get("conditions"), generation, t),
@@ -336,6 +335,58 @@ def _with_notes(conditions: list[Condition], notes: Notes) -> list[Condition]:
             c = Condition("MetricsAvailable", "False", "MetricsUnreadable",
                           f"{notes.metrics_error}; scaling holds its last decision")
         out.append(c)
+    return out
+
+
+STALLING = ("InvalidSpec", "UnknownTier", "NameCollision", "InvalidAnnotation",
+            "PlanningFailed")
+"""Ready reasons that will not change without a change to the object: Stalled."""
+ROLLING = ("RollingOut", "Verifying", "RollingBack", "RolloutPaused", "WaitingToRollOut")
+"""Progressing reasons of a revision on its way: the spec is not served yet (Ready=False)."""
+
+
+def with_gitops(conditions: list[Condition]) -> list[Condition]:
+    """Add the conditions GitOps tools read (kstatus: ``Reconciling``, ``Stalled``) and make
+    ``Ready`` mean "the spec is served", so a pipeline waiting on a change waits for it and
+    sees a rejected one fail. Pure.
+
+    * Stalled=True (kstatus Failed): the spec's revision was rolled back and is held back,
+      a rollout failed with nothing to roll back to, or the object cannot be acted on
+      (invalid spec, unknown tier, name collision, invalid annotation, planning failure);
+      Ready is then False with the same reason.
+    * Reconciling=True (kstatus InProgress): a revision rolls out, is verified, rolls back
+      or waits (Ready False with that reason), replicas are not Ready yet, or a decision
+      waits for approval.
+    * Otherwise both False and Ready stays the planner's (True through a failover, with
+      reason ServingDegraded).
+    """
+    by = {c.type: c for c in conditions}
+    ready, rolled, progress = by.get("Ready"), by.get("RolledBack"), by.get("Progressing")
+    stalled: Condition | None = None
+    if ready is not None and ready.status == "False" and ready.reason in STALLING:
+        stalled = ready
+    elif rolled is not None and rolled.status == "True":
+        stalled = rolled
+    elif progress is not None and progress.status == "False" and \
+            progress.reason == "RolloutFailed":
+        stalled = progress
+    reconciling = progress if stalled is None and progress is not None and \
+        progress.status == "True" else None
+    out = []
+    for c in conditions:
+        if c.type == "Ready" and stalled is not None:
+            c = Condition("Ready", "False", stalled.reason, stalled.message)
+        elif c.type == "Ready" and reconciling is not None and reconciling.reason in ROLLING:
+            c = Condition("Ready", "False", reconciling.reason, reconciling.message)
+        out.append(c)
+    out.append(Condition("Reconciling", "True", reconciling.reason, reconciling.message)
+               if reconciling is not None else
+               Condition("Reconciling", "False", "Reconciled",
+                         "nothing is on its way" if stalled is None else
+                         "stopped: see Stalled"))
+    out.append(Condition("Stalled", "True", stalled.reason, stalled.message)
+               if stalled is not None else
+               Condition("Stalled", "False", "NotStalled", "nothing failed"))
     return out
 
 
@@ -438,7 +489,7 @@ def resource_version(obj: Any) -> int | None:
 def _invalid_status(body: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
     generation = int(body["metadata"].get("generation", 0))
     old = _mapping(body.get("status")).get("conditions")
-    conditions = [Condition("Ready", "False", reason, message)]
+    conditions = with_gitops([Condition("Ready", "False", reason, message)])
     return {"observedGeneration": generation,
             "conditions": _condition_dicts(conditions, old, generation, rfc3339(now()))}
 

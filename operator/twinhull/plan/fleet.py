@@ -699,15 +699,25 @@ class _Planner:
         else:
             out.append(Condition("Progressing", "False", "Converged",
                                  "every Deployment has its desired replicas Ready"))
-        ok = not lagging and not unserved and ready_primary > 0
-        out.append(Condition(
-            "Ready", "True" if ok else "False",
-            "Serving" if ok else ("InsufficientCapacity" if unserved else
-                                  "ReplicasNotReady" if lagging or not ready_primary
-                                  else "Unknown"),
-            "all desired replicas Ready at the declared capacity" if ok else
-            "; ".join(c.message for c in out if c.type in ("Degraded", "Progressing")
-                      and c.status == "True") or "no Ready replica yet"))
+        # Ready: everything the plan can do is done and serves. Through a failover, a zone
+        # outage or a capacity shortage that is still Ready once every planned replica is
+        # (reason ServingDegraded, with Degraded/FailedOver saying how): the spec is
+        # reconciled, what is lost is the clusters', not the rollout's.
+        ok = not lagging and (ready_primary > 0 or ready_fallback) and not self.stranded
+        degraded = [c.message for c in out if c.type in ("Degraded", "FailedOver")
+                    and c.status == "True"]
+        if ok:
+            out.append(Condition(
+                "Ready", "True", "ServingDegraded" if degraded else "Serving",
+                "serving degraded: " + "; ".join(degraded) if degraded else
+                "all desired replicas Ready at the declared capacity"))
+        else:
+            out.append(Condition(
+                "Ready", "False",
+                "NoServingCluster" if self.stranded else "ReplicasNotReady",
+                "; ".join(c.message for c in out if (c.type == "Progressing" and c.status ==
+                                                     "True") or c.reason == "NoServingCluster")
+                or "no Ready replica yet"))
         return out
 
     def _step_text(self, leg: Leg) -> str:
