@@ -194,7 +194,7 @@ func runDir(dir string, openLibs bool) int {
 		}
 	}
 	if failed > 0 {
-		fmt.Printf("FAIL %s: %d of %d failed\n", dir, failed, len(tests.Tests))
+		fmt.Printf("FAIL %s: %d failure(s), %d test(s)\n", dir, failed, len(tests.Tests))
 		return 1
 	}
 	fmt.Printf("PASS %s: %d tests\n", dir, len(tests.Tests))
