@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -129,7 +130,14 @@ def _fail_over_and_back(lab, name: str, fault: tuple[str, ...], heal: tuple[str,
         return w == 50
     wait_for(back, timeout=90, what="west back to 50", interval=0.3)
     assert any(0 < w < 50 for w in seen), f"no intermediate failback step in {seen}"
-    assert seen == sorted(seen), f"failback went backwards: {seen}"
+    # Failback never goes backwards, unless west failed again meanwhile: after an API
+    # server outage the nodes' leases can expire once it is back (KWOK reconnects with
+    # backoff, as kubelets do), the zones lose their Ready nodes and fail over, a real
+    # second incident the operator must follow, with a Failover decision to show for it.
+    drops = sum(1 for a, b in itertools.pairwise(seen) if b < a)
+    again = [d for d in status(lab, NS, name).get("decisions") or []
+             if d["kind"] == "Failover" and "west" in d["reason"]][1:]
+    assert drops <= len(again), f"failback went backwards without a new failure: {seen}"
     wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=60,
              what="east back to its declared replicas")
     assert condition(lab, NS, name, "FailedOver") == "False"

@@ -498,3 +498,11 @@ def test_objects_that_cannot_be_acted_on_are_stalled(reason):
     status = fleet._invalid_status(body("x"), reason, "why and the fix")
     got = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert got["Stalled"] == ("True", reason) and got["Ready"] == ("False", reason)
+
+
+def test_a_steady_round_writes_nothing():
+    rt = runtime(body("steady", example_spec("aiops-platform")))
+    for _ in range(3):
+        run(rt)
+    assert len(hub(rt).status[("ai", "steady")]) == 1
+    assert len(hub(rt).applied) == 1

@@ -445,7 +445,8 @@ def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
 
 
 def _differs(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    return any(old.get(k) != v for k, v in new.items())
+    """Whether merge-patching ``new`` onto ``old`` changes anything (a null deletes). Pure."""
+    return bool(merge_patch(old, new) != old)
 
 
 def route_projection(route: Mapping[str, Any]) -> Any:
@@ -470,10 +471,13 @@ async def _write_route(rt: Runtime, key: Key, route: dict[str, Any]) -> None:
     want = route["metadata"]["annotations"][HASH]
     if rt.route_hashes.get(key) == want and rt.route_live.get(key) == route_projection(route):
         return
+    # what it routes is known before the answer: the watch event of this very write may
+    # arrive first and must not count as an edit
+    rt.route_live[key] = route_projection(route)
+    rt.route_hashes.pop(key, None)  # written again next round unless this write lands
     written = await rt.hub.apply(route)
     rt.hub_writes += 1
     rt.route_hashes[key] = want
-    rt.route_live[key] = route_projection(route)
     version = resource_version(written)
     if version is not None:
         rt.route_versions[key] = version

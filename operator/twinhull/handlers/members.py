@@ -102,9 +102,16 @@ def _client(name: str, spec: ServingClusterSpec, kubeconfig: Any, *,
 Connect = Callable[..., Kube]
 
 
+def _count(value: Any) -> int:
+    """A probe counter read back from status (0 unless a small non-negative integer)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and \
+        0 <= value <= 1000 else 0
+
+
 def _health_from(status: dict[str, Any]) -> Health:
-    return Health(phase=status.get("phase"), failures=status.get("consecutiveFailures", 0),
-                  successes=status.get("consecutiveSuccesses", 0),
+    return Health(phase=status.get("phase"),
+                  failures=_count(status.get("consecutiveFailures")),
+                  successes=_count(status.get("consecutiveSuccesses")),
                   since=parse_time(status.get("phaseSince")))
 
 
@@ -131,8 +138,10 @@ def _status(spec: ServingClusterSpec, health: Health, probe: ProbeResult, genera
         "observedGeneration": generation,
         "phase": health.phase,
         "phaseSince": rfc3339(health.since),
-        "consecutiveFailures": health.failures,
-        "consecutiveSuccesses": health.successes,
+        # counted up to their thresholds only (past them nothing changes), so a steady
+        # cluster's status is the same probe after probe and costs no write
+        "consecutiveFailures": min(health.failures, spec.health.failure_threshold),
+        "consecutiveSuccesses": min(health.successes, spec.health.recovery_threshold),
         "message": probe.message,
         "zones": zones,
         "allocatableGpus": sum(n.gpus for n in probe.zones.values()),
