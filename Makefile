@@ -47,20 +47,24 @@ $(HELM):
 # luahealth: Argo CD's health.lua runner on the gopher-lua Argo CD pins (v3.6.1: v1.1.2).
 # Built from tools/<name> (go.mod and go.sum pin every module) to a temporary file that is
 # moved into place, so an interrupted build is never taken for a cached one.
+# The cache is keyed by the sources' content, not their file times: a fresh clone (newer
+# files) reuses a build of the same sources instead of rebuilding every CI run.
 KSTATUS_VERSION := v0.37.2
-KSTATUS := $(HOME)/.cache/twinhull/tools/kstatus-$(KSTATUS_VERSION)/kstatus
+KSTATUS_KEY := $(shell cat tools/kstatus/go.mod tools/kstatus/go.sum tools/kstatus/main.go | sha256sum | cut -c1-12)
+KSTATUS := $(HOME)/.cache/twinhull/tools/kstatus-$(KSTATUS_VERSION)-$(KSTATUS_KEY)/kstatus
 GOPHERLUA_VERSION := v1.1.2
-LUAHEALTH := $(HOME)/.cache/twinhull/tools/luahealth-$(GOPHERLUA_VERSION)/luahealth
+LUAHEALTH_KEY := $(shell cat tools/luahealth/go.mod tools/luahealth/go.sum tools/luahealth/main.go | sha256sum | cut -c1-12)
+LUAHEALTH := $(HOME)/.cache/twinhull/tools/luahealth-$(GOPHERLUA_VERSION)-$(LUAHEALTH_KEY)/luahealth
 GO_BUILD := GOTOOLCHAIN=local CGO_ENABLED=0 go build -trimpath -ldflags "-s -w"
 
-$(KSTATUS): tools/kstatus/go.mod tools/kstatus/go.sum tools/kstatus/main.go
+$(KSTATUS):
 	@echo "building kstatus (sigs.k8s.io/cli-utils $(KSTATUS_VERSION)) into $(dir $@)"
 	@grep -q 'sigs.k8s.io/cli-utils $(KSTATUS_VERSION)$$' tools/kstatus/go.mod || \
 	  { echo "tools/kstatus/go.mod does not require cli-utils $(KSTATUS_VERSION)"; exit 1; }
 	mkdir -p $(dir $@)
 	cd tools/kstatus && $(GO_BUILD) -o $@.tmp.$$$$ . && mv $@.tmp.$$$$ $@
 
-$(LUAHEALTH): tools/luahealth/go.mod tools/luahealth/go.sum tools/luahealth/main.go
+$(LUAHEALTH):
 	@echo "building luahealth (github.com/yuin/gopher-lua $(GOPHERLUA_VERSION)) into $(dir $@)"
 	@grep -q 'github.com/yuin/gopher-lua $(GOPHERLUA_VERSION)$$' tools/luahealth/go.mod || \
 	  { echo "tools/luahealth/go.mod does not require gopher-lua $(GOPHERLUA_VERSION)"; exit 1; }
