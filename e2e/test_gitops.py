@@ -58,34 +58,22 @@ STALLING = ("InvalidSpec", "UnknownTier", "NameCollision", "InvalidAnnotation",
 ROLLING = ("RollingOut", "Verifying", "RollingBack", "RolloutPaused", "WaitingToRollOut")
 
 
-def _table() -> dict[str, Any]:
-    """The table the unit tests check the fixtures against: one source for both."""
+def _unit_module() -> Any:
+    """tests/test_argocd_health.py: its table and tool lookup serve both test suites."""
     spec = importlib.util.spec_from_file_location(
         "test_argocd_health", ROOT / "tests" / "test_argocd_health.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return dict(module.TABLE)
+    return module
 
 
-TABLE = _table()
+UNIT = _unit_module()
+TABLE = dict(UNIT.TABLE)
 
 
-def _tool(env: str, name: str, version_var: str) -> Path:
-    import re
-
-    makefile = (ROOT / "Makefile").read_text()
-    match = re.search(rf"^{version_var} := (\S+)$", makefile, re.MULTILINE)
-    assert match, f"Makefile sets no {version_var}"
-    default = (Path.home() / ".cache" / "twinhull" / "tools" / f"{name}-{match.group(1)}" /
-               name)
-    path = Path(os.environ.get(env) or default)
-    if not path.is_file():
-        why = f"{name} is not built ({path}): run `make tools` (or set {env})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}; CI must run this test")
-        pytest.skip(why)
-    return path
+def _tool(env: str, name: str) -> Path:
+    return Path(UNIT.tool(env, name))
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -220,8 +208,8 @@ def healthy_lab(lab) -> None:
 
 @pytest.fixture
 def observer(lab, operator) -> Iterator[Observer]:
-    obs = Observer(lab, _tool("TWINHULL_KSTATUS", "kstatus", "KSTATUS_VERSION"),
-                   _tool("TWINHULL_LUAHEALTH", "luahealth", "GOPHERLUA_VERSION"))
+    obs = Observer(lab, _tool("TWINHULL_KSTATUS", "kstatus"),
+                   _tool("TWINHULL_LUAHEALTH", "luahealth"))
     md = deployment_manifest(NAME, NS)
     md["spec"]["rollback"] = {"historyLimit": 10, "progressDeadlineSeconds": 30}
     apply(lab, namespace_manifest(NS), md)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -59,19 +58,13 @@ EXPECTED = {"ModelDeployment": {k: r.argo for k, r in TABLE.items()},
             "ServingCluster": SERVING_CLUSTER, "ModelSnapshot": MODEL_SNAPSHOT}
 
 
-def _makefile_var(name: str) -> str:
-    match = re.search(rf"^{name} := (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
-    assert match, f"Makefile sets no {name}"
-    return match.group(1)
-
-
-def _tool(env: str, name: str, version_var: str) -> Path:
-    """The binary ``make tools`` builds (or ``$env``); skip without it, fail in CI."""
-    default = (Path.home() / ".cache" / "twinhull" / "tools" /
-               f"{name}-{_makefile_var(version_var)}" / name)
-    path = Path(os.environ.get(env) or default)
+def tool(env: str, name: str) -> Path:
+    """The binary ``make tools`` built, as the Makefile passes it in ``$env`` (its cache
+    path is keyed by the tool's sources); skipped without it, failed in CI."""
+    path = Path(os.environ.get(env) or "/nonexistent")
     if not path.is_file():
-        why = f"{name} is not built ({path}): run `make tools` (or set {env})"
+        why = (f"{name} is not built or {env} is not set: run `make unit` (or `make tools` "
+               f"and set {env})")
         if os.environ.get("CI"):
             pytest.fail(f"{why}; CI must run this test")
         pytest.skip(why)
@@ -80,12 +73,12 @@ def _tool(env: str, name: str, version_var: str) -> Path:
 
 @pytest.fixture(scope="module")
 def luahealth() -> Path:
-    return _tool("TWINHULL_LUAHEALTH", "luahealth", "GOPHERLUA_VERSION")
+    return tool("TWINHULL_LUAHEALTH", "luahealth")
 
 
 @pytest.fixture(scope="module")
 def kstatus() -> Path:
-    return _tool("TWINHULL_KSTATUS", "kstatus", "KSTATUS_VERSION")
+    return tool("TWINHULL_KSTATUS", "kstatus")
 
 
 def _tests(kind: str) -> dict[str, dict[str, str]]:
