@@ -540,17 +540,22 @@ def test_the_daemon_survives_a_failing_round_and_leaves_no_view_when_stopped():
 
     hub.patch_status = patch_status  # type: ignore[method-assign]
 
-    async def main() -> tuple[str | None, int]:
+    async def main() -> tuple[str | None, int, str, bool]:
         stopped = _Stopped()
         task = asyncio.ensure_future(daemon.run(stopped))  # type: ignore[arg-type]
         await asyncio.sleep(1.3)  # two rounds, one second apart
         seen = rt.views["east"].phase
+        error = rt.loop_errors.get(daemon.loop, "")
+        beating = daemon.loop in rt.beats
         stopped.flag.set()
         await task
-        return seen, len(failures)
+        return seen, len(failures), error, beating
 
-    phase, rounds = asyncio.run(main())
+    phase, rounds, error, beating = asyncio.run(main())
     assert phase == "Healthy" and rounds >= 2
+    # alive (it beats: one cluster's failing round never fails the operator's liveness)
+    # and the error is reported with the loop
+    assert beating and "RuntimeError: a bug in the status write" in error
     assert "east" not in rt.views and "east" not in rt.view_times and "east" not in rt.members
     assert kube.closed and not rt.loop_bounds
 

@@ -397,6 +397,11 @@ class MemberDaemon:
                     self.throttle.warn("step", "cluster %s: probe round failed: %s: %s",
                                        self.name, type(exc).__name__, exc)
                     log.debug("cluster %s: probe round failed", self.name, exc_info=True)
+                    # the loop is alive (liveness is for stuck loops: one cluster's bad
+                    # round must not restart the operator for every cluster); its view
+                    # goes stale, so the fleet sees the cluster as Suspect
+                    beat(self.rt, self.loop)
+                    self.rt.loop_errors[self.loop] = f"{type(exc).__name__}: {exc}"[:300]
                 current = self.rt.clusters.get(self.name, self.body)
                 try:
                     interval = ServingClusterSpec.model_validate(
