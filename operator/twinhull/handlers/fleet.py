@@ -2,7 +2,9 @@
 objects to each member's writer, and write HTTPRoutes, status and Events in the hub.
 
 Level-based: each round works on the whole observed state, not on the event that woke it.
-A round with nothing new writes nothing. Effects: hub writes, memory.
+A round with nothing new writes nothing. Each ModelDeployment is read, planned, rendered and
+reported on its own: one that raises or carries bad input is reported on itself and held,
+and never stops the others. Effects: hub writes, memory.
 """
 
 from __future__ import annotations
