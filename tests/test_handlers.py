@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from twinhull.api.annotations import APPROVE, MAX_BYTES, ROLLBACK, parse
@@ -200,6 +200,10 @@ STATUS_KEYS = st.sampled_from(["failover", "traffic", "scaling", "rollout", "pen
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(spec=example_spec("code-review"), status={"conditions": 1}, notes={})
+@example(spec=example_spec("code-review"), notes={},
+         status={"decisions": "x", "failover": {"east": 5}, "traffic": {"east": "x"},
+                 "scaling": [], "approvals": {"id": 1}, "rollout": {"target": 5}})
 @given(spec=st.one_of(JSON, st.just(example_spec("code-review"))),
        status=st.one_of(JSON, st.dictionaries(STATUS_KEYS, JSON, max_size=6)),
        notes=st.dictionaries(st.sampled_from([ROLLBACK, APPROVE, "other"]),

@@ -22,12 +22,13 @@ import pydantic
 
 from twinhull.api.annotations import APPROVE, Annotations
 from twinhull.api.annotations import parse as parse_annotations
-from twinhull.api.cluster import ServingClusterSpec
+from twinhull.api.cluster import HealthProbe, ServingClusterSpec
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.errors import UnknownTierError
 from twinhull.handlers import events, revisions
+from twinhull.handlers.members import probe_bound
 from twinhull.handlers.runtime import Key, Runtime, now, parse_time, rfc3339
 from twinhull.handlers.scaling import loads_bound
 from twinhull.handlers.supervise import beat
@@ -513,17 +514,16 @@ def observed_everywhere(rt: Runtime) -> bool:
     return True
 
 
-def probe_bound(rt: Runtime, cluster: str) -> float:
-    """Seconds a cluster's view stays current without a completed probe: three probe
-    cycles (interval, probe and observation timeouts, the status write). Pure (reads
-    memory)."""
+def view_bound(rt: Runtime, cluster: str) -> float:
+    """Seconds a cluster's view stays current without a completed probe: the member
+    daemon's own bound (:func:`~twinhull.handlers.members.probe_bound`), from the
+    ServingCluster's spec. Pure (reads memory)."""
     try:
-        spec = ServingClusterSpec.model_validate(_mapping(rt.clusters.get(cluster)).get("spec"))
-        cycle = (spec.health.probe_interval_seconds + 2 * spec.health.timeout_seconds
-                 + rt.settings.hub_timeout_seconds)
-    except pydantic.ValidationError:
-        cycle = 10.0 + rt.settings.hub_timeout_seconds
-    return max(3 * cycle, 15.0)
+        health = ServingClusterSpec.model_validate(
+            _mapping(rt.clusters.get(cluster)).get("spec")).health
+    except pydantic.ValidationError:  # unreadable spec: the default probe settings
+        health = HealthProbe()
+    return probe_bound(health, rt.settings)
 
 
 def current_views(rt: Runtime, at: datetime) -> dict[str, ClusterView]:
@@ -535,7 +535,7 @@ def current_views(rt: Runtime, at: datetime) -> dict[str, ClusterView]:
     for name, view in rt.views.items():
         seen = rt.view_times.get(name)
         if view.phase in ("Healthy", "Recovering") and (
-                seen is None or (at - seen).total_seconds() > probe_bound(rt, name)):
+                seen is None or (at - seen).total_seconds() > view_bound(rt, name)):
             view = replace(view, phase="Suspect")
         out[name] = view
     return out
@@ -606,7 +606,7 @@ class _Round:
         Warning Event when that is news."""
         self.held.add(key)
         status = _invalid_status(body, reason, message)
-        before = next((c for c in (_mapping(body.get("status")).get("conditions") or [])
+        before = next((c for c in _list(_mapping(body.get("status")).get("conditions"))
                        if isinstance(c, dict) and c.get("type") == "Ready"), {})
         if _differs(status, _mapping(body.get("status"))):
             self.writes.append(_patch_status(self.rt, key, status))
@@ -798,7 +798,7 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     old = _mapping(body.get("status"))
     if _differs(status, old):
         rnd.writes.append(_patch_status(rt, key, status))
-    old_problems = next((c.get("message") for c in (old.get("conditions") or [])
+    old_problems = next((c.get("message") for c in _list(old.get("conditions"))
                          if isinstance(c, dict) and c.get("reason") == "InvalidAnnotation"), None)
     if parsed.problems:
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")

@@ -115,11 +115,10 @@ def _health_from(status: dict[str, Any]) -> Health:
                   since=parse_time(status.get("phaseSince")))
 
 
-def probe_bound(spec: ServingClusterSpec, settings: Settings) -> float:
+def probe_bound(health: HealthProbe, settings: Settings) -> float:
     """Seconds within which a running member daemon produces a new view: one interval, a
     probe and an observation at their timeouts, and three hub calls (Secret, status,
     Event). A view older than this is stale. Pure."""
-    health = spec.health
     return (health.probe_interval_seconds + 2 * (health.timeout_seconds + 1.0)
             + 3 * (settings.hub_timeout_seconds + 1.0))
 
@@ -386,7 +385,7 @@ class MemberDaemon:
         """Probe on the cluster's interval until stopped; an error in one round is logged
         and the next round goes on. Effects: see :meth:`step`."""
         spec = ServingClusterSpec.model_validate(self.body["spec"])
-        self.rt.loop_bounds[self.loop] = max(60.0, 3 * probe_bound(spec, self.rt.settings))
+        self.rt.loop_bounds[self.loop] = max(60.0, 3 * probe_bound(spec.health, self.rt.settings))
         try:
             while not stopped:
                 try:
