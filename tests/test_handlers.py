@@ -510,3 +510,19 @@ def test_a_steady_round_writes_nothing():
         run(rt)
     assert len(hub(rt).status[("ai", "steady")]) == 1
     assert len(hub(rt).applied) == 1
+
+
+def test_a_snapshot_that_cannot_be_rendered_fails_only_its_own_deployment(monkeypatch):
+    real = revisions.snapshot_manifest
+
+    def flaky(namespace, deployment, *args):
+        if deployment == "boom":
+            raise ValueError("cannot render")
+        return real(namespace, deployment, *args)
+
+    monkeypatch.setattr(revisions, "snapshot_manifest", flaky)
+    rt = runtime(body("boom"), body("calm", example_spec("aiops-platform")))
+    run(rt)
+    assert ready(hub(rt).last_status("boom"))["reason"] == "PlanningFailed"
+    assert hub(rt).last_status("calm")["traffic"]
+    assert ("ModelSnapshot", hub(rt).last_status("calm")["currentSnapshot"]) in hub(rt).objects

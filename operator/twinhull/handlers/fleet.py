@@ -698,34 +698,35 @@ async def reconcile(rt: Runtime) -> None:
     snapshots = revisions.snapshots_by_deployment(rt)
     settled = {c: m.revisions() for c, m in rt.members.items()}
     revs: dict[Key, RevisionPlan] = {}
+    effective: dict[Key, ModelDeploymentSpec] = {}
+    manifests: dict[Key, dict[str, Any]] = {}
     for d in list(inputs):
         key = (d.namespace, d.name)
         try:
             request = revisions.request_of(bodies[key], notes[key].rollback)
-            revs[key] = _plan_revision(rt, d, bodies[key], snapshots.get(key, []), settled,
-                                       request, views, t_now)
+            rev = _plan_revision(rt, d, bodies[key], snapshots.get(key, []), settled, request,
+                                 views, t_now)
+            # replicas are planned for the revision the clusters run (a rollback to a
+            # snapshot with a fallback the spec dropped runs that fallback)
+            effective[key] = effective_spec(d.spec, rev)
+            if rev.record is not None:
+                manifests[key] = revisions.snapshot_manifest(
+                    d.namespace, d.name, bodies[key]["metadata"].get("uid"), rev.record,
+                    d.spec.sla_tier, d.tier)
+            revs[key] = rev
         except Exception as exc:
             rnd.fail(key, bodies[key], "planning the revision", f"{type(exc).__name__}: {exc}")
     inputs = [d for d in inputs if (d.namespace, d.name) in revs]
-    # replicas are planned for the revision the clusters run (a rollback to a snapshot with
-    # a fallback the spec dropped runs that fallback); status and routes keep the spec's
-    effective = {(d.namespace, d.name): effective_spec(d.spec, revs[(d.namespace, d.name)])
-                 for d in inputs}
     plans, failed = _plan_isolated(
         [replace(d, spec=effective[(d.namespace, d.name)]) for d in inputs], views, t_now)
     for key, error in failed.items():
         rnd.fail(key, bodies[key], "planning", error)
     inputs = [d for d in inputs if (d.namespace, d.name) in plans]
     # a revision reaches no member before its ModelSnapshot is recorded
-    recording = [(d, revs[(d.namespace, d.name)].record) for d in inputs
-                 if revs[(d.namespace, d.name)].record is not None]
-    recorded = await asyncio.gather(*(
-        revisions.record(rt, revisions.snapshot_manifest(
-            d.namespace, d.name, bodies[(d.namespace, d.name)]["metadata"].get("uid"), snap,
-            d.spec.sla_tier, d.tier))
-        for d, snap in recording if snap is not None), return_exceptions=True)
-    unrecorded = {(d.namespace, d.name) for (d, _), ok in zip(recording, recorded, strict=True)
-                  if ok is not True}
+    recording = [k for k in manifests if k in plans]
+    recorded = await asyncio.gather(*(revisions.record(rt, manifests[k]) for k in recording),
+                                    return_exceptions=True)
+    unrecorded = {k for k, ok in zip(recording, recorded, strict=True) if ok is not True}
     rnd.held |= unrecorded
     inputs = [d for d in inputs if (d.namespace, d.name) not in unrecorded]
 
