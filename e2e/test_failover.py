@@ -131,9 +131,10 @@ def _fail_over_and_back(lab, name: str, fault: tuple[str, ...], heal: tuple[str,
     wait_for(back, timeout=90, what="west back to 50", interval=0.3)
     assert any(0 < w < 50 for w in seen), f"no intermediate failback step in {seen}"
     # Failback never goes backwards, unless west failed again meanwhile: after an API
-    # server outage the nodes' leases can expire once it is back (KWOK reconnects with
-    # backoff, as kubelets do), the zones lose their Ready nodes and fail over, a real
-    # second incident the operator must follow, with a Failover decision to show for it.
+    # server outage the nodes' leases can expire once it is back (seen in the lab; most
+    # likely KWOK reconnecting with backoff, as kubelets do), the zones lose their Ready
+    # nodes and fail over: a real second incident the operator must follow, with a
+    # Failover decision to show for it.
     drops = sum(1 for a, b in itertools.pairwise(seen) if b < a)
     again = [d for d in status(lab, NS, name).get("decisions") or []
              if d["kind"] == "Failover" and "west" in d["reason"]][1:]

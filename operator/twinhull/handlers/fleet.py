@@ -29,7 +29,15 @@ from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.errors import UnknownTierError
 from twinhull.handlers import events, revisions
 from twinhull.handlers.members import probe_bound
-from twinhull.handlers.runtime import Key, Runtime, now, parse_time, rfc3339
+from twinhull.handlers.runtime import (
+    Key,
+    Runtime,
+    as_list,
+    as_mapping,
+    now,
+    parse_time,
+    rfc3339,
+)
 from twinhull.handlers.scaling import loads_bound
 from twinhull.handlers.supervise import beat
 from twinhull.plan.fleet import (
@@ -76,17 +84,6 @@ ROLES: tuple[Role, ...] = ("primary", "fallback")
 LEG_STATES = ("Serving", "FailedOver", "FailingBack")
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    """``value`` if it is a mapping, else empty: status and annotations are read, never
-    trusted (anyone with the status subresource can write them). Pure."""
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    """``value`` if it is a list, else empty. Pure."""
-    return list(value) if isinstance(value, list) else []
-
-
 def _int(value: Any, default: int) -> int:
     """An integer read from status, ``default`` when it is not one. Pure."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -101,8 +98,8 @@ def _legs(status: dict[str, Any]) -> dict[str, Leg]:
     """The failover legs persisted in status; an entry that does not parse is dropped (its
     cluster starts again from Serving and is re-evaluated from what is observed). Pure."""
     out = {}
-    for cluster, leg in _mapping(status.get("failover")).items():
-        leg = _mapping(leg)
+    for cluster, leg in as_mapping(status.get("failover")).items():
+        leg = as_mapping(leg)
         state = leg.get("state", "Serving")
         if not isinstance(cluster, str) or state not in LEG_STATES:
             continue
@@ -131,9 +128,9 @@ def _observed(ready: dict[str, dict[tuple[str, str], tuple[int, int]]], namespac
 
 def _history(status: dict[str, Any]) -> tuple[Recommendation, ...]:
     out = []
-    history = _mapping(status.get("scaling")).get("history")
+    history = as_mapping(status.get("scaling")).get("history")
     for entry in history if isinstance(history, list) else []:
-        entry = _mapping(entry)
+        entry = as_mapping(entry)
         when = parse_time(entry.get("time"))
         if when is not None:
             out.append(Recommendation(when, max(0, min(_int(entry.get("replicas"), 0), 100000))))
@@ -144,8 +141,8 @@ def _consumed(status: dict[str, Any]) -> frozenset[str]:
     """Ids of the approvals already applied (``status.approvals``): an approval applies
     once, never to a later decision. Pure."""
     entries = status.get("approvals")
-    return frozenset(str(_mapping(e).get("id")) for e in
-                     (entries if isinstance(entries, list) else []) if _mapping(e).get("id"))
+    return frozenset(str(as_mapping(e).get("id")) for e in
+                     (entries if isinstance(entries, list) else []) if as_mapping(e).get("id"))
 
 
 def _scaling_status(plan: DeploymentPlan, old: dict[str, Any], t: str | None
@@ -157,7 +154,7 @@ def _scaling_status(plan: DeploymentPlan, old: dict[str, Any], t: str | None
     decided = next((d for d in plan.decisions if d.kind == "Scale"), None)
     pending = plan.pending if plan.pending is not None and plan.pending.kind == "Scale" else None
     latest = decided or pending
-    out = _mapping(old)
+    out = as_mapping(old)
     out["replicas"] = plan.scaled
     out["history"] = [{"time": rfc3339(r.time), "replicas": r.replicas} for r in scale.history]
     if latest is not None:
@@ -217,7 +214,7 @@ class Notes:
 def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: DeploymentPlan,
             observed: dict[Slot, Replicas], t: str | None, rev: RevisionPlan,
             notes: Notes = Notes()) -> dict[str, Any]:
-    old = _mapping(body.get("status"))
+    old = as_mapping(body.get("status"))
     generation = int(body["metadata"].get("generation", 0))
     key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
     clusters: list[dict[str, Any]] = []
@@ -252,7 +249,7 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
                   if plan.legs[c["name"]].state != "FailedOver")
     pending = None
     if plan.pending is not None:
-        before = _mapping(old.get("pending"))
+        before = as_mapping(old.get("pending"))
         pending = {"id": plan.pending.id, "kind": plan.pending.kind,
                    "time": before.get("time") if before.get("id") == plan.pending.id else t,
                    "reason": plan.pending.reason, "applied": False,
@@ -278,7 +275,7 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
     if approvals:
         status["approvals"] = approvals[-DECISIONS_KEPT:]
     status.update(revisions.revision_status(rev, old, t, now()))
-    scaling = _scaling_status(plan, _mapping(old.get("scaling")), t)
+    scaling = _scaling_status(plan, as_mapping(old.get("scaling")), t)
     if scaling is not None:
         status["scaling"] = scaling
     return replacing(status, old, OWNED)
@@ -415,7 +412,7 @@ def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
     settled in each member and its health. A cluster (or one of its zones) that does not
     serve pauses a rollout instead of failing it. Pure (reads memory)."""
     key = (d.namespace, d.name)
-    status = _mapping(body.get("status"))
+    status = as_mapping(body.get("status"))
     serving: set[str] = set()
     states: dict[str, str] = {}
     for p in d.spec.placement:
@@ -455,15 +452,15 @@ def _differs(new: dict[str, Any], old: dict[str, Any]) -> bool:
 def route_projection(route: Mapping[str, Any]) -> Any:
     """What an HTTPRoute routes, in a form the API server's defaulting does not change:
     parents, matches' model header, and each backend's name, port and weight. Pure."""
-    spec = _mapping(route.get("spec"))
-    rules = _list(spec.get("rules"))
-    parents = _list(spec.get("parentRefs"))
+    spec = as_mapping(route.get("spec"))
+    rules = as_list(spec.get("rules"))
+    parents = as_list(spec.get("parentRefs"))
     return (
-        tuple(sorted((str(_mapping(p).get("namespace", "")), str(_mapping(p).get("name", "")))
+        tuple(sorted((str(as_mapping(p).get("namespace", "")), str(as_mapping(p).get("name", "")))
                      for p in parents)),
-        tuple(tuple((str(_mapping(b).get("name", "")), _mapping(b).get("port"),
-                     _mapping(b).get("weight", 1))
-                    for b in _list(_mapping(r).get("backendRefs")))
+        tuple(tuple((str(as_mapping(b).get("name", "")), as_mapping(b).get("port"),
+                     as_mapping(b).get("weight", 1))
+                    for b in as_list(as_mapping(r).get("backendRefs")))
               for r in rules),
     )
 
@@ -489,13 +486,13 @@ async def _write_route(rt: Runtime, key: Key, route: dict[str, Any]) -> None:
 def resource_version(obj: Any) -> int | None:
     """An object's resourceVersion as a number (etcd's revision), None when it is not one
     (then every watch event counts as news). Pure."""
-    raw = _mapping(_mapping(obj).get("metadata")).get("resourceVersion")
+    raw = as_mapping(as_mapping(obj).get("metadata")).get("resourceVersion")
     return int(raw) if isinstance(raw, str) and raw.isdigit() else None
 
 
 def _invalid_status(body: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
     generation = int(body["metadata"].get("generation", 0))
-    old = _mapping(body.get("status")).get("conditions")
+    old = as_mapping(body.get("status")).get("conditions")
     conditions = with_gitops([Condition("Ready", "False", reason, message)])
     return {"observedGeneration": generation,
             "conditions": _condition_dicts(conditions, old, generation, rfc3339(now()))}
@@ -520,7 +517,7 @@ def view_bound(rt: Runtime, cluster: str) -> float:
     ServingCluster's spec. Pure (reads memory)."""
     try:
         health = ServingClusterSpec.model_validate(
-            _mapping(rt.clusters.get(cluster)).get("spec")).health
+            as_mapping(rt.clusters.get(cluster)).get("spec")).health
     except pydantic.ValidationError:  # unreadable spec: the default probe settings
         health = HealthProbe()
     return probe_bound(health, rt.settings)
@@ -606,9 +603,9 @@ class _Round:
         Warning Event when that is news."""
         self.held.add(key)
         status = _invalid_status(body, reason, message)
-        before = next((c for c in _list(_mapping(body.get("status")).get("conditions"))
+        before = next((c for c in as_list(as_mapping(body.get("status")).get("conditions"))
                        if isinstance(c, dict) and c.get("type") == "Ready"), {})
-        if _differs(status, _mapping(body.get("status"))):
+        if _differs(status, as_mapping(body.get("status"))):
             self.writes.append(_patch_status(self.rt, key, status))
         if (before.get("reason"), before.get("message")) != (reason, message):
             self.writes.append(events.post(self.rt, body, "Warning", reason, message))
@@ -652,7 +649,7 @@ async def reconcile(rt: Runtime) -> None:
     ready = {cluster: member.ready_replicas() for cluster, member in rt.members.items()}
     candidates: dict[Key, tuple[dict[str, Any], ModelDeploymentSpec, ServingTierSpec]] = {}
     for key, body in list(rt.deployments.items()):
-        if _mapping(body.get("metadata")).get("deletionTimestamp"):
+        if as_mapping(body.get("metadata")).get("deletionTimestamp"):
             continue
         if rnd.backing_off(key):
             continue
@@ -663,14 +660,14 @@ async def reconcile(rt: Runtime) -> None:
             reason = "UnknownTier" if isinstance(exc, UnknownTierError) else "InvalidSpec"
             rnd.held.add(key)
             status = _invalid_status(body, reason, f"{exc}; what runs is left as it is")
-            if _differs(status, _mapping(body.get("status"))):
+            if _differs(status, as_mapping(body.get("status"))):
                 rnd.writes.append(_patch_status(rt, key, status))
             continue
         except Exception as exc:
             rnd.fail(key, body, "reading the spec", f"{type(exc).__name__}: {exc}")
             continue
         candidates[key] = (body, spec, tier)
-    created = {k: str(_mapping(b.get("metadata")).get("creationTimestamp") or "")
+    created = {k: str(as_mapping(b.get("metadata")).get("creationTimestamp") or "")
                for k, (b, _, _) in candidates.items()}
     collided = collisions({k: rendered_names(k[1], s) for k, (_, s, _) in candidates.items()},
                           created)
@@ -679,12 +676,12 @@ async def reconcile(rt: Runtime) -> None:
             rnd.report(key, body, "NameCollision", collided[key])
             continue
         try:
-            status = _mapping(body.get("status"))
-            parsed = parse_annotations(_mapping(body.get("metadata")).get("annotations"))
+            status = as_mapping(body.get("status"))
+            parsed = parse_annotations(as_mapping(body.get("metadata")).get("annotations"))
             inputs.append(DeploymentInput(
                 namespace=key[0], name=key[1], spec=spec, tier=tier, legs=_legs(status),
                 observed=_observed(ready, key[0], key[1], spec),
-                traffic={k: _int(v, 0) for k, v in _mapping(status.get("traffic")).items()
+                traffic={k: _int(v, 0) for k, v in as_mapping(status.get("traffic")).items()
                          if v is not None},
                 approved=parsed.approve, consumed=_consumed(status),
                 load=loads.get(key), scaled=_scaled_of(status),
@@ -778,7 +775,7 @@ async def reconcile(rt: Runtime) -> None:
 
 
 def _scaled_of(status: dict[str, Any]) -> int | None:
-    raw = _mapping(status.get("scaling")).get("replicas")
+    raw = as_mapping(status.get("scaling")).get("replicas")
     value = _int(raw, -1) if raw is not None else -1
     return value if 0 <= value <= 100000 else None
 
@@ -796,10 +793,10 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
                      if scaled else "")
     note = Notes(problems=parsed.problems, metrics_error=metrics_error, approved=approved)
     status = _status(rt, body, d.spec, plan, dict(d.observed), t, rev, note)
-    old = _mapping(body.get("status"))
+    old = as_mapping(body.get("status"))
     if _differs(status, old):
         rnd.writes.append(_patch_status(rt, key, status))
-    old_problems = next((c.get("message") for c in _list(old.get("conditions"))
+    old_problems = next((c.get("message") for c in as_list(old.get("conditions"))
                          if isinstance(c, dict) and c.get("reason") == "InvalidAnnotation"), None)
     if parsed.problems:
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
@@ -816,7 +813,7 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
                                       _event_text(decision)))
         log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
                  decision.reason)
-    old_pending = _mapping(old.get("pending")).get("id")
+    old_pending = as_mapping(old.get("pending")).get("id")
     if plan.pending is not None and old_pending != plan.pending.id:
         rnd.writes.append(events.post(
             rt, body, "Warning", "ApprovalRequired",

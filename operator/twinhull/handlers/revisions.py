@@ -18,7 +18,7 @@ from twinhull.api.annotations import RollbackAnnotation
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.clusters.kube import ClusterUnavailable
-from twinhull.handlers.runtime import Key, Runtime, parse_time, rfc3339
+from twinhull.handlers.runtime import Key, Runtime, as_mapping, parse_time, rfc3339
 from twinhull.plan.render import DEPLOYMENT, MANAGED_BY, OPERATOR, RENDERER
 from twinhull.plan.rollout import (
     RevisionPlan,
@@ -84,7 +84,7 @@ def snapshots_by_deployment(rt: Runtime) -> dict[Key, list[Snapshot]]:
 def rollout_of(status: dict[str, Any]) -> Rollout | None:
     """``status.rollout`` as the planner's value; None when it does not parse (the planner
     then starts from what is recorded). Pure."""
-    raw = _mapping(status.get("rollout"))
+    raw = as_mapping(status.get("rollout"))
     since = parse_time(raw.get("since"))
     target = raw.get("target")
     if since is None or not isinstance(target, str) or not target:
@@ -121,13 +121,8 @@ def request_of(body: dict[str, Any], parsed: RollbackAnnotation | None
     if parsed is None:
         return None
     request = RollbackRequest(id=parsed.id, to=parsed.to or None, by=parsed.by, at=parsed.at)
-    handled = _mapping(_mapping(body.get("status")).get("rollbackRequest")).get("id")
+    handled = as_mapping(as_mapping(body.get("status")).get("rollbackRequest")).get("id")
     return None if handled == request.id else request
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    """``value`` if it is a mapping, else empty: status is read, not trusted. Pure."""
-    return dict(value) if isinstance(value, dict) else {}
 
 
 def held_back_why(status: dict[str, Any]) -> tuple[str, str] | None:

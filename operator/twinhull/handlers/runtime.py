@@ -138,6 +138,17 @@ def rfc3339(t: datetime | None) -> str | None:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
 
 
+def as_mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a mapping, else empty: status and annotations are read, never
+    trusted (anyone with the status subresource can write them). Pure."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else empty. Pure."""
+    return list(value) if isinstance(value, list) else []
+
+
 def parse_time(text: Any) -> datetime | None:
     """Parse an RFC 3339 time from status; anything else (missing, not text, garbage, no
     time zone) is None: status is read, never trusted. Pure."""
