@@ -40,6 +40,28 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_scrape_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from twinhull.metrics.scrape import federation_job, pod_monitor, scrape_job
+
+    if args.format == "job":
+        doc: dict[str, object] = {"scrape_configs": [scrape_job(
+            interval=args.interval, kubeconfig_file=args.kubeconfig_file,
+            namespaces=args.namespaces or None)]}
+    elif args.format == "podmonitor":
+        doc = pod_monitor(namespace=args.monitor_namespace, interval=args.interval)
+    else:
+        if not args.targets:
+            print("--format federation needs --targets HOST:PORT[,HOST:PORT...]: the "
+                  "per-member Prometheus servers", file=sys.stderr)
+            return EXIT_USAGE
+        doc = {"scrape_configs": [federation_job(args.targets.split(","),
+                                                 interval=args.interval)]}
+    print(yaml.safe_dump(doc, sort_keys=False), end="")
+    return EXIT_OK
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from twinhull.policy import load_file
     from twinhull.validation import check_documents, read_paths
@@ -266,6 +288,28 @@ def parser() -> argparse.ArgumentParser:
                       help="write nothing; exit 1 when a generated file is missing or stale")
     crds.set_defaults(func=_cmd_crds)
 
+    scrape = sub.add_parser(
+        "scrape-config",
+        help="print how a member's Prometheus scrapes the model servers twinhull renders",
+        description="Print the scrape configuration twinhull's queries rely on: the pod "
+        "labels of every model server mapped onto namespace, twinhull_deployment, cluster, "
+        "zone, role and revision. job: a scrape_configs entry for a Prometheus in each "
+        "member cluster (kubernetes_sd_configs); podmonitor: the same for "
+        "prometheus-operator; federation: the job of a global Prometheus that federates "
+        "the members' (point twinhull's --prometheus at the global view).")
+    scrape.add_argument("--format", choices=("job", "podmonitor", "federation"),
+                        default="job", help="what to print (default: job)")
+    scrape.add_argument("--interval", default="15s", help="scrape interval (default: 15s)")
+    scrape.add_argument("--kubeconfig-file", metavar="PATH",
+                        help="job: discover pods through this kubeconfig (default: in-cluster)")
+    scrape.add_argument("--namespaces", nargs="*", metavar="NS",
+                        help="job: only these namespaces (default: all)")
+    scrape.add_argument("--monitor-namespace", default="monitoring",
+                        help="podmonitor: the PodMonitor's own namespace")
+    scrape.add_argument("--targets", metavar="HOST:PORT,...",
+                        help="federation: the per-member Prometheus servers")
+    scrape.set_defaults(func=_cmd_scrape_config)
+
     validate = sub.add_parser(
         "validate",
         help="check manifests offline (schema, CEL rules, tier policy, references)",
@@ -301,8 +345,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--rate-window", default="1m",
                      help="PromQL range of rate() over token counters (>= 2 scrape intervals)")
     run.add_argument("--failure-metric", default="",
-                     help="Prometheus counter of failed requests (labelled namespace, "
-                          "twinhull_deployment) that verifies new revisions' error rate")
+                     help="override: a Prometheus counter of failed requests (labelled "
+                          "namespace, twinhull_deployment, e.g. the gateway's) to verify new "
+                          "revisions' error rate with, instead of each runtime's own failure "
+                          "counter (vLLM HTTP 5xx, TGI tgi_request_failure, SGLang aborts by "
+                          "the server)")
     run.add_argument("--prewarm-period", type=float, default=86400.0,
                      help="seconds between recurring peaks that pre-warm looks back by "
                           "(yesterday and a week ago at 86400; 0: no pre-warm)")

@@ -11,6 +11,7 @@ import yaml
 
 from twinhull.api import RESOURCES
 from twinhull.api.crd import crd_filename, crd_manifest
+from twinhull.metrics.scrape import pod_monitor, scrape_job
 from twinhull.policy.admission import admission_manifests
 from twinhull.policy.tiers import DEFAULT_POLICY, tier_json_schema
 
@@ -42,6 +43,10 @@ def generated_files() -> dict[str, str]:
             files[f"{CHART}/{rel}"] = files[rel]
     files[f"{CHART}/files/tiers.yaml"] = files["policies/tiers.yaml"]
     files[f"{CHART}/files/admission.yaml"] = files["policies/admission.yaml"]
+    # How the model servers are scraped (twinhull.metrics.scrape): a plain Prometheus
+    # job and a PodMonitor, for each member cluster's Prometheus.
+    files[f"{CHART}/files/scrape-config.yaml"] = _yaml({"scrape_configs": [scrape_job()]})
+    files[f"{CHART}/files/podmonitor.yaml"] = _yaml(pod_monitor())
     return files
 
 

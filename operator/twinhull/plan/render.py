@@ -36,9 +36,13 @@ INSTALLATION = "serving.twinhull.io/installation"
 the member shell at publish time, outside the content hash; cleanup and adoption select
 on it so two hubs sharing a member never touch each other's objects."""
 REVISION = "serving.twinhull.io/revision"
-"""Annotation of a Deployment: the revision (:func:`revision_of`) its pods run."""
+"""Annotation of a Deployment and label of its pods: the revision (:func:`revision_of`)
+they run (the pods' label lets metrics be told apart by revision during a rollout)."""
 ZONE_LABEL = "topology.kubernetes.io/zone"
 GPU = "nvidia.com/gpu"
+
+METRICS_ARGS: dict[str, tuple[str, ...]] = {"sglang": ("--enable-metrics",)}
+"""Server arguments without which a runtime serves no ``/metrics`` (added when missing)."""
 
 _PROBES: dict[str, dict[str, Any]] = {
     # vLLM, TGI and SGLang all answer GET /health once the model is loaded.
@@ -172,11 +176,14 @@ def _deployment(name: str, namespace: str, cluster: str, role: Role, zone: str,
                 model: ModelSpec, replicas: int, tier: ServingTierSpec, revision: str
                 ) -> dict[str, Any]:
     selector = labels(name, role=role, zone=zone)
-    pod_labels = {**selector, CLUSTER: cluster, "serving.twinhull.io/model": model.name}
+    pod_labels = {**selector, CLUSTER: cluster, "serving.twinhull.io/model": model.name,
+                  REVISION: revision}
+    args = list(model.args)
+    args += [a for a in METRICS_ARGS.get(model.runtime, ()) if a not in args]
     container: dict[str, Any] = {
         "name": "model",
         "image": model.image,
-        "args": list(model.args),
+        "args": args,
         "ports": [{"name": "http", "containerPort": model.port, "protocol": "TCP"}],
         "resources": _resources(model),
         "readinessProbe": {**_PROBES[model.runtime], "periodSeconds": 5,
