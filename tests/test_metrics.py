@@ -133,13 +133,30 @@ def test_any_json_is_read_or_refused_never_raises_anything_else(body, kind):
 
 def test_presets_select_by_deployment_and_aggregate_by_cell():
     q = demand_tokens("vllm", "ai", "ide")
-    assert 'rate(vllm:prompt_tokens_total{namespace="ai", twinhull_deployment="ide"}[1m])' in q
-    assert "vllm:generation_tokens_total" in q and q.count("sum by (cluster, zone)") == 2
-    assert waiting("sglang", "ai", "x").startswith(
-        'sum by (cluster, zone) (sglang:num_queue_reqs{namespace="ai", twinhull_deployment="x"}'
-        ' and (time() - timestamp(sglang:num_queue_reqs{namespace="ai", '
-        'twinhull_deployment="x"}) < 60))')
-    assert "tgi_request_duration_bucket" in latency_p95("tgi", "ai", "x")
+    prompt = ('sum by (cluster, zone) (rate({__name__="vllm:prompt_tokens_total", '
+              'namespace="ai", twinhull_deployment="ide"}[1m]))')
+    generated = prompt.replace("prompt_tokens", "generation_tokens")
+    assert q == f"({prompt} + {generated}) or {prompt} or {generated}", \
+        "a zone missing one of the two counters keeps the other's value"
+    assert waiting("tgi", "ai", "x").startswith(
+        'sum by (cluster, zone) ({__name__="tgi_queue_size", namespace="ai", '
+        'twinhull_deployment="x"} and (time() - timestamp({__name__="tgi_queue_size", '
+        'namespace="ai", twinhull_deployment="x"}) < 60))')
+    assert '{__name__="tgi_request_queue_duration_bucket", namespace="ai"' in latency_p95(
+        "tgi", "ai", "x")
+
+
+def test_a_presets_own_label_matchers_join_twinhulls_in_one_selector():
+    from twinhull.metrics.presets import fleet_error_percent, selector
+
+    q = fleet_error_percent("vllm", "1m")
+    assert ('{__name__="http_requests_total", status="5xx", handler=~"/v1/.+", '
+            'twinhull_deployment!=""}') in q
+    assert 'finished_reason=~"stop|length"' in q
+    override = fleet_error_percent("vllm", "1m", "gateway_failures_total")
+    assert '{__name__="gateway_failures_total", twinhull_deployment!=""}' in override
+    assert "http_requests_total" not in override
+    assert selector("m", (("a", "=", 'x"y\\z'),)) == '{__name__="m", a="x\\"y\\\\z"}'
 
 
 def test_gauge_presets_keep_only_series_scraped_within_the_window():
@@ -263,7 +280,7 @@ def test_prewarm_reads_the_highest_demand_of_earlier_days(prometheus):
             {"metric": {"namespace": "ai", "twinhull_deployment": "ide", **cell},
              "value": [now, str(value)]}]}}
     day = fleet_demand_forecast("vllm", "1m", start_s=86_400, end_s=85_800)
-    assert day.startswith("max_over_time((sum by (namespace, twinhull_deployment)")
+    assert day.startswith("max_over_time(((sum by (namespace, twinhull_deployment)")
     assert day.endswith(")[600s:30s] offset 85800s)")
     week = fleet_demand_forecast("vllm", "1m", start_s=604_800, end_s=604_200)
     by_zone = fleet_demand_tokens("vllm", "1m", by=FLEET_CELLS)

@@ -146,17 +146,17 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                 window: str, failures: str | None, deadline: float | None = None
                 ) -> tuple[dict[Key, tuple[float | None, float | None]], list[str]]:
     """Error percent and p95 latency of every ModelDeployment, for rollout verification:
-    two queries per runtime in use (one without a failure metric), and what could not be
-    read. One runtime's failed query leaves only its deployments without a value.
+    two queries per runtime in use (errors from the runtime's own failure counter, or
+    from ``failures`` where set), and what could not be read. One runtime's failed query
+    leaves only its deployments without a value.
     Effects: HTTP requests. Raises :class:`PrometheusDown`."""
     errors: dict[Key, float] = {}
     latency: dict[Key, float] = {}
     problems: list[str] = []
     for runtime in sorted({s.model.runtime for s in specs.values()}):
         try:
-            if failures:
-                errors.update(_cells(_ask(prometheus, fleet_error_percent(
-                    runtime, failures, window), FLEET, deadline, own=True)))
+            errors.update(_cells(_ask(prometheus, fleet_error_percent(
+                runtime, window, failures), FLEET, deadline, own=True)))
             latency.update(_cells(_ask(prometheus, fleet_latency_p95(runtime, window), FLEET,
                                        deadline, own=True)))
         except PrometheusDown:
@@ -232,7 +232,8 @@ def read_loads(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
             assert spec.scaling is not None
             if key not in tokens and key not in waiting:
                 failed[key] = (
-                    f"no series of {p.prompt_tokens}, {p.generation_tokens} or {p.waiting} "
+                    f"no series of {p.prompt_tokens.name}, {p.generation_tokens.name} or "
+                    f"{p.waiting.name} "
                     f"with namespace={key[0]!r}, twinhull_deployment={key[1]!r} scraped in "
                     f"the last {window}: check its pods are Ready and scraped (the chart's "
                     "scrape configuration) and that spec.model.runtime names their server")
