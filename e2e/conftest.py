@@ -155,8 +155,7 @@ def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ope
              "--liveness", liveness, "--resync", "5",
              "--prometheus", prometheus, "--metrics-interval", "2",
              "--rate-window", "10s", "--prewarm-period", str(PREWARM_PERIOD),
-             "--prewarm-lead", str(PREWARM_LEAD),
-             "--failure-metric", "twinhull_sim_request_failure_total"],
+             "--prewarm-lead", str(PREWARM_LEAD)],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
         )
     operator = Operator(process, log, liveness, password)

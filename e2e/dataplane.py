@@ -31,14 +31,18 @@ is split over clusters by the weights of the hub's HTTPRoute, and inside a clust
 zones in proportion to their Ready primary replicas (read from the members every second);
 the fallback backend is served by the fallback replicas the same way; requests of
 ``--tokens-per-request`` tokens (or the app's token distribution with ``--apps``) arrive
-evenly spaced at that rate. Exposed per (namespace, twinhull_deployment, cluster, zone,
-role) with vLLM's metric names (``vllm:prompt_tokens_total``,
-``vllm:generation_tokens_total``, ``vllm:num_requests_running``,
-``vllm:num_requests_waiting``, ``vllm:request_success_total``,
-``vllm:time_to_first_token_seconds``, plus ``twinhull_sim_request_failure_total``,
-``twinhull_sim_dropped_requests_total``, ``twinhull_sim_requests_within_target_total`` and
-``twinhull_sim_requests_total``, every request arrived)
-on 127.0.0.1, registered with the lab's Prometheus through its file_sd target directory.
+evenly spaced at that rate.
+
+What the model servers export, the simulator serves as they would: each Ready pod's
+``/metrics`` at that pod's own address (KWOK gives pods loopback IPs, e2e/labkit/members.py)
+and container port ``http``, written by the exporter of the ModelDeployment's runtime
+(e2e/runtimes: vLLM, TGI or SGLang names, labels and buckets, no twinhull label). A
+zone's requests go to its Ready pods round robin. The members' Prometheus find the pods
+through their API servers, as a real installation does. The simulator's own counts
+(``twinhull_sim_*``: tokens, requests arrived, succeeded, failed, dropped, within target,
+running, waiting, Ready replicas, per namespace, twinhull_deployment, cluster, zone and
+role) are the lab's ground truth, served on 127.0.0.1 and registered with the global
+Prometheus through its file_sd target directory.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import argparse
 import heapq
 import json
 import os
+import sys
 import threading
 import time
 from bisect import bisect_left
@@ -55,7 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -87,6 +92,23 @@ class ServerModel:
     """Waiting requests per Ready replica beyond which new requests are rejected."""
 
 
+class Listener(Protocol):
+    """Who is told what happens to a pool's requests (the lab's per-pod metrics,
+    :class:`CellPods`); ``serial`` identifies a request from its start to its end."""
+
+    def served(self, prompt: float, generation: float) -> None: ...
+
+    def started(self, serial: int, *, tokens: float, queue_seconds: float,
+                ttft_seconds: float) -> bool:
+        """A request started; False if the replica that took it fails it."""
+
+    def finished(self, serial: int, *, e2e_seconds: float) -> None: ...
+
+    def aborted(self, *, tokens: float, waited_seconds: float) -> None: ...
+
+    def rejected(self) -> None: ...
+
+
 class Pool:
     """The Ready replicas of one deployment (or one zone of it) behind one FIFO queue, in
     continuous time: call :meth:`advance` to a time, then :meth:`arrive` or
@@ -98,8 +120,12 @@ class Pool:
     count only requests that arrived at or after ``count_from`` (a benchmark's warm-up)."""
 
     def __init__(self, model: ServerModel, target_seconds: float, *, ready: int = 0,
-                 errors: bool = False, count_from: float = 0.0, start: float = 0.0) -> None:
+                 errors: bool = False, count_from: float = 0.0, start: float = 0.0,
+                 listener: Listener | None = None) -> None:
         self.model, self.target, self.ready, self.errors = model, target_seconds, ready, errors
+        self.listener = listener
+        self.started: dict[int, tuple[float, bool]] = {}
+        """Running requests' arrival times and whether they fail (with a listener)."""
         self.count_from = count_from
         self.t = start
         self.v = 0.0
@@ -118,8 +144,12 @@ class Pool:
         return self.prompt + self.generation
 
     def _serve(self, tokens: float) -> None:
-        self.prompt += tokens * self.model.prompt_share
-        self.generation += tokens * (1 - self.model.prompt_share)
+        prompt = tokens * self.model.prompt_share
+        generation = tokens - prompt
+        self.prompt += prompt
+        self.generation += generation
+        if self.listener is not None and tokens > 0:
+            self.listener.served(prompt, generation)
 
     def advance(self, t: float) -> None:
         """Serve until ``t``: completions, and queued requests taking the freed slots."""
@@ -136,8 +166,11 @@ class Pool:
                 self._serve(rate * n * (done - self.t))
                 self.t, self.v = done, head
                 while self.running and self.running[0][0] <= head:
-                    heapq.heappop(self.running)
-                    if self.errors:
+                    serial = heapq.heappop(self.running)[1]
+                    arrival, fails = self.started.pop(serial, (self.t, self.errors))
+                    if self.listener is not None:
+                        self.listener.finished(serial, e2e_seconds=self.t - arrival)
+                    if fails:
                         self.failure += 1
                     else:
                         self.success += 1
@@ -153,19 +186,30 @@ class Pool:
         if arrival >= self.count_from:
             self.dropped += 1
 
+    def _give_up(self, arrival: float, tokens: float) -> None:
+        """A queued request's client gave up waiting."""
+        self._drop(arrival)
+        if self.listener is not None:
+            self.listener.aborted(tokens=tokens, waited_seconds=self.t - arrival)
+
     def _start(self, arrival: float, tokens: float) -> None:
         ttft = self.t - arrival + tokens * self.model.prompt_share / (
             self.model.prefill_tokens_per_second)
+        self._serial += 1
+        fails = self.errors
+        if self.listener is not None:
+            fails = not self.listener.started(self._serial, tokens=tokens,
+                                              queue_seconds=self.t - arrival, ttft_seconds=ttft)
+        self.started[self._serial] = (arrival, fails)
         i = bisect_left(TTFT_BUCKETS, ttft)
         if i < len(self.ttft_buckets):
             self.ttft_buckets[i] += 1
         self.ttft_sum += ttft
         self.ttft_count += 1
-        if ttft <= self.target and not self.errors:
+        if ttft <= self.target and not fails:
             self.all_within += 1
             if arrival >= self.count_from:
                 self.within += 1
-        self._serial += 1
         heapq.heappush(self.running, (self.v + tokens, self._serial))
 
     def _admit(self) -> None:
@@ -173,14 +217,14 @@ class Pool:
         while self.queue and len(self.running) < slots:
             arrival, tokens = self.queue.popleft()
             if self.t - arrival > self.model.timeout:
-                self._drop(arrival)
+                self._give_up(arrival, tokens)
             else:
                 self._start(arrival, tokens)
 
     def expire(self) -> None:
         """Drop the queued requests whose clients gave up."""
         while self.queue and self.t - self.queue[0][0] > self.model.timeout:
-            self._drop(self.queue.popleft()[0])
+            self._give_up(*self.queue.popleft())
 
     def arrive(self, t: float, tokens: float) -> None:
         """A request of ``tokens`` tokens arrives at ``t`` (after :meth:`advance` to it)."""
@@ -194,6 +238,8 @@ class Pool:
             self._start(t, tokens)
         elif limit is not None and len(self.queue) >= limit * self.ready:
             self._drop(t)
+            if self.listener is not None:
+                self.listener.rejected()
         else:
             self.queue.append((t, tokens))
 
@@ -243,16 +289,34 @@ class Feed:
         return out
 
 
+@dataclass(frozen=True)
+class PodInfo:
+    """A Ready model-server pod as the simulator serves it."""
+
+    uid: str
+    name: str
+    ip: str
+    port: int
+    runtime: str
+    model: str
+    errors: bool
+    """Its image tag ends in ``-errors``: it fails every request it takes."""
+
+
 @dataclass
 class World:
     """What the simulator last read from the lab."""
 
     ready: dict[Cell, tuple[int, bool]] = field(default_factory=dict)
     """Ready replicas and whether they serve errors."""
+    pods: dict[Cell, list[PodInfo]] = field(default_factory=dict)
+    """The Ready pods of each cell (with an IP)."""
     weights: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     """(namespace, deployment) to backend weights (cluster names and ``fallback``)."""
     targets: dict[tuple[str, str], float] = field(default_factory=dict)
     """(namespace, deployment) to its tier's latency target, seconds."""
+    runtimes: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+    """(namespace, deployment, role) to (runtime, model name) from the ModelDeployment."""
 
 
 def load_trace(path: Path) -> list[dict[str, Any]]:
@@ -289,27 +353,23 @@ def _client(kubeconfig: str) -> Any:
     return client.ApiClient(configuration)
 
 
+def _pod_ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True"
+               for c in (pod.status.conditions or []))
+
+
+def _http_port(pod: Any) -> int | None:
+    for port in pod.spec.containers[0].ports or []:
+        if port.name == "http":
+            return int(port.container_port)
+    return None
+
+
 def observe(world: World, members: dict[str, Any], hub: Any) -> None:
-    """Read Ready replicas from the members and weights from the hub (errors: keep the
-    previous view of that cluster)."""
+    """Read the model-server pods from the members and the ModelDeployments and weights
+    from the hub (errors: keep the previous view of that cluster)."""
     from kubernetes import client
 
-    for cluster, api in members.items():
-        try:
-            items = client.AppsV1Api(api).list_deployment_for_all_namespaces(
-                label_selector="app.kubernetes.io/managed-by=twinhull", _request_timeout=2).items
-        except Exception:  # a killed or frozen member: its pods keep their last state here
-            continue
-        for d in items:
-            labels = d.metadata.labels or {}
-            zone = labels.get("serving.twinhull.io/zone")
-            role = labels.get("serving.twinhull.io/role")
-            owner = labels.get("serving.twinhull.io/deployment")
-            if not (zone and role and owner):
-                continue
-            image = d.spec.template.spec.containers[0].image
-            world.ready[(d.metadata.namespace, owner, cluster, zone, role)] = (
-                d.status.ready_replicas or 0, image.endswith("-errors"))
     objects = client.CustomObjectsApi(hub)
     try:
         tiers = {t["metadata"]["name"]: float(
@@ -321,10 +381,42 @@ def observe(world: World, members: dict[str, Any], hub: Any) -> None:
                 "serving.twinhull.io", "v1alpha1", "modeldeployments",
                 _request_timeout=2)["items"]:
             key = (md["metadata"]["namespace"], md["metadata"]["name"])
-            world.targets[key] = tiers.get(md["spec"].get("slaTier", ""),
-                                           DEFAULT_TARGET_SECONDS)
+            spec = md.get("spec") or {}
+            world.targets[key] = tiers.get(spec.get("slaTier", ""), DEFAULT_TARGET_SECONDS)
+            for role, model in (("primary", spec.get("model")),
+                                ("fallback", (spec.get("fallback") or {}).get("model"))):
+                if isinstance(model, dict):
+                    world.runtimes[(*key, role)] = (str(model.get("runtime", "vllm")),
+                                                    str(model.get("name", "")))
     except Exception:  # keep the last view; unknown deployments get the default target
         pass
+    for cluster, api in members.items():
+        try:
+            items = client.CoreV1Api(api).list_pod_for_all_namespaces(
+                label_selector="app.kubernetes.io/managed-by=twinhull", _request_timeout=2).items
+        except Exception:  # a killed or frozen member: its pods keep their last state here
+            continue
+        for cell in [c for c in world.ready if c[2] == cluster]:
+            world.ready[cell] = (0, world.ready[cell][1])
+            world.pods[cell] = []
+        for pod in items:
+            labels = pod.metadata.labels or {}
+            zone = labels.get("serving.twinhull.io/zone")
+            role = labels.get("serving.twinhull.io/role")
+            owner = labels.get("serving.twinhull.io/deployment")
+            port = _http_port(pod)
+            if not (zone and role and owner and port and pod.status.pod_ip):
+                continue
+            cell = (pod.metadata.namespace, owner, cluster, zone, role)
+            runtime, model = world.runtimes.get((cell[0], owner, role), ("vllm", owner))
+            image = pod.spec.containers[0].image
+            count, errors = world.ready.get(cell, (0, False))
+            world.ready[cell] = (count, errors)
+            if pod.metadata.deletion_timestamp is None and _pod_ready(pod):
+                world.ready[cell] = (count + 1, errors or image.endswith("-errors"))
+                world.pods.setdefault(cell, []).append(PodInfo(
+                    pod.metadata.uid, pod.metadata.name, pod.status.pod_ip, port, runtime,
+                    model, image.endswith("-errors")))
     try:
         routes = objects.list_cluster_custom_object(
             "gateway.networking.k8s.io", "v1", "httproutes", _request_timeout=2)["items"]
@@ -339,12 +431,154 @@ def observe(world: World, members: dict[str, Any], hub: Any) -> None:
         world.weights[(ns, name)] = weights
 
 
+class CellPods:
+    """The :class:`Listener` of one cell's pool: spreads what happens to its requests over
+    the cell's Ready pods (requests round robin, tokens served by running requests),
+    each pod's runtime exporter (e2e/runtimes) counting them as that runtime does."""
+
+    def __init__(self) -> None:
+        self.pods: list[Pod] = []
+        self._next = 0
+        self._running: dict[int, tuple[Pod, int, float, float, float]] = {}
+        """serial to (pod, prompt tokens, generated tokens, queue s, ttft s)."""
+
+    def _pick(self) -> Pod | None:
+        if not self.pods:
+            return None
+        self._next = (self._next + 1) % len(self.pods)
+        return self.pods[self._next]
+
+    def served(self, prompt: float, generation: float) -> None:
+        running = [entry[0] for entry in self._running.values() if entry[0] in self.pods]
+        for pod in running:
+            pod.exporter.served(prompt / len(running), generation / len(running))
+
+    def started(self, serial: int, *, tokens: float, queue_seconds: float,
+                ttft_seconds: float) -> bool:
+        pod = self._pick()
+        if pod is None:
+            return True
+        prompt = round(tokens * pod.prompt_share)
+        self._running[serial] = (pod, prompt, round(tokens) - prompt, queue_seconds,
+                                 ttft_seconds)
+        pod.exporter.started(prompt_tokens=prompt, queue_seconds=queue_seconds,
+                             ttft_seconds=ttft_seconds)
+        return not pod.info.errors
+
+    def finished(self, serial: int, *, e2e_seconds: float) -> None:
+        entry = self._running.pop(serial, None)
+        if entry is None or entry[0] not in self.pods:  # its pod is gone, and its counters
+            return
+        pod, prompt, generation, queue, ttft = entry
+        pod.exporter.finished(prompt_tokens=prompt, generation_tokens=generation,
+                              queue_seconds=queue, ttft_seconds=ttft, e2e_seconds=e2e_seconds,
+                              ok=not pod.info.errors)
+
+    def aborted(self, *, tokens: float, waited_seconds: float) -> None:
+        pod = self._pick()
+        if pod is not None:
+            pod.exporter.aborted(prompt_tokens=round(tokens * pod.prompt_share),
+                                 waited_seconds=waited_seconds)
+
+    def rejected(self) -> None:
+        pod = self._pick()
+        if pod is not None:
+            pod.exporter.rejected()
+
+    def gauges(self, waiting: int) -> None:
+        """Running requests per pod as assigned; the cell's queue spread evenly."""
+        counts = {id(pod): 0 for pod in self.pods}
+        for pod, *_ in self._running.values():
+            if id(pod) in counts:
+                counts[id(pod)] += 1
+        for i, pod in enumerate(self.pods):
+            share = waiting // len(self.pods) + (1 if i < waiting % len(self.pods) else 0)
+            pod.exporter.gauges(running=counts[id(pod)], waiting=share)
+
+
+class Pod:
+    """One simulated model server: its runtime exporter, served at the pod's own address
+    while the pod is Ready (a real server's /metrics answers once its HTTP server is up)."""
+
+    def __init__(self, info: PodInfo, lock: threading.Lock, prompt_share: float) -> None:
+        import importlib
+
+        module = importlib.import_module(
+            f"runtimes.{'vllm' if info.runtime == 'generic' else info.runtime}")
+        self.info, self.prompt_share = info, prompt_share
+        self.exporter = module.Exporter(info.model)
+        self.server: ThreadingHTTPServer | None = None
+        self._lock = lock
+
+    def serve(self) -> str | None:
+        """Listen at the pod's IP and port; the reason when that cannot be done."""
+        if self.server is not None:
+            return None
+        exporter, lock = self.exporter, self._lock
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                with lock:
+                    body = exporter.text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        try:
+            self.server = ThreadingHTTPServer((self.info.ip, self.info.port), Handler)
+        except OSError as exc:
+            return f"{self.info.name}: cannot listen on {self.info.ip}:{self.info.port}: {exc}"
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return None
+
+    def close(self) -> None:
+        """Stop answering (the pod is gone or not Ready)."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def sync_pods(world: World, cells: dict[Cell, CellPods], pods: dict[str, Pod],
+              lock: threading.Lock, prompt_share: float) -> list[str]:
+    """Match the simulated servers to the Ready pods of ``world``: new pods start serving,
+    pods no longer Ready stop (a pod that comes back keeps its counters, as its process
+    did). Call with ``lock`` not held. Returns problems to report."""
+    problems = []
+    wanted = {info.uid: (cell, info) for cell, infos in world.pods.items() for info in infos}
+    for uid, pod in pods.items():
+        if uid not in wanted:
+            pod.close()
+    for uid, (_, info) in wanted.items():
+        if uid not in pods or pods[uid].info.ip != info.ip:
+            pods[uid] = Pod(info, lock, prompt_share)
+        problem = pods[uid].serve()
+        if problem:
+            problems.append(problem)
+    with lock:
+        for cell in set(world.pods) | set(cells):
+            cells.setdefault(cell, CellPods()).pods = [
+                pods[info.uid] for info in world.pods.get(cell, [])]
+    return problems
+
+
 def step(world: World, pools: dict[Cell, Pool], feeds: dict[Cell, Feed],
          demand: dict[tuple[str, str], float], now: float, dt: float, *, model: ServerModel,
-         size: Callable[[tuple[str, str]], Callable[[], float]]) -> None:
+         size: Callable[[tuple[str, str]], Callable[[], float]],
+         listeners: dict[Cell, CellPods] | None = None) -> None:
     """Advance the model by ``dt`` seconds to ``now``: the Ready replicas and weights of
     ``world``, requests from ``demand`` (tokens per second per deployment) of sizes drawn
-    from ``size(deployment)``. Pure apart from updating ``pools`` and ``feeds``."""
+    from ``size(deployment)``, told to each cell's pods (``listeners``) where given. Pure
+    apart from updating ``pools``, ``feeds`` and ``listeners``."""
     for cell, (ready, errors) in world.ready.items():
         if cell in pools:
             pools[cell].errors = errors
@@ -366,26 +600,33 @@ def step(world: World, pools: dict[Cell, Pool], feeds: dict[Cell, Feed],
                 pool = pools.get(cell)
                 if pool is None:
                     pool = pools[cell] = Pool(model, target, ready=ready, errors=errors,
-                                              start=now - dt)
+                                              start=now - dt,
+                                              listener=(listeners or {}).get(cell))
                 feed = feeds.setdefault(cell, Feed(size((ns, name))))
                 for at, tokens in feed.arrivals(now - dt, dt, part):
                     pool.arrive(at, tokens)
-    for pool in pools.values():
+    for cell, pool in pools.items():
         pool.advance(now)
+        if listeners is not None and cell in listeners:
+            pool.listener = listeners[cell]
+            listeners[cell].gauges(pool.waiting)
 
 
 def exposition(pools: dict[Cell, Pool]) -> str:
-    """Prometheus text format of all counters. Pure."""
+    """The simulator's own counts, per cell, in the Prometheus text format: the lab's
+    ground truth (benchmarks, and the check of what twinhull reads from the servers'
+    metrics). Names start with ``twinhull_sim_``, never a runtime's. Pure."""
     metrics: list[tuple[str, str, Callable[[Pool], float]]] = [
-        ("vllm:prompt_tokens_total", "counter", lambda p: p.prompt),
-        ("vllm:generation_tokens_total", "counter", lambda p: p.generation),
-        ("vllm:request_success_total", "counter", lambda p: p.success),
+        ("twinhull_sim_prompt_tokens_total", "counter", lambda p: p.prompt),
+        ("twinhull_sim_generation_tokens_total", "counter", lambda p: p.generation),
         ("twinhull_sim_requests_total", "counter", lambda p: p.requests),
+        ("twinhull_sim_request_success_total", "counter", lambda p: p.success),
         ("twinhull_sim_request_failure_total", "counter", lambda p: p.failure),
         ("twinhull_sim_dropped_requests_total", "counter", lambda p: p.all_dropped),
         ("twinhull_sim_requests_within_target_total", "counter", lambda p: p.all_within),
-        ("vllm:num_requests_running", "gauge", lambda p: len(p.running)),
-        ("vllm:num_requests_waiting", "gauge", lambda p: p.waiting),
+        ("twinhull_sim_running", "gauge", lambda p: len(p.running)),
+        ("twinhull_sim_waiting", "gauge", lambda p: p.waiting),
+        ("twinhull_sim_ready_replicas", "gauge", lambda p: p.ready),
     ]
     lines = []
 
@@ -397,7 +638,7 @@ def exposition(pools: dict[Cell, Pool]) -> str:
         lines.append(f"# TYPE {metric} {kind}")
         for cell, pool in sorted(pools.items()):
             lines.append(f"{metric}{{{labels(cell)}}} {get(pool):.3f}")
-    metric = "vllm:time_to_first_token_seconds"
+    metric = "twinhull_sim_time_to_first_token_seconds"
     lines.append(f"# TYPE {metric} histogram")
     for cell, pool in sorted(pools.items()):
         cumulative = 0
@@ -502,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
     members = {c: _client(env[f"TWINHULL_{c.upper()}_KUBECONFIG"]) for c in ("east", "west")}
     hub = _client(env["TWINHULL_HUB_KUBECONFIG"])
     world, pools, feeds, lock = World(), {}, {}, threading.Lock()
+    cells: dict[Cell, CellPods] = {}
+    servers: dict[str, Pod] = {}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -524,12 +767,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loadsim: metrics on 127.0.0.1:{server.server_address[1]}, "
           f"trace {args.trace or args.apps}, {end:.0f}s", flush=True)
     start = last = time.monotonic()
+    reported: set[str] = set()
     try:
         while (now := time.monotonic()) - start <= end:
             observe(world, members, hub)
+            for problem in sync_pods(world, cells, servers, lock, model.prompt_share):
+                if problem not in reported:
+                    reported.add(problem)
+                    print(f"loadsim: {problem}", file=sys.stderr, flush=True)
             with lock:
                 step(world, pools, feeds, demand_at(points, now - start), now - start,
-                     now - last, model=model, size=sizes)
+                     now - last, model=model, size=sizes, listeners=cells)
             last = now
             time.sleep(1.0)
     except KeyboardInterrupt:
@@ -537,4 +785,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         target.unlink(missing_ok=True)
         server.shutdown()
+        for pod in servers.values():
+            pod.close()
     return 0

@@ -23,7 +23,7 @@ from scaling_policies import (  # noqa: E402
 )
 from scaling_sim import measures_from_counters, peak_rate, reversals, simulate  # noqa: E402
 
-from dataplane import Feed, Pool, ServerModel, exposition  # noqa: E402
+from dataplane import CellPods, Feed, Pod, PodInfo, Pool, ServerModel, exposition  # noqa: E402
 from twinhull.api.deployment import Scaling  # noqa: E402
 
 MODEL = ServerModel(replica_tokens=1000.0, concurrency=2, prefill_tokens_per_second=10000.0,
@@ -104,19 +104,62 @@ def test_a_feed_spaces_requests_evenly() -> None:
     assert len(arrivals) == 15
 
 
-def test_exposition_names_the_vllm_metrics_and_the_histogram() -> None:
+def test_the_simulators_own_counts_use_its_own_names_only() -> None:
     pool = Pool(MODEL, 3.0, ready=1)
     pool.arrive(0.0, 1000.0)
     pool.advance(5.0)
     text = exposition({("ns", "d", "east", "east-a", "primary"): pool})
-    for metric in ("vllm:prompt_tokens_total", "vllm:generation_tokens_total",
-                   "vllm:num_requests_waiting", "twinhull_sim_dropped_requests_total",
+    for metric in ("twinhull_sim_prompt_tokens_total", "twinhull_sim_dropped_requests_total",
                    "twinhull_sim_requests_within_target_total",
-                   "twinhull_sim_request_failure_total",
-                   'vllm:time_to_first_token_seconds_bucket{namespace="ns",'
+                   "twinhull_sim_request_failure_total", "twinhull_sim_waiting",
+                   'twinhull_sim_time_to_first_token_seconds_bucket{namespace="ns",'
                    'twinhull_deployment="d",cluster="east",zone="east-a",role="primary",'
                    'le="0.1"} 1'):
         assert metric in text
+    assert "vllm:" not in text, "runtime series come from the pods, not from here"
+
+
+def _cell(*errors: bool, runtime: str = "vllm") -> tuple[CellPods, list[Pod]]:
+    import threading
+
+    lock = threading.Lock()
+    pods = [Pod(PodInfo(f"u{i}", f"p{i}", f"127.11.1.{i + 2}", 8000, runtime, "m", bad), lock,
+                MODEL.prompt_share) for i, bad in enumerate(errors)]
+    cell = CellPods()
+    cell.pods = pods
+    return cell, pods
+
+
+def _page_value(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(prefix))
+
+
+def test_a_cells_requests_are_spread_over_its_pods_and_counted_as_their_runtime_does() -> None:
+    cell, pods = _cell(False, False)
+    pool = Pool(MODEL, 3.0, ready=2, listener=cell)
+    for i in range(10):
+        pool.arrive(float(i), 1000.0)
+    pool.advance(100.0)
+    cell.gauges(pool.waiting)
+    pages = [p.exporter.text() for p in pods]
+    done = [_page_value(t, 'vllm:request_success_total{engine="0",finished_reason="stop"')
+            for t in pages]
+    assert done == [5.0, 5.0] and pool.success == 10
+    served = sum(_page_value(t, "vllm:generation_tokens_total{") for t in pages)
+    assert served == pytest.approx(pool.generation, abs=2), "every token on some pod's page"
+
+
+def test_a_pod_running_a_failing_image_fails_the_requests_it_takes() -> None:
+    cell, pods = _cell(False, True)
+    pool = Pool(MODEL, 3.0, ready=2, listener=cell)
+    for i in range(10):
+        pool.arrive(float(i), 1000.0)
+    pool.advance(100.0)
+    assert (pool.success, pool.failure) == (5, 5)
+    bad = pods[1].exporter.text()
+    assert _page_value(bad, 'http_requests_total{handler="/v1/completions",method="POST",'
+                            'status="5xx"}') == 5.0
 
 
 def obs(now: float, current: int, *, rps: float = 0.0, waiting: float = 0.0) -> Observation:
@@ -246,4 +289,4 @@ def test_the_lab_step_splits_demand_by_weight_and_ready_replicas() -> None:
     assert east_b.served == pytest.approx(30 * 3000, rel=0.15)
     assert west.failure > 0 and west.success == 0  # an -errors image
     assert east_a.dropped == east_b.dropped == 0
-    assert "vllm:num_requests_waiting" in exposition(pools)
+    assert "twinhull_sim_waiting" in exposition(pools)

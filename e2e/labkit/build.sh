@@ -7,6 +7,13 @@ K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.14}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
+# Prometheus 3.16 (module versions v0.3XX.Y are releases 3.XX.Y). Debian's prometheus is
+# built without Kubernetes service discovery, which the members' Prometheus needs; this
+# one has only that discovery (and the static and file ones every build has).
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
+# prometheus-operator's CRDs (PodMonitor, PrometheusRule), installed on the members to
+# check what the chart renders for them. v0.90.1 is the newest the module proxy serves.
+PROMETHEUS_OPERATOR_VERSION=${PROMETHEUS_OPERATOR_VERSION:-v0.90.1}
 CACHE=${TWINHULL_LAB_CACHE:-$HOME/.cache/twinhull/lab}
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_gw-${GATEWAY_API_VERSION}"
 BIN="$CACHE/$KEY/bin"
@@ -62,6 +69,17 @@ build_etcd() {
   (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3) && mv "$BIN/etcd.tmp" "$BIN/etcd"
 }
 
+build_prometheus() {
+  # Its own cache folder: a new Prometheus does not rebuild Kubernetes.
+  local out="$CACHE/prometheus-$PROMETHEUS_VERSION"
+  [ -x "$out/prometheus" ] && return 0
+  local dir="$SRC/prometheus"
+  mkdir -p "$dir" "$out"
+  printf 'module twinhull.local/labbuild/prometheus\n\ngo 1.26.7\n\nrequire github.com/prometheus/prometheus %s\n' "$PROMETHEUS_VERSION" > "$dir/go.mod"
+  say "building prometheus $PROMETHEUS_VERSION with Kubernetes discovery"
+  (cd "$dir" && go build -trimpath -tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" -o "$out/prometheus.tmp" github.com/prometheus/prometheus/cmd/prometheus) && mv "$out/prometheus.tmp" "$out/prometheus"
+}
+
 build_kwok() {
   need kwok || return 0
   local dir="$SRC/kwok"
@@ -74,19 +92,24 @@ build_kwok() {
 fetch_assets() {
   # Gateway API CRDs and KWOK's stage manifests, copied out of their module zips.
   local share="$CACHE/$KEY/share"
-  [ -d "$share/gateway-api" ] && [ -d "$share/kwok-stage" ] && return 0
+  [ -d "$share/gateway-api" ] && [ -d "$share/kwok-stage" ] && [ -d "$share/prometheus-operator" ] && return 0
   mkdir -p "$share"
-  local gw kw
+  local gw kw po
   gw=$(cd "$SRC" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   kw=$(cd "$SRC" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-  rm -rf "$share/gateway-api" "$share/kwok-stage"
+  po=$(cd "$SRC" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  rm -rf "$share/gateway-api" "$share/kwok-stage" "$share/prometheus-operator"
   cp -r "$gw/config/crd/standard" "$share/gateway-api"
   cp -r "$kw/kustomize/stage" "$share/kwok-stage"
+  mkdir -p "$share/prometheus-operator"
+  cp "$po/example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml" \
+     "$po/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" "$share/prometheus-operator/"
   chmod -R u+w "$share"
 }
 
 case "${1:-all}" in
-  all) lock; build_etcd; build_kwok; build_k8s; fetch_assets; echo "$CACHE/$KEY" ;;
+  all) lock; build_etcd; build_kwok; build_prometheus; build_k8s; fetch_assets; echo "$CACHE/$KEY" ;;
   dir) echo "$CACHE/$KEY" ;;
-  *) echo "usage: build.sh [all|dir]" >&2; exit 2 ;;
+  prometheus) echo "$CACHE/prometheus-$PROMETHEUS_VERSION/prometheus" ;;
+  *) echo "usage: build.sh [all|dir|prometheus]" >&2; exit 2 ;;
 esac

@@ -22,18 +22,21 @@ ZONE_TIMEOUT = 30.0
 
 
 def kill(lab: Lab, cluster: Cluster) -> None:
-    """SIGKILL the cluster's API server; etcd and the controllers keep running."""
-    process = lab.component(cluster.name, "kube-apiserver").process
-    if not process.signal(signal.SIGKILL):
-        say(f"{cluster.name}: kube-apiserver is not running")
-        return
-    wait_until(
-        lambda: process.state() is State.STOPPED,
-        5.0,
-        f"{cluster.name} kube-apiserver to exit",
-        interval=0.02,
-    )
-    say(f"{cluster.name}: kube-apiserver killed")
+    """SIGKILL the cluster's API server, and a member's Prometheus with it (a member that
+    dies takes its monitoring along); etcd and the controllers keep running."""
+    names = ("kube-apiserver", "prometheus") if cluster.is_member else ("kube-apiserver",)
+    for name in names:
+        process = lab.component(cluster.name, name).process
+        if not process.signal(signal.SIGKILL):
+            say(f"{cluster.name}: {name} is not running")
+            continue
+        wait_until(
+            lambda process=process: process.state() is State.STOPPED,
+            5.0,
+            f"{cluster.name} {name} to exit",
+            interval=0.02,
+        )
+        say(f"{cluster.name}: {name} killed")
 
 
 def freeze(lab: Lab, cluster: Cluster) -> None:
@@ -55,6 +58,9 @@ def revive(lab: Lab, cluster: Cluster) -> None:
     """Restart a killed API server or thaw a frozen one; wait until it and its nodes are ready."""
     lab.start([lab.component(cluster.name, "kube-apiserver")])
     say(f"{cluster.name}: kube-apiserver ready")
+    if cluster.is_member:
+        lab.start([lab.component(cluster.name, "prometheus")])
+        say(f"{cluster.name}: prometheus ready")
     if cluster.is_member:
         lab.wait_nodes(cluster)
 
@@ -102,14 +108,15 @@ def zone_up(lab: Lab, cluster: Cluster, zone: str) -> None:
 
 
 def prometheus_stop(lab: Lab) -> None:
-    """Stop Prometheus only; its data stays in the run directory."""
-    lab.component("lab", "prometheus").process.stop()
+    """Stop the global Prometheus only (the members' keep scraping); its data stays in the
+    run directory."""
+    lab.component("hub", "prometheus").process.stop()
     say("prometheus stopped")
 
 
 def prometheus_start(lab: Lab) -> None:
     """Start Prometheus again and wait until it is ready."""
-    lab.start([lab.component("lab", "prometheus")])
+    lab.start([lab.component("hub", "prometheus")])
     say("prometheus ready")
 
 

@@ -16,7 +16,14 @@ from functools import cached_property
 from pathlib import Path
 
 from . import hub, members
-from .components import Component, Prober, components, prometheus_config
+from .components import (
+    SHIPPED_SCRAPE_CONFIG,
+    Component,
+    Prober,
+    components,
+    member_prometheus_config,
+    prometheus_config,
+)
 from .kube import Kubectl
 from .layout import BUILD_SCRIPT, CLUSTERS, HOST, HUB, MEMBERS, Cluster, LabError, Layout
 from .pki import Pki, write_private
@@ -31,7 +38,7 @@ BINARIES = (
     "kubectl",
     "kwok",
 )
-SYSTEM_TOOLS = ("openssl", "prometheus")  # from Debian: apt-get install openssl prometheus
+SYSTEM_TOOLS = ("openssl",)  # from Debian: apt-get install openssl
 START_TIMEOUT = 120.0
 NODES_TIMEOUT = 60.0
 
@@ -48,14 +55,22 @@ class Lab:
         self.layout = layout
         self.pki = Pki(layout.pki)
 
+    def _build_path(self, what: str) -> Path:
+        env = {**os.environ, "TWINHULL_LAB_CACHE": str(self.layout.cache)}
+        result = subprocess.run(
+            [str(BUILD_SCRIPT), what], env=env, capture_output=True, text=True, check=True
+        )
+        return Path(result.stdout.strip())
+
     @cached_property
     def versions_dir(self) -> Path:
         """The build cache directory of the pinned versions (`build.sh dir`)."""
-        env = {**os.environ, "TWINHULL_LAB_CACHE": str(self.layout.cache)}
-        result = subprocess.run(
-            [str(BUILD_SCRIPT), "dir"], env=env, capture_output=True, text=True, check=True
-        )
-        return Path(result.stdout.strip())
+        return self._build_path("dir")
+
+    @cached_property
+    def prometheus_binary(self) -> Path:
+        """Prometheus built with Kubernetes discovery (`build.sh prometheus`)."""
+        return self._build_path("prometheus")
 
     @property
     def bin_dir(self) -> Path:
@@ -68,10 +83,10 @@ class Lab:
     @cached_property
     def components(self) -> list[Component]:
         """Every lab process, in start order."""
-        return components(self.layout, self.bin_dir, shutil.which("prometheus") or "prometheus")
+        return components(self.layout, self.bin_dir, str(self.prometheus_binary))
 
     def component(self, cluster: str, name: str) -> Component:
-        """The component `name` of `cluster` (use cluster "lab" for prometheus)."""
+        """The component `name` of `cluster` (the global Prometheus is the hub's)."""
         for found in self.components:
             if (found.cluster, found.name) == (cluster, name):
                 return found
@@ -93,8 +108,14 @@ class Lab:
         for phase in (etcd, apiservers, [c for c in self.components if c not in etcd + apiservers]):
             self.start(phase)
         say(f"hub: applied {hub.bootstrap(self.kubectl(HUB), self.layout, self.share_dir)}")
+        monitoring_crds = sorted((self.share_dir / "prometheus-operator").glob("*.yaml"))
         for member in MEMBERS:
-            self.kubectl(member).apply_objects(members.node_objects(member))
+            self.kubectl(member).apply_objects(
+                [*members.node_objects(member), *members.prometheus_rbac()]
+            )
+            # Members run prometheus-operator's CRDs as real ones do (the lab's Prometheus
+            # reads the plain scrape job instead; the CRDs check what the chart renders).
+            self.kubectl(member).apply_files(monitoring_crds)
         for member in MEMBERS:
             self.wait_nodes(member)
         say(f"lab is up ({time.monotonic() - began:.1f}s); `e2e/lab env` prints its settings")
@@ -106,8 +127,12 @@ class Lab:
             raise LabError(
                 f"{', '.join(missing)} not found; install with apt-get (make system-deps)"
             )
-        wanted = [self.bin_dir / b for b in BINARIES]
-        wanted += [self.share_dir / "gateway-api", self.share_dir / "kwok-stage"]
+        wanted = [self.bin_dir / b for b in BINARIES] + [self.prometheus_binary]
+        wanted += [
+            self.share_dir / "gateway-api",
+            self.share_dir / "kwok-stage",
+            self.share_dir / "prometheus-operator",
+        ]
         if all(path.exists() for path in wanted):
             return
         say(
@@ -132,6 +157,19 @@ class Lab:
             write_private(self.layout.cluster_dir(member) / "kwok.yaml", stages)
         self.layout.targets_dir.mkdir(parents=True, exist_ok=True)
         write_private(self.layout.prometheus_dir / "prometheus.yml", prometheus_config(self.layout))
+        if not SHIPPED_SCRAPE_CONFIG.is_file():
+            raise LabError(f"{SHIPPED_SCRAPE_CONFIG} is missing; run `make crds`")
+        shipped = SHIPPED_SCRAPE_CONFIG.read_text()
+        for member in MEMBERS:
+            directory = self.layout.member_prometheus_dir(member)
+            discovery = directory / "kubeconfig"
+            write_private(
+                discovery,
+                self.pki.kubeconfig(member.name, self.layout.server_url(member), "prometheus"),
+            )
+            write_private(
+                directory / "prometheus.yml", member_prometheus_config(member, discovery, shipped)
+            )
 
     def start(self, wanted: list[Component]) -> None:
         """Start (or thaw) each of `wanted` that is not running, then wait until all are healthy."""
@@ -249,6 +287,10 @@ class Lab:
                 for c in CLUSTERS
             },
             "TWINHULL_PROMETHEUS_URL": self.layout.prometheus_url,
+            **{
+                f"TWINHULL_{m.name.upper()}_PROMETHEUS_URL": self.layout.member_prometheus_url(m)
+                for m in MEMBERS
+            },
             "TWINHULL_PROMETHEUS_TARGETS": str(self.layout.targets_dir),
         }
         return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())

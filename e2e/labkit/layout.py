@@ -52,6 +52,7 @@ _PORT_OFFSETS = {
     "etcd-peer": 2,
     "kube-controller-manager": 3,
     "kube-scheduler": 4,
+    "prometheus": 5,
 }
 _PROMETHEUS_OFFSET = 90
 
@@ -112,8 +113,16 @@ class Layout:
 
     @property
     def prometheus_url(self) -> str:
-        """Base URL of the lab's Prometheus."""
+        """Base URL of the lab's global Prometheus (the hub's view of every member)."""
         return f"http://{HOST}:{self.prometheus_port}"
+
+    def member_prometheus_url(self, cluster: Cluster) -> str:
+        """Base URL of a member cluster's own Prometheus."""
+        return f"http://{HOST}:{self.port(cluster, 'prometheus')}"
+
+    def member_prometheus_dir(self, cluster: Cluster) -> Path:
+        """A member Prometheus's config, data, discovery kubeconfig, pid file and log."""
+        return self.cluster_dir(cluster) / "prometheus"
 
     def server_url(self, cluster: Cluster) -> str:
         """HTTPS URL of the cluster's API server."""
@@ -134,7 +143,7 @@ class Layout:
 
     @property
     def prometheus_dir(self) -> Path:
-        """Prometheus config, data, pid file and log."""
+        """The global Prometheus's config, data, pid file and log."""
         return self.run / "prometheus"
 
     @property

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .components import KWOK_NODE_ANNOTATION, NODE_LEASE_SECONDS
-from .layout import LABKIT, Cluster, LabError
+from .layout import LABKIT, NODES_PER_ZONE, Cluster, LabError
+from .pki import PROMETHEUS_USER
 
 NODE_CAPACITY = {
     "cpu": "64",
@@ -30,6 +31,19 @@ _KWOK_STAGE_SOURCES = ("fast", "node/chaos/node-not-ready.yaml")
 _LAB_STAGES = LABKIT / "kwok" / "lab-stages.yaml"
 
 
+def pod_cidr(cluster: Cluster, zone: str, node: int) -> str:
+    """The pod CIDR of one node: a /24 inside 127.0.0.0/8, so that every pod's IP is a
+    loopback address the data-plane simulator can serve the pod's /metrics on (Linux
+    routes all of 127/8 to lo). Pure."""
+    subnet = cluster.zones.index(zone) * NODES_PER_ZONE + node + 1
+    return f"127.{pod_network_octet(cluster)}.{subnet}.0/24"
+
+
+def pod_network_octet(cluster: Cluster) -> int:
+    """The second octet of a member's pod addresses (127.11.x.y for east). Pure."""
+    return 10 + cluster.index
+
+
 def node_objects(cluster: Cluster) -> list[dict[str, Any]]:
     """Node objects for every zone of a member cluster (pure)."""
     key, value = KWOK_NODE_ANNOTATION.split("=")
@@ -49,10 +63,40 @@ def node_objects(cluster: Cluster) -> list[dict[str, Any]]:
                     "type": "kwok",
                 },
             },
+            "spec": {"podCIDR": pod_cidr(cluster, zone, index)},
             "status": {"allocatable": NODE_CAPACITY, "capacity": NODE_CAPACITY},
         }
         for zone in cluster.zones
-        for name in cluster.nodes(zone)
+        for index, name in enumerate(cluster.nodes(zone))
+    ]
+
+
+def prometheus_rbac() -> list[dict[str, Any]]:
+    """What a member grants its Prometheus: pod discovery and nothing else, as a
+    Prometheus installed by a real chart gets (pure)."""
+    name = "lab-prometheus"
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": PROMETHEUS_USER}
+            ],
+        },
     ]
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from .layout import LabError
 
 _DAYS = "3650"
+PROMETHEUS_USER = "lab:prometheus"
+"""The user the members' Prometheus discovers pods as."""
 _SERVING_NAMES = [
     "IP:127.0.0.1",
     "DNS:localhost",
@@ -58,6 +60,16 @@ class Pki:
     @property
     def admin_key(self) -> Path:
         return self.dir / "admin.key"
+
+    @property
+    def prometheus_cert(self) -> Path:
+        """Client certificate of the members' Prometheus: user lab:prometheus, no group
+        with rights (members grant it pod discovery only, see members.prometheus_rbac)."""
+        return self.dir / "prometheus.crt"
+
+    @property
+    def prometheus_key(self) -> Path:
+        return self.dir / "prometheus.key"
 
     @property
     def service_account_key(self) -> Path:
@@ -101,6 +113,13 @@ class Pki:
                 self.admin_cert,
                 self.admin_key,
                 "/O=system:masters/CN=twinhull-lab-admin",
+                ["extendedKeyUsage=clientAuth"],
+            )
+        if not self.prometheus_cert.exists():
+            self._issue(
+                self.prometheus_cert,
+                self.prometheus_key,
+                f"/CN={PROMETHEUS_USER}",
                 ["extendedKeyUsage=clientAuth"],
             )
         if not self.service_account_pub.exists():
@@ -172,8 +191,14 @@ class Pki:
             csr.unlink(missing_ok=True)
             ext.unlink(missing_ok=True)
 
-    def kubeconfig(self, name: str, server: str) -> str:
-        """A self-contained admin kubeconfig (certificates inlined) for the server at `server`."""
+    def kubeconfig(self, name: str, server: str, user: str = "admin") -> str:
+        """A self-contained kubeconfig (certificates inlined) for the server at `server`, as
+        the lab admin (`user` "admin") or as the members' Prometheus ("prometheus")."""
+        cert, key = (
+            (self.admin_cert, self.admin_key)
+            if user == "admin"
+            else (self.prometheus_cert, self.prometheus_key)
+        )
 
         def inline(path: Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()
@@ -186,15 +211,15 @@ clusters:
     server: {server}
     certificate-authority-data: {inline(self.ca_cert)}
 users:
-- name: twinhull-{name}-admin
+- name: twinhull-{name}-{user}
   user:
-    client-certificate-data: {inline(self.admin_cert)}
-    client-key-data: {inline(self.admin_key)}
+    client-certificate-data: {inline(cert)}
+    client-key-data: {inline(key)}
 contexts:
 - name: twinhull-{name}
   context:
     cluster: twinhull-{name}
-    user: twinhull-{name}-admin
+    user: twinhull-{name}-{user}
 current-context: twinhull-{name}
 """
 
