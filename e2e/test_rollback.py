@@ -1,6 +1,7 @@
 """Revisions in the lab: snapshots, cluster-by-cluster rollout, automatic rollback on a
-revision that never becomes Ready and on an error-rate breach, manual rollback, history,
-retention, and restore of a member's deleted objects."""
+revision that never becomes Ready, manual rollback, history, retention, and restore of a
+member's deleted objects. (The rollback on an error-rate breach is in test_runtimes.py, once
+per serving runtime.)"""
 
 from __future__ import annotations
 
@@ -145,21 +146,6 @@ def test_a_revision_never_ready_rolls_back_in_both_clusters_and_is_not_retried(l
     events = kubectl(lab, "hub", "get", "events", "-n", NS, "--field-selector",
                      f"involvedObject.name={name},reason=Rollback", "-o", "name")
     assert events.strip(), "a Rollback Event"
-
-
-def test_an_error_rate_breach_rolls_back_during_verification(lab, md, simulator):
-    name = md("rb-errors")
-    v1 = good(lab, name)
-    v1_hash = snapshot(lab, v1)["spec"]["hash"]
-    simulator([{"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 3000}], 300)
-    time.sleep(15)  # the simulator's traffic is in Prometheus: a baseline without errors
-    assert condition(lab, NS, name, "RolledBack") == "False"
-    set_image(lab, name, "vllm/vllm-openai:v0.12.0-errors")  # the simulator fails these
-    wait_for(lambda: condition(lab, NS, name, "RolledBack") == "True", timeout=90,
-             what="RolledBack=True")
-    rolled = next(c for c in status(lab, NS, name)["conditions"] if c["type"] == "RolledBack")
-    assert rolled["reason"] == "ErrorRateExceeded", rolled
-    wait_for(lambda: runs(lab, NS, name, v1_hash), timeout=60, what="v1 back everywhere")
 
 
 def test_manual_rollback_to_a_named_snapshot_and_retention(lab, md):
