@@ -15,11 +15,14 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+REPO = Path(__file__).resolve().parent.parent
 
 if TYPE_CHECKING:  # the fixture's type; not imported at run time (tests/ has a conftest too)
     from conftest import Lab
@@ -181,9 +184,16 @@ def test_kill_makes_api_unreachable_and_revive_keeps_objects(
             interval=0.05,
         )
         assert reachable(lab, "east", timeout=2), "killing west must not affect east"
+        west, east = (
+            lab.env["TWINHULL_WEST_PROMETHEUS_URL"],
+            lab.env["TWINHULL_EAST_PROMETHEUS_URL"],
+        )
+        assert http_status(f"{west}/-/ready") is None, "west's Prometheus dies with west"
+        assert http_status(f"{east}/-/ready") == 200
     finally:
         lab.run("revive", "west")
     assert reachable(lab, "west", timeout=5)
+    assert http_status(f"{lab.env['TWINHULL_WEST_PROMETHEUS_URL']}/-/ready") == 200
     kept = core(lab, "west").read_namespaced_config_map(
         "survivor", ns, _request_timeout=CALL_TIMEOUT
     )
@@ -331,3 +341,115 @@ def test_prometheus_scrapes_file_sd_targets(lab: Lab) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class _PodPage(BaseHTTPRequestHandler):
+    """A model server's page as a runtime writes it: no twinhull label."""
+
+    def do_GET(self) -> None:
+        body = b'# TYPE lab_e2e_pod_probe gauge\nlab_e2e_pod_probe{model_name="m"} 42\n'
+        self.send_response(200 if self.path == "/metrics" else 404)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_pods_page_reaches_the_global_view_through_its_members_prometheus(
+    lab: Lab, namespace: Callable[[str], str]
+) -> None:
+    """A pod labelled as twinhull renders them gets a loopback IP; the member's Prometheus
+    finds it through the API server (as a pods-only identity) with the shipped scrape
+    job, which adds the labels the queries use; the global Prometheus federates it."""
+    ns = namespace("east")
+    labels = {
+        "app": "probe",
+        "app.kubernetes.io/managed-by": "twinhull",
+        "serving.twinhull.io/deployment": "probe",
+        "serving.twinhull.io/cluster": "east",
+        "serving.twinhull.io/zone": "east-b",
+        "serving.twinhull.io/role": "primary",
+        "serving.twinhull.io/revision": "0123456789abcdef",
+    }
+    body = deployment("probe", replicas=1, zone="east-b")
+    body["spec"]["template"]["metadata"]["labels"] = labels
+    body["spec"]["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "http", "containerPort": 8000}
+    ]
+    create_deployment(lab, "east", ns, body)
+    wait_ready(lab, "east", ns, "probe", 1)
+    (pod,) = pods_of(lab, "east", ns, "probe")
+    ip = pod.status.pod_ip
+    assert ip.startswith("127.11."), f"a loopback pod IP inside east's pod CIDRs, not {ip}"
+    server = ThreadingHTTPServer((ip, 8000), _PodPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        query = (
+            f'lab_e2e_pod_probe{{namespace="{ns}", twinhull_deployment="probe", '
+            'cluster="east", zone="east-b", role="primary", revision="0123456789abcdef", '
+            f'pod="{pod.metadata.name}", model_name="m"}}'
+        )
+        eventually(lambda: prometheus_value(lab, query) == "42", 45, "the pod's page, federated")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_the_members_prometheus_may_read_pods_and_nothing_else(lab: Lab) -> None:
+    import subprocess
+
+    def can(verb: str, resource: str) -> str:
+        run = subprocess.run(
+            [
+                str(lab.bin_dir / "kubectl"),
+                "--kubeconfig",
+                str(lab.kubeconfig("east")),
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "--all-namespaces",
+                "--as",
+                "lab:prometheus",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return run.stdout.strip()
+
+    assert can("list", "pods") == "yes" and can("watch", "pods") == "yes"
+    for verb, resource in (("list", "secrets"), ("get", "nodes"), ("create", "pods")):
+        assert can(verb, resource) == "no", f"{verb} {resource}"
+
+
+def test_the_charts_pod_monitor_is_valid_for_prometheus_operator(lab: Lab, tmp_path) -> None:
+    """The PodMonitor the chart renders for a member, dry-run against the real
+    prometheus-operator CRD the lab installs on the members."""
+    import subprocess
+
+    monitor = (REPO / "charts" / "twinhull" / "files" / "podmonitor.yaml").read_text()
+    run = subprocess.run(
+        [
+            str(lab.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(lab.kubeconfig("east")),
+            "apply",
+            "--dry-run=server",
+            "-n",
+            "default",
+            "-f",
+            "-",
+        ],
+        input=monitor.replace("namespace: monitoring", "namespace: default"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "podmonitor.monitoring.coreos.com/twinhull-model-servers created" in run.stdout
