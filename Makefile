@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv with twinhull and the dev tools
 
 .PHONY: system-deps
-system-deps: ## install the Debian packages the lab needs (prometheus, openssl)
-	@if ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null; then \
+system-deps: ## install the Debian packages the tests need (prometheus for promtool, openssl)
+	@if ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then \
 	  echo "installing Debian packages: prometheus openssl"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) \
@@ -32,7 +32,7 @@ system-deps: ## install the Debian packages the lab needs (prometheus, openssl)
 	fi
 
 .PHONY: lab-build
-lab-build: system-deps ## build the lab's Kubernetes, etcd and KWOK binaries (cached outside the repo)
+lab-build: system-deps ## build the lab's Kubernetes, etcd, KWOK and Prometheus binaries (cached outside the repo)
 	e2e/labkit/build.sh all
 
 HELM_VERSION := v3.22.0
@@ -89,7 +89,7 @@ lint: $(STAMP) crds-check ## ruff, mypy --strict, import-linter layers
 	$(BIN)/lint-imports
 
 .PHONY: unit
-unit: $(STAMP) $(LUAHEALTH) $(KSTATUS) ## unit tests (no cluster)
+unit: $(STAMP) system-deps $(LUAHEALTH) $(KSTATUS) ## unit tests (no cluster; promtool runs the presets over the golden pages)
 	TWINHULL_LUAHEALTH=$(LUAHEALTH) TWINHULL_KSTATUS=$(KSTATUS) $(BIN)/pytest tests -m 'not e2e'
 
 .PHONY: e2e
