@@ -433,7 +433,7 @@ def test_the_charts_pod_monitor_is_valid_for_prometheus_operator(lab: Lab, tmp_p
     prometheus-operator CRD the lab installs on the members."""
     import subprocess
 
-    monitor = (REPO / "charts" / "twinhull" / "files" / "podmonitor.yaml").read_text()
+    monitor = (REPO / "charts" / "twinhull-member" / "files" / "podmonitor.yaml").read_text()
     run = subprocess.run(
         [
             str(lab.bin_dir / "kubectl"),

@@ -124,6 +124,15 @@ def _apiserver(layout: Layout, cluster: Cluster, bin_dir: Path, pki: Pki) -> Com
         f"--default-not-ready-toleration-seconds={DEFAULT_TOLERATION_SECONDS}",
         f"--default-unreachable-toleration-seconds={DEFAULT_TOLERATION_SECONDS}",
     ]
+    if not cluster.is_member:  # who wrote what on the hub: tests count writers by credential
+        argv += [
+            f"--audit-policy-file={layout.cluster_dir(cluster) / 'audit-policy.yaml'}",
+            f"--audit-log-path={layout.audit_log}",
+            "--audit-log-maxsize=200",
+            "--audit-log-maxbackup=1",
+            "--audit-log-mode=batch",
+            "--audit-log-batch-max-wait=1s",
+        ]
     process = _process(layout.cluster_dir(cluster), "kube-apiserver", argv)
     return Component(
         cluster.name,
@@ -275,6 +284,20 @@ scrape_configs:
       - files: ["{layout.targets_dir}/*.json"]
         refresh_interval: 2s
 {members}"""
+
+
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  # writes by service accounts (the operator runs as the chart's): who, what, when
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
+"""The hub's audit policy: every write made as a ServiceAccount, at Metadata level (the
+user, with the token's credential id, the verb, the object and the time)."""
 
 
 class Prober:

@@ -49,8 +49,11 @@ _PROBE = {
     "apiVersion": "serving.twinhull.io/v1alpha1",
     "kind": "ModelDeployment",
     "metadata": {"name": "lab-admission-probe", "namespace": "default"},
-    "spec": {"slaTier": "best-effort", "model": {"name": "probe", "image": "probe:1"},
-             "placement": [{"cluster": "east", "zones": {"east-a": 1}}]},
+    "spec": {
+        "slaTier": "best-effort",
+        "model": {"name": "probe", "image": "probe:1"},
+        "placement": [{"cluster": "east", "zones": {"east-a": 1}}],
+    },
 }
 
 
@@ -70,8 +73,9 @@ def namespace(name: str) -> dict[str, Any]:
 
 
 def member_secret(layout: Layout, member: str) -> dict[str, Any]:
-    """Secret `twinhull-system/<member>-kubeconfig`: the member's admin kubeconfig (from disk)."""
-    kubeconfig = (layout.run / member / "kubeconfig").read_text()
+    """Secret `twinhull-system/<member>-kubeconfig`: the kubeconfig of the identity the
+    member grants twinhull (policies/member-rbac.yaml, see members.twinhull_identity)."""
+    kubeconfig = layout.twinhull_kubeconfig_path(member).read_text()
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import hub, members
 from .components import (
+    AUDIT_POLICY,
     SHIPPED_SCRAPE_CONFIG,
     Component,
     Prober,
@@ -26,7 +27,7 @@ from .components import (
 )
 from .kube import Kubectl
 from .layout import BUILD_SCRIPT, CLUSTERS, HOST, HUB, MEMBERS, Cluster, LabError, Layout
-from .pki import Pki, write_private
+from .pki import Pki, token_kubeconfig, write_private
 from .processes import State, kill_pid, strays
 from .waiting import wait_until
 
@@ -107,18 +108,48 @@ class Lab:
         apiservers = [c for c in self.components if c.name == "kube-apiserver"]
         for phase in (etcd, apiservers, [c for c in self.components if c not in etcd + apiservers]):
             self.start(phase)
-        say(f"hub: applied {hub.bootstrap(self.kubectl(HUB), self.layout, self.share_dir)}")
         monitoring_crds = sorted((self.share_dir / "prometheus-operator").glob("*.yaml"))
+        if not members.MEMBER_RBAC.is_file():
+            raise LabError(f"{members.MEMBER_RBAC} is missing; run `make crds`")
         for member in MEMBERS:
             self.kubectl(member).apply_objects(
                 [*members.node_objects(member), *members.prometheus_rbac()]
             )
             # Members run prometheus-operator's CRDs as real ones do (the lab's Prometheus
             # reads the plain scrape job instead; the CRDs check what the chart renders).
-            self.kubectl(member).apply_files(monitoring_crds)
+            self.kubectl(member).apply_files([*monitoring_crds, members.MEMBER_RBAC])
+            self._twinhull_identity(member)
+        say(f"hub: applied {hub.bootstrap(self.kubectl(HUB), self.layout, self.share_dir)}")
         for member in MEMBERS:
             self.wait_nodes(member)
         say(f"lab is up ({time.monotonic() - began:.1f}s); `e2e/lab env` prints its settings")
+
+    def _twinhull_identity(self, member: Cluster) -> None:
+        """Write the kubeconfig twinhull uses for `member`: a token (TokenRequest) of the
+        ServiceAccount the member grants twinhull, kept while it exists."""
+        path = self.layout.twinhull_kubeconfig_path(member.name)
+        if path.exists():
+            return
+        namespace, account = members.TWINHULL_ACCOUNT
+        token = (
+            self.kubectl(member)
+            .run(
+                "create",
+                "token",
+                account,
+                "--namespace",
+                namespace,
+                f"--duration={members.TOKEN_SECONDS}s",
+            )
+            .strip()
+        )
+        user = f"system:serviceaccount:{namespace}:{account}"
+        write_private(
+            path,
+            token_kubeconfig(
+                member.name, self.layout.server_url(member), self.pki.ca_cert, user, token
+            ),
+        )
 
     def _ensure_tools(self) -> None:
         """Check system tools; run build.sh if a binary or asset is missing, showing progress."""
@@ -146,6 +177,7 @@ class Lab:
     def _write_run_dir(self) -> None:
         """Certificates, kubeconfigs, KWOK and Prometheus configuration (unchanged files stay)."""
         self.pki.ensure()
+        write_private(self.layout.cluster_dir(HUB) / "audit-policy.yaml", AUDIT_POLICY)
         for cluster in CLUSTERS:
             (self.layout.cluster_dir(cluster) / "logs").mkdir(parents=True, exist_ok=True)
             write_private(
@@ -292,6 +324,7 @@ class Lab:
                 for m in MEMBERS
             },
             "TWINHULL_PROMETHEUS_TARGETS": str(self.layout.targets_dir),
+            "TWINHULL_HUB_AUDIT_LOG": str(self.layout.audit_log),
         }
         return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())
 

@@ -137,6 +137,15 @@ class Layout:
         return self.cluster_dir(cluster) / "kubeconfig"
 
     @property
+    def audit_log(self) -> Path:
+        """The hub API server's audit log (JSON lines): writes made as ServiceAccounts."""
+        return self.run / "hub" / "logs" / "audit.log"
+
+    def twinhull_kubeconfig_path(self, member: str) -> Path:
+        """Kubeconfig of the least-privilege identity a member grants twinhull."""
+        return self.run / member / "twinhull-kubeconfig"
+
+    @property
     def pki(self) -> Path:
         """Certificates and keys shared by all clusters."""
         return self.run / "pki"

@@ -71,6 +71,12 @@ def node_objects(cluster: Cluster) -> list[dict[str, Any]]:
     ]
 
 
+MEMBER_RBAC = LABKIT.parent.parent / "policies" / "member-rbac.yaml"
+"""What a member grants twinhull, generated from the operator's code (`twinhull crds`)."""
+TWINHULL_ACCOUNT = ("twinhull-system", "twinhull-member")
+TOKEN_SECONDS = 365 * 24 * 3600
+
+
 def prometheus_rbac() -> list[dict[str, Any]]:
     """What a member grants its Prometheus: pod discovery and nothing else, as a
     Prometheus installed by a real chart gets (pure)."""

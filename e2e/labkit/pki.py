@@ -224,6 +224,30 @@ current-context: twinhull-{name}
 """
 
 
+def token_kubeconfig(name: str, server: str, ca: Path, user: str, token: str) -> str:
+    """A self-contained kubeconfig authenticating with a bearer token (pure apart from
+    reading the CA file)."""
+    ca_data = base64.b64encode(ca.read_bytes()).decode()
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: twinhull-{name}
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca_data}
+users:
+- name: {user}
+  user:
+    token: {token}
+contexts:
+- name: twinhull-{name}
+  context:
+    cluster: twinhull-{name}
+    user: {user}
+current-context: twinhull-{name}
+"""
+
+
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` readable by the owner only, replacing it only if it changed."""
     if path.exists() and path.read_text() == text:

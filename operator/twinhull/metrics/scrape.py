@@ -1,7 +1,8 @@
 """How the model servers twinhull renders are scraped: the relabeling that turns a pod's
 labels into the labels twinhull's queries group by, as a plain Prometheus scrape job
-(``twinhull scrape-config``) and as a prometheus-operator ``PodMonitor`` (the chart's
-``podMonitor``). One definition, :data:`TARGET_LABELS`, feeds both. Pure.
+(``twinhull scrape-config``) and as a prometheus-operator ``PodMonitor`` (the
+``podMonitor`` of charts/twinhull-member). One definition, :data:`TARGET_LABELS`, feeds
+both. Pure.
 
 No serving runtime labels its series with a deployment, a zone or a cluster (vLLM sets
 ``model_name`` and ``engine``, SGLang ``model_name`` and ranks, TGI nothing): those come
