@@ -7,6 +7,7 @@ it did not start.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,12 @@ from typing import Any
 import pytest
 
 LAB_SCRIPT = Path(__file__).resolve().parent / "lab"
+ROOT = Path(__file__).resolve().parent.parent
+HELM = Path(os.environ.get("TWINHULL_HELM",
+                           Path.home() / ".cache/twinhull/tools/helm-v3.22.0/helm"))
+CHART_ACCOUNT = ("twinhull-system", "twinhull")
+"""The chart's ServiceAccount (release "twinhull" in namespace twinhull-system): the
+identity the e2e operator runs as."""
 
 # `e2e/lab status` exit codes.
 STATUS_ALL_UP = 0
@@ -103,24 +110,197 @@ def lab() -> Iterator[Lab]:
             _lab("down", timeout=120.0, check=True)
 
 
+def helm(*args: str) -> str:
+    """Run the helm built by `make tools`; its stdout."""
+    if not HELM.is_file():
+        pytest.fail(f"helm not found at {HELM}: run `make tools`")
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True, check=True,
+                          timeout=60).stdout
+
+
+class ChartIdentity:
+    """The chart's ServiceAccount on the hub: the identity the e2e operator runs as, as an
+    install of the chart has it, never the admin."""
+
+    def __init__(self, lab: Lab, directory: Path) -> None:
+        self.lab, self.directory = lab, directory
+        self.issued: dict[str, str] = {}
+        """Kubeconfig path to the credential id (token JTI) the audit log names it by."""
+
+    def kubeconfig(self) -> Path:
+        """A kubeconfig with a fresh token (TokenRequest): each replica has its own, as
+        each pod of the chart's Deployment has its own projected token."""
+        import base64
+        import json
+
+        import yaml
+
+        namespace, account = CHART_ACCOUNT
+        token = subprocess.run(
+            [str(self.lab.bin_dir / "kubectl"), "--kubeconfig", str(self.lab.kubeconfig("hub")),
+             "create", "token", account, "-n", namespace, "--duration=24h"],
+            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        admin = yaml.safe_load(self.lab.kubeconfig("hub").read_text())
+        user = f"system:serviceaccount:{namespace}:{account}"
+        config = {"apiVersion": "v1", "kind": "Config",
+                  "clusters": [{"name": "hub", "cluster": admin["clusters"][0]["cluster"]}],
+                  "users": [{"name": user, "user": {"token": token}}],
+                  "contexts": [{"name": "hub", "context": {"cluster": "hub", "user": user}}],
+                  "current-context": "hub"}
+        path = self.directory / f"hub-kubeconfig-{len(self.issued)}"
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(config))
+        self.issued[str(path)] = f"JTI={claims['jti']}"
+        return path
+
+
+def install_chart_rbac(lab: Lab, directory: Path) -> ChartIdentity:
+    """The chart's RBAC objects applied to the hub (helm template, rbac.yaml only: the
+    Deployment would be a KWOK pod that runs nothing); tokens for its ServiceAccount."""
+    namespace, account = CHART_ACCOUNT
+    rbac = helm("template", account, str(ROOT / "charts/twinhull"), "--namespace", namespace,
+                "--show-only", "templates/rbac.yaml")
+    subprocess.run([str(lab.bin_dir / "kubectl"), "--kubeconfig", str(lab.kubeconfig("hub")),
+                    "apply", "--server-side", "--force-conflicts", "-f", "-"],
+                   input=rbac, capture_output=True, text=True, check=True, timeout=60)
+    return ChartIdentity(lab, directory)
+
+
+@pytest.fixture(scope="session")
+def chart_identity(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> ChartIdentity:
+    """See :func:`install_chart_rbac`."""
+    return install_chart_rbac(lab, tmp_path_factory.mktemp("identity"))
+
+
 PREWARM_PERIOD, PREWARM_LEAD = 90, 20
 """The lab's "day" for pre-warm (tests that scale set preWarm: false unless testing it)."""
+LEASE = ("twinhull-system", "twinhull-leader")
 
 
-class Operator:
-    """A `twinhull run` process on the lab's hub, with its log."""
+class Replica:
+    """One `twinhull run` process: its identity in the Lease, log and liveness URL."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log: Path, liveness: str,
-                 prometheus_password: str = "") -> None:
-        self.process = process
-        self.log = log
-        self.liveness = liveness
-        self.prometheus_password = prometheus_password
-        """The password in the Prometheus URL the operator was given (as a real one may
-        carry): tests check it never reaches a log, an Event or a status."""
+    def __init__(self, process: subprocess.Popen[bytes], identity: str, log: Path,
+                 liveness: str, kubeconfig: Path) -> None:
+        self.process, self.identity, self.log = process, identity, log
+        self.liveness, self.kubeconfig = liveness, kubeconfig
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Operator:
+    """The operator as the chart runs it: two replicas electing a leader on a Lease, as
+    the chart's ServiceAccount (a permission the chart lacks fails tests). A replica that
+    dies is replaced, as its Deployment would."""
+
+    def __init__(self, lab: Lab, identity: ChartIdentity, directory: Path,
+                 prometheus_password: str, args: list[str]) -> None:
+        self.lab, self.identity, self.directory, self.args = lab, identity, directory, args
+        self.prometheus_password = prometheus_password
+        """The password in the Prometheus URL the operator was given (as a real one may
+        carry): tests check it never reaches a log, an Event or a status."""
+        self.replicas: list[Replica] = []
+        self.started = 0
+        self.credentials: dict[str, str] = {}
+        """Credential id (token JTI, as the audit log names it) to replica identity."""
+
+    def start_replica(self) -> Replica:
+        """Start one more replica and wait until it answers its liveness URL (a standby
+        answers too). Effects: a process."""
+        import os
+        import sys
+        import time
+        import urllib.request
+
+        self.started += 1
+        name = f"replica-{self.started}"
+        log = self.directory / f"{name}.log"
+        liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+        kubeconfig = self.identity.kubeconfig()
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "twinhull.cli", "run", "--kubeconfig", str(kubeconfig),
+                 "--identity", name, "--liveness", liveness, *self.args],
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+        replica = Replica(process, name, log, liveness, kubeconfig)
+        self.replicas.append(replica)
+        self.credentials[self.identity.issued[str(kubeconfig)]] = name
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(liveness, timeout=2) as response:
+                    if response.status == 200:
+                        return replica
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"replica {name} did not start:\n{replica.tail()}")
+            time.sleep(0.3)
+
+    def holder(self) -> str:
+        """The Lease's holder now ("" when released or absent)."""
+        import json
+
+        namespace, name = LEASE
+        out = subprocess.run(
+            [str(self.lab.bin_dir / "kubectl"), "--kubeconfig", str(self.lab.kubeconfig("hub")),
+             "get", "lease", name, "-n", namespace, "-o", "json"],
+            capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            return ""
+        return str(json.loads(out.stdout)["spec"].get("holderIdentity") or "")
+
+    def leader(self, timeout: float = 60.0) -> Replica:
+        """The live replica holding the Lease (waiting for one)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            holder = self.holder()
+            for replica in self.replicas:
+                if replica.identity == holder and replica.process.poll() is None:
+                    return replica
+            time.sleep(0.2)
+        pytest.fail(f"no live replica holds the Lease (holder {self.holder()!r})")
+
+    def kill(self, replica: Replica) -> None:
+        """SIGKILL a replica (no release) and start a replacement. Effects: processes."""
+        import signal
+
+        replica.process.send_signal(signal.SIGKILL)
+        replica.process.wait()
+        self.replicas.remove(replica)
+        self.start_replica()
+
+    def logs(self) -> str:
+        """Every replica's log, killed ones included."""
+        return "\n".join(p.read_text(errors="replace")
+                         for p in sorted(self.directory.glob("replica-*.log")))
+
+    def stop(self) -> list[str]:
+        """SIGTERM every replica; the problems of those that did not stop cleanly."""
+        import signal
+
+        problems = []
+        holder = self.holder()  # standbys first: the leader's release would hand over
+        ordered = sorted(self.replicas, key=lambda r: r.identity == holder)
+        for replica in ordered:
+            replica.process.send_signal(signal.SIGTERM)
+            try:
+                code = replica.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+                replica.process.wait()
+                problems.append(f"{replica.identity} ignored SIGTERM for 30 s:\n"
+                                f"{replica.tail()}")
+                continue
+            if code != 0:
+                problems.append(f"{replica.identity} exited {code} on SIGTERM:\n"
+                                f"{replica.tail()}")
+        return problems
 
 
 def _free_port() -> int:
@@ -131,57 +311,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """The operator running against the lab for the session, with the fast-failback tiers.
-    Stopped with SIGTERM at the end; a stop that is not clean fails the session."""
-    import os
+def new_operator(lab: Lab, identity: ChartIdentity, directory: Path) -> Operator:
+    """The e2e operator's replicas (none started yet), with the fast-failback tiers and a
+    Prometheus URL carrying a password (which Prometheus ignores)."""
     import secrets
-    import signal
-    import sys
-    import time
-    import urllib.request
 
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    liveness = f"http://127.0.0.1:{_free_port()}/healthz"
     password = f"prom-{secrets.token_hex(8)}"
     scheme, _, rest = lab.prometheus_url.partition("://")
-    prometheus = f"{scheme}://twinhull:{password}@{rest}"  # Prometheus ignores the auth
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "twinhull.cli", "run",
-             "--kubeconfig", str(lab.kubeconfig("hub")),
-             "--policy", str(Path(__file__).parent / "tiers-fast.yaml"),
-             "--liveness", liveness, "--resync", "5",
-             "--prometheus", prometheus, "--metrics-interval", "2",
-             "--rate-window", "10s", "--prewarm-period", str(PREWARM_PERIOD),
-             "--prewarm-lead", str(PREWARM_LEAD)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
-        )
-    operator = Operator(process, log, liveness, password)
+    prometheus = f"{scheme}://twinhull:{password}@{rest}"
+    args = ["--policy", str(Path(__file__).parent / "tiers-fast.yaml"), "--resync", "5",
+            "--prometheus", prometheus, "--metrics-interval", "2", "--rate-window", "10s",
+            "--prewarm-period", str(PREWARM_PERIOD), "--prewarm-lead", str(PREWARM_LEAD)]
+    return Operator(lab, identity, directory, password, args)
+
+
+@pytest.fixture(scope="session")
+def operator(lab: Lab, chart_identity: ChartIdentity,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The operator against the lab for the session, with the fast-failback tiers: two
+    replicas and a Lease, as the chart runs it. Stopped with SIGTERM at the end; a stop
+    that is not clean fails the session."""
+    operator = new_operator(lab, chart_identity, tmp_path_factory.mktemp("operator"))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(liveness, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the operator did not start:\n{operator.tail()}")
-            time.sleep(0.5)
+        operator.start_replica()
+        operator.leader()  # the first one leads; the second stands by
+        operator.start_replica()
         yield operator
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"the operator ignored SIGTERM for 30 s:\n{operator.tail()}")
-        if code != 0:
-            pytest.fail(f"the operator exited {code} on SIGTERM:\n{operator.tail()}")
+        problems = operator.stop()
+        if problems:
+            pytest.fail("\n".join(problems))
 
 
 @pytest.fixture

@@ -4,25 +4,15 @@ lab: its pods are KWOK pods that run no container."""
 
 from __future__ import annotations
 
-import os
+import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import CHART_ACCOUNT, ROOT, helm
+
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parent.parent
-HELM = Path(os.environ.get("TWINHULL_HELM",
-                           Path.home() / ".cache/twinhull/tools/helm-v3.22.0/helm"))
-
-
-def helm(*args: str) -> str:
-    if not HELM.is_file():
-        pytest.fail(f"helm not found at {HELM}: run `make tools`")
-    return subprocess.run([str(HELM), *args], capture_output=True, text=True, check=True,
-                          timeout=60).stdout
 
 
 def test_chart_lints_and_the_api_server_accepts_every_object(lab, tmp_path):
@@ -46,3 +36,53 @@ def test_chart_lints_and_the_api_server_accepts_every_object(lab, tmp_path):
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "deployment.apps/twinhull serverside-applied (server dry run)" in result.stdout
+
+
+def granted(lab, namespace: str | None = None) -> dict[str, set[str]]:
+    """Resource to verbs the chart's ServiceAccount may use (cluster-wide, or in
+    ``namespace`` on top), from `kubectl auth can-i --list` as that account, without what
+    the API server grants every authenticated user."""
+    ns, account = CHART_ACCOUNT
+    where = ["-n", namespace] if namespace else []
+    out = subprocess.run(
+        [str(lab.bin_dir / "kubectl"), "--kubeconfig", str(lab.kubeconfig("hub")), "auth",
+         "can-i", "--list", f"--as=system:serviceaccount:{ns}:{account}", *where],
+        capture_output=True, text=True, check=True, timeout=30).stdout
+    rules: dict[str, set[str]] = {}
+    for line in out.splitlines()[1:]:
+        columns = re.split(r"\s{2,}", line.strip())  # resource, URLs, names, verbs
+        if len(columns) != 4 or not columns[0]:  # non-resource URLs: every user has them
+            continue
+        resource, _, names, verbs = columns
+        if resource.startswith("selfsubject"):  # every authenticated user may ask
+            continue
+        key = resource if names == "[]" else f"{resource}{names}"
+        rules.setdefault(key, set()).update(verbs.strip("[]").split())
+    return rules
+
+
+def test_the_charts_account_may_do_exactly_what_the_operator_needs(lab, operator):
+    """Least privilege both ways: a verb the operator needs and the chart lacks fails the
+    suite (it runs as this account), and so does a verb the chart grants that is not in
+    the checked-in list of what the operator does (e2e/operator-permissions.yaml)."""
+    expected = yaml.safe_load((ROOT / "e2e/operator-permissions.yaml").read_text())
+    cluster = {r: set(v) for r, v in expected["cluster"].items()}
+    own = {r: set(v) for r, v in expected["operatorNamespace"].items()}
+    assert granted(lab) == cluster
+    in_namespace = granted(lab, CHART_ACCOUNT[0])
+    for resource, verbs in own.items():
+        assert in_namespace.get(resource, set()) - cluster.get(resource, set()) == verbs
+    extra = {r: v for r, v in in_namespace.items() if r not in cluster and r not in own}
+    assert not extra, f"granted in the operator's namespace but not needed: {extra}"
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("replica=3", "additional properties 'replica' not allowed"),
+    ("gateway=inference", "/gateway"),
+    ("leaderElection.leaseSeconds=1", "/leaderElection/leaseSeconds"),
+])
+def test_the_chart_refuses_values_it_does_not_know(value, says):
+    """values.schema.json: a typo or a bad value fails `helm install`, it is not ignored."""
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        helm("template", "twinhull", str(ROOT / "charts/twinhull"), "--set", value)
+    assert says in failed.value.stderr

@@ -140,7 +140,7 @@ def test_no_credential_reaches_a_log_an_event_or_a_status(lab, operator, hostile
                         pem = base64.b64decode(value).decode().splitlines()
                         secrets += [line for line in pem[1:3] if len(line) > 20]
     places = {
-        "operator log": operator.log.read_text(errors="replace"),
+        "operator log": operator.logs(),
         "events": kubectl(lab, "hub", "get", "events", "-A", "-o", "yaml"),
         "status": kubectl(lab, "hub", "get", "modeldeployments,servingclusters,modelsnapshots",
                           "-A", "-o", "yaml"),
