@@ -105,7 +105,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if passed else EXIT_INVALID
 
 
+def _identity() -> str:
+    """This replica's name in the Lease: the pod's name (HOSTNAME in a pod) and a random
+    part, so a restarted process is a new candidate. Effects: reads the environment."""
+    import secrets
+    import socket
+
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{secrets.token_hex(4)}"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from twinhull.handlers.leader import LeaseSettings
     from twinhull.handlers.run import run
     from twinhull.handlers.runtime import Settings
 
@@ -118,9 +128,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         prewarm_lead_seconds=args.prewarm_lead,
                         installation_id=args.installation_id or None,
                         allow_exec_plugins=args.allow_exec_plugins)
+    lease = None if args.no_leader_election else LeaseSettings(
+        namespace=args.namespace, name=args.lease_name, identity=args.identity or _identity(),
+        lease_seconds=args.lease_seconds, retry_seconds=args.lease_retry,
+        margin_seconds=min(args.lease_seconds / 3, 3.0))
     try:
         run(kubeconfig=args.kubeconfig, policy=Path(args.policy) if args.policy else None,
-            settings=settings, liveness=args.liveness, verbose=args.verbose)
+            settings=settings, liveness=args.liveness, verbose=args.verbose, lease=lease)
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -364,6 +378,18 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-exec-plugins", action="store_true",
                      help="let member kubeconfigs run exec/auth-provider plugins (commands "
                           "taken from a Secret, run inside the operator); refused by default")
+    run.add_argument("--lease-name", default="twinhull-leader",
+                     help="the coordination.k8s.io Lease (in --namespace) replicas elect a "
+                          "leader with; only the holder acts")
+    run.add_argument("--lease-seconds", type=float, default=10.0,
+                     help="how long a silent leader keeps the Lease: a killed leader is "
+                          "replaced after this plus --lease-retry")
+    run.add_argument("--lease-retry", type=float, default=2.0,
+                     help="seconds between renewals (leader) and attempts (standby)")
+    run.add_argument("--identity", default="",
+                     help="this replica's name in the Lease (default: $HOSTNAME_<random>)")
+    run.add_argument("--no-leader-election", action="store_true",
+                     help="act without a Lease (one replica only; two would both write)")
     run.add_argument("--liveness", default="http://127.0.0.1:8080/healthz",
                      help="liveness endpoint URL (kopf's), empty to disable")
     run.add_argument("--verbose", action="store_true", help="debug logging")

@@ -189,6 +189,21 @@ def _secrets_of(config: Configuration) -> list[str]:
     return values
 
 
+_write_fence: Callable[[], bool] | None = None
+
+
+def set_write_fence(allowed: Callable[[], bool] | None) -> None:
+    """Make every write of every :class:`Kube` (hub and members) ask ``allowed()`` first
+    and fail with :class:`NotLeading` when it says no: a replica that is not the leader
+    writes nothing (twinhull.handlers.leader). Effects: module state."""
+    global _write_fence
+    _write_fence = allowed
+
+
+class NotLeading(ClusterUnavailable):
+    """A write refused because this replica does not hold the leader Lease."""
+
+
 class Kube:
     """One cluster's API: every call has a timeout and runs on this cluster's threads.
 
@@ -261,10 +276,14 @@ class Kube:
 
     async def request(self, method: str, resource: str, *, query: Mapping[str, str] | None = None,
                       body: Any = None, content_type: str | None = None,
-                      timeout: float | None = None) -> Any:
+                      timeout: float | None = None, fenced: bool = True) -> Any:
         """One REST call: reads (GET) on the read threads, writes on the write threads.
-        Raises :class:`ClusterUnavailable` (or :class:`NotFound`), its message redacted.
-        Effects: network."""
+        A write is refused (:class:`NotLeading`) while the write fence says no, unless not
+        ``fenced`` (the leader election's own writes). Raises :class:`ClusterUnavailable`
+        (or :class:`NotFound`), its message redacted. Effects: network."""
+        if fenced and method != "GET" and _write_fence is not None and not _write_fence():
+            raise NotLeading(f"{self.name}: {method} {resource}: not the leader; nothing "
+                             "is written")
         t = timeout or self.timeout
         return await self._run(
             lambda: self._request_sync(method, resource, query=query, body=body,

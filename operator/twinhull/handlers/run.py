@@ -7,13 +7,19 @@ import asyncio
 import json
 import logging
 import os
+import signal
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import kopf
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
-from twinhull.clusters.kube import Kube
+from twinhull.clusters.kube import Kube, set_write_fence
+from twinhull.handlers.leader import Elector, LeaseSettings
 from twinhull.handlers.runtime import Runtime, Settings
 from twinhull.policy.tiers import load_file
 
@@ -41,10 +47,92 @@ def _hub_configuration(kubeconfig: str | None) -> Configuration:
     return config
 
 
+async def _standby_health(liveness: str | None) -> Any:
+    """While standing by for the Lease, answer the liveness URL (a standby is alive; kopf
+    serves it once leading). Returns the aiohttp runner to clean up, or None."""
+    if not liveness:
+        return None
+    from urllib.parse import urlsplit
+
+    from aiohttp import web
+
+    async def alive(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    parts = urlsplit(liveness)
+    app = web.Application()
+    app.router.add_get(parts.path or "/", alive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, parts.hostname, parts.port, reuse_address=True).start()
+    return runner
+
+
+async def _operate(hub: Kube, runtime: Runtime, lease: LeaseSettings | None,
+                   liveness: str | None) -> None:
+    """Stand by until leading (with a Lease), then run kopf; stop at once when the Lease is
+    lost, release it on a clean stop. Effects: everything the operator does."""
+    elector = stop = None
+    if lease is not None:
+        elector = Elector(hub, lease)
+        set_write_fence(elector.leading)
+        standby = await _standby_health(liveness)
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.ensure_future(elector.acquire())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, waiting.cancel)
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            logging.getLogger(__name__).info("stopped while standing by")
+            return
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            if standby is not None:
+                await standby.cleanup()
+
+        def lost() -> None:  # fenced already; leave no chance to act: exit now
+            logging.shutdown()
+            os._exit(EXIT_LOST_LEASE)
+
+        stop = asyncio.ensure_future(elector.keep(lost))
+        _watchdog(elector, lost)
+    try:
+        await kopf.operator(clusterwide=True, standalone=True, liveness_endpoint=liveness,
+                            memo=kopf.Memo(runtime=runtime))
+    finally:
+        if stop is not None:
+            stop.cancel()
+        if elector is not None:
+            await elector.release()
+
+
+def _watchdog(elector: Elector, lost: Callable[[], None]) -> None:
+    """A thread that ends the process as soon as the Lease's term is over, even while the
+    event loop is busy or just woke from a pause (SIGSTOP, a VM freeze): twinhull's own
+    writes are fenced, kopf's (finalizers, its Events) are not. Effects: a thread."""
+
+    def watch() -> None:
+        while not elector.stepping_down:
+            if not elector.leading():
+                logging.getLogger(__name__).error("the lease's term is over: stopping")
+                lost()
+            time.sleep(0.1)
+
+    threading.Thread(target=watch, name="lease-watchdog", daemon=True).start()
+
+
+EXIT_LOST_LEASE = 3
+"""Exit code of a replica that lost the leader Lease (it restarts as a candidate)."""
+
+
 def run(*, kubeconfig: str | None, policy: Path | None, settings: Settings,
-        liveness: str | None, verbose: bool = False) -> None:
-    """Run until SIGTERM/SIGINT. Raises :class:`~twinhull.errors.PolicyError` before
-    starting when the tier policy is invalid."""
+        liveness: str | None, verbose: bool = False, lease: LeaseSettings | None = None
+        ) -> None:
+    """Run until SIGTERM/SIGINT: with ``lease``, only while holding it (leader election).
+    Raises :class:`~twinhull.errors.PolicyError` before starting when the tier policy is
+    invalid."""
     tiers = load_file(policy)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
@@ -60,11 +148,6 @@ def run(*, kubeconfig: str | None, policy: Path | None, settings: Settings,
     from twinhull import handlers  # noqa: F401  (registers the handlers)
 
     try:
-        asyncio.run(kopf.operator(
-            clusterwide=True,
-            standalone=True,
-            liveness_endpoint=liveness,
-            memo=kopf.Memo(runtime=runtime),
-        ))
+        asyncio.run(_operate(hub, runtime, lease, liveness))
     finally:
         hub.close()

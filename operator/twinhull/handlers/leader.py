@@ -1,0 +1,191 @@
+"""Leader election on a ``coordination.k8s.io`` Lease, so that several replicas of the
+operator can run and exactly one acts. Effects: hub reads and writes of one Lease.
+
+The rules are client-go's (``leaderelection``), in asyncio on twinhull's own client:
+
+* a candidate takes the Lease when it does not exist, when it is released (no holder), or
+  when its record (holder, renew time, transitions) has not changed for a whole lease
+  duration *as measured on the candidate's own monotonic clock* since the candidate first
+  saw that record, so clock skew between replicas does not matter;
+* every write of the Lease is a replace with the ``resourceVersion`` read, so two
+  candidates racing for it cannot both win (the API server refuses the second with 409);
+* the leader renews every ``retry`` seconds and counts itself leader only until
+  ``lease - margin`` seconds after the start of its last successful renew, which ends
+  before any other replica may take over (``lease`` after it saw that renew). Past that
+  it stops acting at once: every write twinhull makes is fenced on :meth:`Elector.leading`
+  (:func:`twinhull.clusters.kube.set_write_fence`) and the process exits, to start again as
+  a candidate;
+* a leader that stops on SIGTERM releases the Lease, so a rolling update hands over in one
+  retry instead of a lease duration.
+
+A killed leader (SIGKILL, no release) is replaced within ``lease + retry`` seconds plus
+the new leader's start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from twinhull.clusters.kube import ClusterUnavailable, Kube, NotFound
+
+log = logging.getLogger(__name__)
+
+API = "coordination.k8s.io/v1"
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    """Where the Lease is and how long it lasts."""
+
+    namespace: str
+    name: str = "twinhull-leader"
+    identity: str = ""
+    lease_seconds: float = 10.0
+    retry_seconds: float = 2.0
+    margin_seconds: float = 3.0
+    """The leader stops counting itself leader this long before a candidate may take over
+    (a renew that started earlier than it was written)."""
+
+
+def _micro(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease_body(settings: LeaseSettings, *, holder: str, acquired: datetime, renewed: datetime,
+               transitions: int, resource_version: str | None = None) -> dict[str, Any]:
+    """The Lease object as this replica writes it. Pure."""
+    metadata: dict[str, Any] = {"name": settings.name, "namespace": settings.namespace}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {"apiVersion": API, "kind": "Lease", "metadata": metadata,
+            "spec": {"holderIdentity": holder,
+                     "leaseDurationSeconds": max(1, round(settings.lease_seconds)),
+                     "acquireTime": _micro(acquired), "renewTime": _micro(renewed),
+                     "leaseTransitions": transitions}}
+
+
+def record_of(lease: dict[str, Any]) -> tuple[str, str, int]:
+    """What changes when the holder renews or another takes over. Pure."""
+    spec = lease.get("spec") or {}
+    return (str(spec.get("holderIdentity") or ""), str(spec.get("renewTime") or ""),
+            int(spec.get("leaseTransitions") or 0))
+
+
+class Elector:
+    """One replica's view of the Lease."""
+
+    def __init__(self, hub: Kube, settings: LeaseSettings, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.hub, self.settings, self.clock, self.wall = hub, settings, clock, wall
+        self.leading_until = 0.0
+        self.holder = ""
+        """The holder last seen (this replica's identity while it leads)."""
+        self._observed: tuple[str, str, int] | None = None
+        self._observed_at = 0.0
+        self._acquired: datetime | None = None
+        self.stepping_down = False
+        """Set on a clean stop, before the Lease is released."""
+
+    def leading(self) -> bool:
+        """True while this replica may act. Effects: reads the clock."""
+        return self.clock() < self.leading_until
+
+    def _path(self) -> str:
+        s = self.settings
+        return f"/apis/{API}/namespaces/{s.namespace}/leases/{s.name}"
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One attempt: create, renew or take over the Lease. True when this replica
+        holds it now. Raises nothing: an unreachable hub or a lost race is False."""
+        s, started = self.settings, self.clock()
+        try:
+            try:
+                lease = await self.hub.request("GET", self._path())
+            except NotFound:
+                at = self.wall()
+                await self.hub.request(
+                    "POST", self._path().rsplit("/", 1)[0], content_type="application/json",
+                    body=lease_body(s, holder=s.identity, acquired=at, renewed=at,
+                                    transitions=0), fenced=False)
+                return self._won(started, at)
+            record = record_of(lease)
+            if record != self._observed:
+                self._observed, self._observed_at = record, started
+            holder, _, transitions = record
+            self.holder = holder
+            mine = holder == s.identity
+            expired = self.clock() >= self._observed_at + s.lease_seconds
+            if not mine and holder and not expired:
+                return False
+            at = self.wall()
+            acquired = self._acquired if mine and self._acquired else at
+            body = lease_body(s, holder=s.identity, acquired=acquired, renewed=at,
+                              transitions=transitions if mine else transitions + 1,
+                              resource_version=lease["metadata"].get("resourceVersion"))
+            await self.hub.request("PUT", self._path(), body=body,
+                                   content_type="application/json", fenced=False)
+            if not mine:
+                log.info("took the lease %s/%s from %r", s.namespace, s.name,
+                         holder or "(released)")
+            return self._won(started, acquired)
+        except ClusterUnavailable as exc:  # 409 (another replica won), or the hub is down
+            log.debug("lease %s/%s: %s", s.namespace, s.name, exc)
+            return False
+
+    def _won(self, started: float, acquired: datetime) -> bool:
+        s = self.settings
+        self.leading_until = started + s.lease_seconds - s.margin_seconds
+        self.holder, self._acquired = s.identity, acquired
+        return True
+
+    async def acquire(self) -> None:
+        """Wait until this replica holds the Lease. Effects: hub reads and writes."""
+        said = ""
+        while not await self.try_acquire_or_renew():
+            if self.holder != said:
+                said = self.holder
+                log.info("standing by: lease %s/%s is held by %r", self.settings.namespace,
+                         self.settings.name, said)
+            await asyncio.sleep(self.settings.retry_seconds)
+        log.info("leading: lease %s/%s held by %s", self.settings.namespace,
+                 self.settings.name, self.settings.identity)
+
+    async def keep(self, lost: Callable[[], None]) -> None:
+        """Renew every retry until the Lease is lost, then call ``lost`` (once) and
+        return. Effects: hub writes."""
+        while True:
+            await asyncio.sleep(self.settings.retry_seconds)
+            if not await self.try_acquire_or_renew() and not self.leading():
+                log.error("lost the lease %s/%s (holder now %r): stopping at once",
+                          self.settings.namespace, self.settings.name, self.holder)
+                lost()
+                return
+
+    async def release(self) -> None:
+        """Give the Lease up (on a clean stop) so another replica takes it in one retry.
+        Effects: one hub write."""
+        self.stepping_down = True
+        if not self.leading():
+            return
+        self.leading_until = 0.0
+        try:
+            lease = await self.hub.request("GET", self._path())
+            if record_of(lease)[0] != self.settings.identity:
+                return
+            at = self.wall()
+            body = lease_body(self.settings, holder="", acquired=at, renewed=at,
+                              transitions=record_of(lease)[2],
+                              resource_version=lease["metadata"].get("resourceVersion"))
+            body["spec"]["leaseDurationSeconds"] = 1
+            await self.hub.request("PUT", self._path(), body=body,
+                                   content_type="application/json", fenced=False)
+            log.info("released the lease %s/%s", self.settings.namespace, self.settings.name)
+        except ClusterUnavailable as exc:
+            log.warning("could not release the lease: %s", exc)

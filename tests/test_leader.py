@@ -1,0 +1,136 @@
+"""Leader election's rules (twinhull.handlers.leader) on an in-memory Lease store with the
+API server's optimistic concurrency (a replace with a stale resourceVersion is refused).
+The real API server is exercised by e2e/test_leader.py."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from twinhull.clusters.kube import ClusterUnavailable, NotFound, NotLeading, set_write_fence
+from twinhull.handlers.leader import Elector, LeaseSettings
+
+
+class Store:
+    """One Lease, as the API server keeps it: versioned, replace-if-unchanged."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.version = 0
+        self.down = False
+
+    async def request(self, method: str, resource: str, *, body: Any = None,
+                      fenced: bool = True, **_: Any) -> Any:
+        await asyncio.sleep(0)  # let concurrent callers interleave, as over a network
+        if self.down:
+            raise ClusterUnavailable("hub: unreachable")
+        if method == "GET":
+            if self.lease is None:
+                raise NotFound("no lease")
+            return copy.deepcopy(self.lease)
+        if method == "POST":
+            if self.lease is not None:
+                raise ClusterUnavailable("HTTP 409: exists")
+        elif method == "PUT":
+            sent = body["metadata"].get("resourceVersion")
+            if self.lease is None or sent != self.lease["metadata"]["resourceVersion"]:
+                raise ClusterUnavailable("HTTP 409: the object has been modified")
+        self.version += 1
+        self.lease = copy.deepcopy(body)
+        self.lease["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(self.lease)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def elector(store: Store, clock: Clock, identity: str) -> Elector:
+    settings = LeaseSettings(namespace="twinhull-system", identity=identity,
+                             lease_seconds=10, retry_seconds=2, margin_seconds=3)
+    base = datetime(2026, 12, 1, tzinfo=UTC)
+    return Elector(store, settings, clock=clock,  # type: ignore[arg-type]
+                   wall=lambda: base + timedelta(seconds=clock.t))
+
+
+def attempt(e: Elector) -> bool:
+    return asyncio.run(e.try_acquire_or_renew())
+
+
+def test_one_of_two_candidates_leads_and_the_other_waits_out_a_whole_lease():
+    store, clock = Store(), Clock()
+    a, b = elector(store, clock, "a"), elector(store, clock, "b")
+    assert attempt(a) and a.leading()
+    assert not attempt(b) and not b.leading() and b.holder == "a"
+    for _ in range(20):  # a renews every 2 s: b never takes over
+        clock.t += 2
+        assert attempt(a) and not attempt(b)
+    clock.t += 2  # a is killed now: its record stops changing
+    for _ in range(4):
+        assert not attempt(b), "b waits a whole lease after the last change it saw"
+        clock.t += 2
+    assert attempt(b) and b.leading()
+    assert store.lease is not None and store.lease["spec"]["leaseTransitions"] == 1
+
+
+def test_the_leader_stops_counting_itself_leader_before_another_may_take_over():
+    store, clock = Store(), Clock()
+    a, b = elector(store, clock, "a"), elector(store, clock, "b")
+    assert attempt(a)
+    assert not attempt(b)  # b sees a's record at t0
+    store.down = True  # a cannot renew (a partition between a and the hub)
+    clock.t += 6.9
+    assert a.leading()
+    clock.t += 0.2
+    assert not a.leading(), "lease 10 - margin 3 after its last renew began"
+    store.down = False
+    clock.t += 2.9  # b's lease of 10 s since it saw a's record ends now: a stopped 3 s ago
+    assert attempt(b) and b.leading()
+    assert not attempt(a) and not a.leading()
+
+
+def test_two_candidates_racing_for_an_expired_lease_cannot_both_win():
+    store, clock = Store(), Clock()
+    a, b, c = (elector(store, clock, n) for n in "abc")
+    assert attempt(a)
+    assert not attempt(b) and not attempt(c)
+    clock.t += 11
+
+    async def race() -> list[bool]:
+        return list(await asyncio.gather(b.try_acquire_or_renew(), c.try_acquire_or_renew()))
+    # both read the same version; the second replace is refused (409)
+    puts = store.version
+    assert sorted(asyncio.run(race())) == [False, True]
+    assert store.version == puts + 1, "one replace went through, the other was refused"
+
+
+def test_a_released_lease_is_taken_at_the_next_attempt():
+    store, clock = Store(), Clock()
+    a, b = elector(store, clock, "a"), elector(store, clock, "b")
+    assert attempt(a) and not attempt(b)
+    asyncio.run(a.release())
+    assert not a.leading() and store.lease["spec"]["holderIdentity"] == ""
+    assert attempt(b)
+
+
+def test_writes_are_fenced_on_leadership():
+    from twinhull.clusters.kube import Kube
+
+    store, clock = Store(), Clock()
+    a = elector(store, clock, "a")
+    kube = Kube.__new__(Kube)
+    kube.name = "hub"
+    set_write_fence(a.leading)
+    try:
+        with pytest.raises(NotLeading):
+            asyncio.run(kube.request("PATCH", "/api/v1/namespaces/x"))
+    finally:
+        set_write_fence(None)
