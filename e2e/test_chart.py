@@ -86,3 +86,17 @@ def test_the_chart_refuses_values_it_does_not_know(value, says):
     with pytest.raises(subprocess.CalledProcessError) as failed:
         helm("template", "twinhull", str(ROOT / "charts/twinhull"), "--set", value)
     assert says in failed.value.stderr
+
+
+def test_helm_tests_check_passes_as_the_charts_account_while_a_replica_leads(lab, operator):
+    """What `helm test` runs (templates/tests/operator-leads.yaml), as the chart's own
+    ServiceAccount: exit 0 naming the leader."""
+    import sys
+
+    leader = operator.leader()
+    run = subprocess.run(
+        [sys.executable, "-m", "twinhull.cli", "check", "--kubeconfig",
+         str(operator.identity.kubeconfig())],
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert f"{leader.identity} leads" in run.stdout

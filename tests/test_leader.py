@@ -134,3 +134,21 @@ def test_writes_are_fenced_on_leadership():
             asyncio.run(kube.request("PATCH", "/api/v1/namespaces/x"))
     finally:
         set_write_fence(None)
+
+
+@pytest.mark.parametrize(("lease", "ok", "says"), [
+    (None, False, "no leader Lease"),
+    ({"spec": {"holderIdentity": "", "renewTime": "2026-12-01T00:00:00.000000Z",
+               "leaseDurationSeconds": 10}}, False, "released"),
+    ({"spec": {"holderIdentity": "a", "renewTime": "2026-12-01T00:00:08.000000Z",
+               "leaseDurationSeconds": 10}}, True, "a leads (renewed 2s ago"),
+    ({"spec": {"holderIdentity": "a", "renewTime": "2026-12-01T00:00:00.000000Z",
+               "leaseDurationSeconds": 1}}, False, "it has stopped"),
+    ({"spec": {"holderIdentity": "a", "renewTime": "yesterday",
+               "leaseDurationSeconds": 10}}, False, "no valid renewTime"),
+])
+def test_the_install_check_reads_the_lease(lease, ok, says):
+    from twinhull.handlers.leader import lease_health
+
+    got, message = lease_health(lease, datetime(2026, 12, 1, 0, 0, 10, tzinfo=UTC))
+    assert got is ok and says in message

@@ -105,6 +105,36 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if passed else EXIT_INVALID
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from kubernetes import client
+    from kubernetes import config as kube_config
+    from kubernetes.client.exceptions import ApiException
+
+    from twinhull.handlers.leader import lease_health
+
+    if args.kubeconfig or os.environ.get("KUBECONFIG"):
+        kube_config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    lease: dict[str, Any] | None
+    try:
+        raw = client.CoordinationV1Api().read_namespaced_lease(
+            args.lease_name, args.namespace, _request_timeout=10, _preload_content=False)
+        lease = json.loads(raw.data)  # type: ignore[attr-defined]  # _preload_content=False: the raw response
+    except ApiException as exc:
+        if exc.status != 404:
+            print(f"error: cannot read lease {args.namespace}/{args.lease_name}: HTTP "
+                  f"{exc.status} {exc.reason}", file=sys.stderr)
+            return EXIT_INVALID
+        lease = None
+    ok, message = lease_health(lease, datetime.now(UTC))
+    print(message if ok else f"error: {message}", file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_INVALID
+
+
 def _identity() -> str:
     """This replica's name in the Lease: the pod's name (HOSTNAME in a pod) and a random
     part, so a restarted process is a new candidate. Effects: reads the environment."""
@@ -394,6 +424,17 @@ def parser() -> argparse.ArgumentParser:
                      help="liveness endpoint URL (kopf's), empty to disable")
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser(
+        "check", help="exit 0 when a replica of the operator leads (its Lease is fresh)",
+        description="Read the leader Lease and say whether a replica leads now: what the "
+        "chart's `helm test` runs. Exit 0 leading, 1 not.")
+    check.add_argument("--kubeconfig", help="hub kubeconfig (default: $KUBECONFIG, else "
+                                            "in-cluster)")
+    check.add_argument("--namespace", default="twinhull-system",
+                       help="the operator's namespace (where the Lease is)")
+    check.add_argument("--lease-name", default="twinhull-leader")
+    check.set_defaults(func=_cmd_check)
 
     status = sub.add_parser("status", help="show a ModelDeployment's state")
     status.add_argument("target", metavar="NAMESPACE/NAME")

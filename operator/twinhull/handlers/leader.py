@@ -77,6 +77,30 @@ def record_of(lease: dict[str, Any]) -> tuple[str, str, int]:
             int(spec.get("leaseTransitions") or 0))
 
 
+def lease_health(lease: dict[str, Any] | None, now: datetime, *, slack: float = 5.0
+                 ) -> tuple[bool, str]:
+    """Whether a replica leads: the Lease exists, has a holder, and was renewed within its
+    duration (plus ``slack`` for clock skew between the checker and the leader), with a
+    message saying so or what is wrong. Pure."""
+    if lease is None:
+        return False, ("no leader Lease: no replica has started leading (is the operator "
+                       "running, and may it create leases in its namespace?)")
+    spec = lease.get("spec") or {}
+    holder, renewed = spec.get("holderIdentity"), spec.get("renewTime")
+    if not holder:
+        return False, "the leader Lease is released: no replica leads (stopping or starting?)"
+    try:
+        age = (now - datetime.fromisoformat(str(renewed).replace("Z", "+00:00"))
+               ).total_seconds()
+    except ValueError:
+        return False, f"the leader Lease has no valid renewTime ({renewed!r})"
+    duration = float(spec.get("leaseDurationSeconds") or 0)
+    if age > duration + slack:
+        return False, (f"{holder} last renewed the leader Lease {age:.0f}s ago (lease "
+                       f"{duration:.0f}s): it has stopped, and no standby has taken over")
+    return True, f"{holder} leads (renewed {max(age, 0.0):.0f}s ago, lease {duration:.0f}s)"
+
+
 class Elector:
     """One replica's view of the Lease."""
 
