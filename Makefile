@@ -101,6 +101,10 @@ e2e: $(STAMP) lab-build tools ## e2e tests against the local lab (brings it up a
 test: lint unit e2e ## everything CI runs: lint, unit tests, e2e tests
 	$(BIN)/twinhull validate examples/
 
+.PHONY: image
+image: ## build the operator image with buildah from a debootstrap base (image/build.sh; cached outside the repo)
+	image/build.sh
+
 .PHONY: bench
 bench: $(STAMP) ## offline benchmarks (print key=value summary lines); lab ones: see README
 	$(BIN)/python tests/bench/validate.py
