@@ -15,7 +15,9 @@ from conftest import CHART_ACCOUNT, ROOT, helm
 pytestmark = pytest.mark.e2e
 
 
-def test_chart_lints_and_the_api_server_accepts_every_object(lab, tmp_path):
+def test_chart_lints_and_the_api_server_accepts_every_object(lab, chart_identity, tmp_path):
+    """With the chart's ServiceAccount in place (``chart_identity``), as after an install:
+    the `helm test` Pod names it, and admission refuses a Pod whose account is missing."""
     helm("lint", "--strict", str(ROOT / "charts/twinhull"))
     rendered = helm("template", "twinhull", str(ROOT / "charts/twinhull"),
                     "--namespace", "twinhull-system",
