@@ -43,8 +43,9 @@ class Settings:
     """The PromQL range of ``rate()`` over token counters (at least twice the scrape
     interval)."""
     failure_metric: str | None = None
-    """Counter of failed requests (labels namespace, twinhull_deployment) for rollout
-    verification; None: revisions are verified on readiness and latency only."""
+    """A counter of failed requests (labels namespace, twinhull_deployment) that replaces
+    each runtime's own failure counter (:attr:`twinhull.metrics.presets.Preset.failure`)
+    in rollout verification; None: the runtime's own."""
     prewarm_period_seconds: float = 86400.0
     """The period of recurring peaks pre-warm looks back by (a day; 0: no pre-warm)."""
     prewarm_lead_seconds: float = 600.0
