@@ -293,19 +293,25 @@ def test_prometheus_stop_and_start(lab: Lab) -> None:
     assert http_status(ready) == 200
 
 
-class _Metrics(BaseHTTPRequestHandler):
-    """Serves one fixed gauge at /metrics."""
+def _page(body: bytes) -> type[BaseHTTPRequestHandler]:
+    """A handler serving ``body`` at /metrics (404 elsewhere)."""
 
-    def do_GET(self) -> None:
-        body = b"# TYPE lab_e2e_probe gauge\nlab_e2e_probe 42\n"
-        self.send_response(200 if self.path == "/metrics" else 404)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Page
+
+
+_Metrics = _page(b"# TYPE lab_e2e_probe gauge\nlab_e2e_probe 42\n")
+"""One fixed gauge."""
 
 
 def prometheus_value(lab: Lab, query: str) -> str | None:
@@ -343,19 +349,8 @@ def test_prometheus_scrapes_file_sd_targets(lab: Lab) -> None:
         thread.join(timeout=5)
 
 
-class _PodPage(BaseHTTPRequestHandler):
-    """A model server's page as a runtime writes it: no twinhull label."""
-
-    def do_GET(self) -> None:
-        body = b'# TYPE lab_e2e_pod_probe gauge\nlab_e2e_pod_probe{model_name="m"} 42\n'
-        self.send_response(200 if self.path == "/metrics" else 404)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+_PodPage = _page(b'# TYPE lab_e2e_pod_probe gauge\nlab_e2e_pod_probe{model_name="m"} 42\n')
+"""A model server's page as a runtime writes it: no twinhull label."""
 
 
 def test_a_pods_page_reaches_the_global_view_through_its_members_prometheus(
