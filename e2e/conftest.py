@@ -174,7 +174,7 @@ def chart_identity(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> ChartI
     return install_chart_rbac(lab, tmp_path_factory.mktemp("identity"))
 
 
-PREWARM_PERIOD, PREWARM_LEAD = 90, 20
+PREWARM_PERIOD, PREWARM_LEAD = 120, 20
 """The lab's "day" for pre-warm (tests that scale set preWarm: false unless testing it)."""
 LEASE = ("twinhull-system", "twinhull-leader")
 

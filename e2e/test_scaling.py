@@ -123,20 +123,25 @@ def test_suggest_mode_changes_nothing_until_approved(lab, operator, simulator):
 
 
 def test_pre_warm_raises_replicas_before_a_recurring_peak(lab, operator, simulator):
-    """The lab's "day" is PREWARM_PERIOD seconds: a peak at 10 s recurs at 10 s + a day.
+    """The lab's "day" is PREWARM_PERIOD seconds: a peak at 30 s recurs at 30 s + a day.
     Replicas rise a lead time before the second peak, while load is still low, and the
-    decision says it is pre-warm."""
+    decision says it is pre-warm. The first peak waits 30 s so that the new pods are Ready,
+    discovered by the member's Prometheus and federated (two scrape hops) before it."""
     name = "sc-prewarm"
     apply(lab, namespace_manifest(NS), manifest(name, pre_warm=True))
-    second = 10 + PREWARM_PERIOD
+    first = 30
+    second = first + PREWARM_PERIOD
     try:
         began = simulator([
             {"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 2000},
-            {"at": 10, "deployment": f"{NS}/{name}", "tokensPerSecond": 15000},
-            {"at": 25, "deployment": f"{NS}/{name}", "tokensPerSecond": 2000},
+            {"at": first, "deployment": f"{NS}/{name}", "tokensPerSecond": 15000},
+            {"at": first + 20, "deployment": f"{NS}/{name}", "tokensPerSecond": 2000},
             {"at": second, "deployment": f"{NS}/{name}", "tokensPerSecond": 15000},
         ], 20, "--replica-tokens", "5000")  # served in full: measured = offered
-        wait_for(lambda: (total(lab, name) or 0) >= 7, timeout=60, what="the first peak")
+        wait_for(lambda: condition(lab, NS, name, "MetricsAvailable") == "True",
+                 timeout=first + 10, what="metrics read")
+        assert time.monotonic() - began < first, "metrics came after the first peak began"
+        wait_for(lambda: (total(lab, name) or 0) >= 7, timeout=first + 45, what="the first peak")
         wait_for(lambda: total(lab, name) == 4, timeout=90, what="scale-down after it")
         low_since = time.monotonic() - began
         assert low_since < second - PREWARM_LEAD, "the lab was too slow to see pre-warm"
