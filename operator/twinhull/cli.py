@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from twinhull import __version__
-from twinhull.errors import ManifestError, PolicyError
+from twinhull.errors import InstallError, ManifestError, PolicyError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -113,6 +113,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from kubernetes import config as kube_config
     from kubernetes.client.exceptions import ApiException
 
+    from twinhull.api.compat import crd_verdict
     from twinhull.handlers.leader import lease_health
 
     if args.kubeconfig or os.environ.get("KUBECONFIG"):
@@ -132,7 +133,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
         lease = None
     ok, message = lease_health(lease, datetime.now(UTC))
     print(message if ok else f"error: {message}", file=sys.stdout if ok else sys.stderr)
-    return EXIT_OK if ok else EXIT_INVALID
+    try:
+        listed = client.ApiextensionsV1Api().list_custom_resource_definition(
+            _request_timeout=10, _preload_content=False)
+        crds = json.loads(listed.data)["items"]  # type: ignore[attr-defined]  # the raw response
+    except ApiException as exc:
+        print(f"error: cannot list the CRDs: HTTP {exc.status} {exc.reason}", file=sys.stderr)
+        return EXIT_INVALID
+    verdict = crd_verdict({c["metadata"]["name"]: c for c in crds})
+    print(f"error: {verdict}" if verdict else "the CRDs are current",
+          file=sys.stderr if verdict else sys.stdout)
+    return EXIT_OK if ok and not verdict else EXIT_INVALID
 
 
 def _identity() -> str:
@@ -168,6 +179,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except InstallError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     return EXIT_OK
 
 
@@ -426,9 +440,11 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(
-        "check", help="exit 0 when a replica of the operator leads (its Lease is fresh)",
-        description="Read the leader Lease and say whether a replica leads now: what the "
-        "chart's `helm test` runs. Exit 0 leading, 1 not.")
+        "check", help="exit 0 when a replica of the operator leads (its Lease is fresh) and "
+                      "the CRDs are current",
+        description="Read the leader Lease and say whether a replica leads now, and whether "
+        "the installed CRDs hold every field this version writes (helm upgrade never "
+        "upgrades CRDs): what the chart's `helm test` runs. Exit 0 when both hold, 1 not.")
     check.add_argument("--kubeconfig", help="hub kubeconfig (default: $KUBECONFIG, else "
                                             "in-cluster)")
     check.add_argument("--namespace", default="twinhull-system",

@@ -26,3 +26,8 @@ class UnknownTierError(TwinhullError):
 
 class ManifestError(TwinhullError):
     """An input file cannot be read or parsed as YAML."""
+
+
+class InstallError(TwinhullError):
+    """What is installed in the cluster does not fit this version of the operator (CRDs
+    older than the code). Nothing was started; the message names the fix."""

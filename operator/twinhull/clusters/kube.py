@@ -49,6 +49,8 @@ KINDS: dict[tuple[str, str], Kind] = {
                                                      "priorityclasses", False),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind("/apis/gateway.networking.k8s.io/v1",
                                                         "httproutes", True),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): Kind(
+        "/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
     ("serving.twinhull.io/v1alpha1", "ServingTier"): Kind("/apis/serving.twinhull.io/v1alpha1",
                                                           "servingtiers", False),
     ("serving.twinhull.io/v1alpha1", "ServingCluster"): Kind(

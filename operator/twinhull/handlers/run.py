@@ -18,7 +18,9 @@ import kopf
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
-from twinhull.clusters.kube import Kube, set_write_fence
+from twinhull.api.compat import crd_verdict
+from twinhull.clusters.kube import ClusterUnavailable, Kube, set_write_fence
+from twinhull.errors import InstallError
 from twinhull.handlers.leader import Elector, LeaseSettings
 from twinhull.handlers.runtime import Runtime, Settings
 from twinhull.policy.tiers import load_file
@@ -68,10 +70,29 @@ async def _standby_health(liveness: str | None) -> Any:
     return runner
 
 
+async def _require_current_crds(hub: Kube, retry_seconds: float = 2.0) -> None:
+    """Raise :class:`InstallError` when the hub's CRDs are older than this code (after a
+    ``helm upgrade``, which never upgrades a chart's CRDs): the replica then never stands
+    for the Lease, and the running ones keep acting. Waits while the hub does not answer.
+    Effects: reads the hub's CRDs."""
+    while True:
+        try:
+            found = await hub.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+            break
+        except ClusterUnavailable as exc:
+            logging.getLogger(__name__).warning("cannot read the hub's CRDs yet: %s", exc)
+            await asyncio.sleep(retry_seconds)
+    verdict = crd_verdict({c["metadata"]["name"]: c for c in found})
+    if verdict:
+        raise InstallError(verdict)
+
+
 async def _operate(hub: Kube, runtime: Runtime, lease: LeaseSettings | None,
                    liveness: str | None) -> None:
-    """Stand by until leading (with a Lease), then run kopf; stop at once when the Lease is
-    lost, release it on a clean stop. Effects: everything the operator does."""
+    """Check the CRDs, stand by until leading (with a Lease), then run kopf; stop at once
+    when the Lease is lost, release it on a clean stop. Effects: everything the operator
+    does."""
+    await _require_current_crds(hub)
     elector = stop = None
     if lease is not None:
         elector = Elector(hub, lease)
@@ -132,7 +153,8 @@ def run(*, kubeconfig: str | None, policy: Path | None, settings: Settings,
         ) -> None:
     """Run until SIGTERM/SIGINT: with ``lease``, only while holding it (leader election).
     Raises :class:`~twinhull.errors.PolicyError` before starting when the tier policy is
-    invalid."""
+    invalid, :class:`~twinhull.errors.InstallError` when the hub's CRDs are older than the
+    code."""
     tiers = load_file(policy)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
