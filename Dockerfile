@@ -1,5 +1,5 @@
 # twinhull operator image, for users with a Docker engine (or another OCI builder) and an image
-# registry: docker build -t registry.example.com/twinhull:0.1.0 . && docker push ...
+# registry: docker build -t registry.example.com/twinhull:0.2.0 . && docker push ...
 # Not how the image is built here: this repository's machines have no Docker engine and no
 # registry, so image/build.sh builds it with buildah from image/Containerfile, on a Debian
 # bookworm base made by debootstrap from the apt mirror, with the Python dependencies pinned

@@ -10,7 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +26,7 @@ from .components import (
     components,
     member_prometheus_config,
     prometheus_config,
+    scratch_components,
 )
 from .kube import Kubectl
 from .layout import BUILD_SCRIPT, CLUSTERS, HOST, HUB, MEMBERS, Cluster, LabError, Layout
@@ -41,6 +44,8 @@ BINARIES = (
 )
 SYSTEM_TOOLS = ("openssl",)  # from Debian: apt-get install openssl
 START_TIMEOUT = 120.0
+SCRATCH_INDEX = 5
+"""Port block of a scratch API server (:meth:`Lab.scratch`): after hub, east and west."""
 NODES_TIMEOUT = 60.0
 
 
@@ -280,6 +285,26 @@ class Lab:
             shutil.rmtree(self.layout.run)
             say(f"removed {self.layout.run}")
         say("lab is down")
+
+    @contextmanager
+    def scratch(self, name: str = "scratch", index: int = SCRATCH_INDEX) -> Iterator[Path]:
+        """A bare API server of its own (no controllers, no nodes) for the block; yields its
+        admin kubeconfig. Stopped and its data removed afterwards, even on failure."""
+        cluster = Cluster(name, index)
+        directory = self.layout.cluster_dir(cluster)
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        wanted = scratch_components(self.layout, cluster, self.bin_dir)
+        try:
+            for component in wanted:
+                _check_port_free(component)
+            self.start(wanted)
+            kubeconfig = directory / "kubeconfig"
+            write_private(kubeconfig, self.pki.kubeconfig(name, self.layout.server_url(cluster)))
+            yield kubeconfig
+        finally:
+            self._stop(wanted)
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _stop(self, wanted: list[Component]) -> None:
         running = [c for c in wanted if c.process.pid() is not None]

@@ -7,6 +7,6 @@ exception tree (:mod:`twinhull.errors`).
 
 from twinhull.errors import ManifestError, PolicyError, TwinhullError, UnknownTierError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["ManifestError", "PolicyError", "TwinhullError", "UnknownTierError", "__version__"]
