@@ -383,6 +383,11 @@ class ModelDeploymentStatus(Status):
     """Declared primary replicas no serving zone can carry now."""
     decisions: Annotated[list[Decision], Field(max_length=50)] = Field(default_factory=list)
     """Recent decisions, newest last."""
+    last_passed_drill: str | None = None
+    """NAMESPACE/NAME of the last FailoverDrill (Drain or Outage) it passed."""
+    last_passed_drill_time: str | None = None
+    """When that drill ended; the condition DrillOverdue says when a critical deployment
+    has gone more than 90 days without one."""
 
 
 MAX_NAME = 63 - len("-fallback")

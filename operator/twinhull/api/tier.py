@@ -86,6 +86,9 @@ class ServingTierSpec(Spec):
     """Scale down only after demand stayed lower for this long."""
     failback: Failback = Field(default_factory=Failback)
     """How traffic returns to a recovered cluster."""
+    rto_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
+    """Recovery time objective: a failover drill passes only if each deployment of the tier
+    is fully served elsewhere (traffic shifted, survivors at capacity) within this."""
     disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget)
     """The PodDisruptionBudget of each zone."""
     priority_class_name: Annotated[str, Field(max_length=253)] | None = None
