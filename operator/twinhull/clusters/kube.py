@@ -57,6 +57,8 @@ KINDS: dict[tuple[str, str], Kind] = {
         "/apis/serving.twinhull.io/v1alpha1", "servingclusters", False),
     ("serving.twinhull.io/v1alpha1", "ModelDeployment"): Kind(
         "/apis/serving.twinhull.io/v1alpha1", "modeldeployments", True),
+    ("serving.twinhull.io/v1alpha1", "FailoverDrill"): Kind(
+        "/apis/serving.twinhull.io/v1alpha1", "failoverdrills", True),
     ("serving.twinhull.io/v1alpha1", "ModelSnapshot"): Kind(
         "/apis/serving.twinhull.io/v1alpha1", "modelsnapshots", True),
 }

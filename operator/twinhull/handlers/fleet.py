@@ -27,7 +27,7 @@ from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.errors import UnknownTierError
-from twinhull.handlers import events, revisions
+from twinhull.handlers import drills, events, revisions
 from twinhull.handlers.members import probe_bound
 from twinhull.handlers.runtime import (
     Key,
@@ -647,6 +647,7 @@ async def reconcile(rt: Runtime) -> None:
     bodies: dict[Key, dict[str, Any]] = {}
     notes: dict[Key, Annotations] = {}
     ready = {cluster: member.ready_replicas() for cluster, member in rt.members.items()}
+    drilled = drills.faults(rt)
     candidates: dict[Key, tuple[dict[str, Any], ModelDeploymentSpec, ServingTierSpec]] = {}
     for key, body in list(rt.deployments.items()):
         if as_mapping(body.get("metadata")).get("deletionTimestamp"):
@@ -687,6 +688,7 @@ async def reconcile(rt: Runtime) -> None:
                 load=loads.get(key), scaled=_scaled_of(status),
                 scaling_history=_history(status),
                 unserved=max(0, _int(status.get("unservedReplicas"), 0)),
+                drill=drilled.get(key),
             ))
         except Exception as exc:
             rnd.fail(key, body, "reading the status", f"{type(exc).__name__}: {exc}")
@@ -768,6 +770,7 @@ async def reconcile(rt: Runtime) -> None:
             rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
             continue
         rt.backoff.pop(key, None)
+    rnd.writes += drills.step(rt, rendered, plans, views, t_now)
     results = await asyncio.gather(*rnd.writes, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):

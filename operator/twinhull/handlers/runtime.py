@@ -89,6 +89,8 @@ class Runtime:
     watch: a route edited by hand differs from what was written and is written again."""
     loads: dict[Key, Load] = field(default_factory=dict)
     """The latest load per ModelDeployment read from Prometheus."""
+    drills: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """Every FailoverDrill, from watch events."""
     health: dict[Key, tuple[float | None, float | None]] = field(default_factory=dict)
     """(error percent, p95 latency seconds) per ModelDeployment, for rollout verification."""
     snapshots: dict[Key, tuple[str, Snapshot | None]] = field(default_factory=dict)

@@ -133,6 +133,26 @@ class Condition:
     message: str
 
 
+DrillStage = Literal["Out", "Restoring", "Abort"]
+
+
+@dataclass(frozen=True)
+class DrillFault:
+    """A failover drill acting on one deployment. ``Out``: its target (a cluster, or one
+    zone of it) counts as Down for this deployment alone, and with ``outage`` its replicas
+    there are scaled to 0. ``Restoring``: the target is seen as it really is and fails
+    back through the tier's steps. ``Abort``: the target takes its full share back at once,
+    without the ramp (unless it is really Down). Failover and failback of a drilled target
+    need no approval: starting the drill approved them."""
+
+    drill: str
+    """NAMESPACE/NAME of the FailoverDrill."""
+    cluster: str
+    zone: str | None = None
+    stage: DrillStage = "Out"
+    outage: bool = False
+
+
 @dataclass(frozen=True)
 class DeploymentInput:
     """Everything the planner needs about one ModelDeployment."""
@@ -160,6 +180,8 @@ class DeploymentInput:
     consumed: frozenset[str] = frozenset()
     """Ids of decisions already applied by an approval (kept in status): an ``approved``
     id among them approves nothing, so an annotation left in place is never replayed."""
+    drill: DrillFault | None = None
+    """A failover drill acting on this deployment now."""
 
 
 @dataclass(frozen=True)
@@ -337,7 +359,11 @@ class _Planner:
                  peers: Mapping[str, DeploymentInput] | None = None) -> None:
         self.d = d
         self.spec = d.spec
-        self.clusters = clusters
+        self.fault = d.drill
+        self.real = clusters
+        """The clusters as probed; ``clusters`` is what this deployment sees (a drill's
+        target Down)."""
+        self.clusters = _with_fault(clusters, d.drill)
         self.ledger = ledger
         self.now = now
         self.peers = peers or {}
@@ -408,7 +434,7 @@ class _Planner:
                 cluster, f"cluster {cluster}", down=phase == "Down",
                 healthy=phase == "Healthy", cells=[cz for cz in self.cells() if cz[0] == cluster],
                 inputs={"cluster": cluster, "phase": phase or "Unknown"},
-                gated=self.spec.traffic.failover == "Manual")
+                gated=self.spec.traffic.failover == "Manual" and not self._drilled(cluster))
         for (cluster, zone), count in self.declared.items():
             key = f"{cluster}/{zone}"
             leg = self.d.legs.get(key, Leg(since=self.now))
@@ -422,8 +448,30 @@ class _Planner:
                 key, f"zone {key}", down=not up, healthy=up and phase == "Healthy",
                 cells=[(cluster, zone)], inputs={"zone": key, "phase": phase,
                                                  "readyNodes": up}, gated=False)
+        if self.fault is not None and self.fault.stage == "Abort":
+            self._abort(legs)
         return legs
 
+    def _drilled(self, cluster: str) -> bool:
+        return self.fault is not None and self.fault.cluster == cluster
+
+    def _abort(self, legs: dict[str, Leg]) -> None:
+        """An aborted drill's target takes its full share back at once (no ramp), unless
+        it is really Down or its zone has no Ready node."""
+        f = self.fault
+        assert f is not None
+        key = f.cluster if f.zone is None else f"{f.cluster}/{f.zone}"
+        leg = legs.get(key)
+        real = self.real.get(f.cluster)
+        if leg is None or leg.state == "Serving" or real is None or real.phase == "Down":
+            return
+        if f.zone is not None and not real.zones_ready.get(f.zone, False):
+            return
+        self.decisions.append(self.decide(
+            "FailbackComplete", f"drill {f.drill} aborted: {key} takes its full share back "
+            "at once, without the failback ramp", {"drill": f.drill, "from": leg.state,
+                                                   "target": key}))
+        legs[key] = Leg("Serving", since=self.now)
     def _advance(self, key: str, what: str, *, down: bool, healthy: bool,
                  cells: list[tuple[str, str]], inputs: dict[str, Any], gated: bool) -> Leg:
         leg = self.d.legs.get(key, Leg(since=self.now))
@@ -513,7 +561,7 @@ class _Planner:
         serving = [cz for cz in cells if self.serves(legs, *cz)]
         own = {cz: self.ledger.take(cz[0], gpus, self.declared[cz], me) for cz in serving}
         kept = {cz: self.ledger.take(cz[0], gpus, self.declared[cz], me)
-                for cz in cells if cz not in own}
+                for cz in cells if cz not in own and not self._emptied(cz)}
         missing = sum(self.declared[cz] - own.get(cz, 0) for cz in cells)
         takers = {cz: self.declared[cz] for cz in serving if self.phase(cz[0]) == "Healthy"}
         extra = _spread(missing, takers, self.ledger, gpus, me)
@@ -526,7 +574,8 @@ class _Planner:
         if spec.fallback is not None:
             base, fb_gpus = spec.fallback.replicas_per_zone, spec.fallback.model.resources.gpus
             order = serving + [cz for cz in cells if cz not in own]  # serving zones first
-            warm = {cz: self.ledger.take(cz[0], fb_gpus, base, me) for cz in order}
+            warm = {cz: self.ledger.take(cz[0], fb_gpus, base, me) for cz in order
+                    if not self._emptied(cz)}
             fb_extra = _spread(unserved, takers, self.ledger, fb_gpus, me)
             for c, z in self.declared:
                 replicas[(c, "fallback", z)] = warm.get((c, z), 0) + fb_extra.get((c, z), 0)
@@ -540,6 +589,12 @@ class _Planner:
                 f"{h} ({_ahead_by(self.peers[h], self.d)})" for h in ahead[:4]) + (
                 ", ..." if len(ahead) > 4 else "")
         return replicas, unserved
+
+    def _emptied(self, cell: tuple[str, str]) -> bool:
+        """Whether an Outage drill has scaled this cell to 0 now."""
+        f = self.fault
+        return (f is not None and f.outage and f.stage == "Out" and cell[0] == f.cluster
+                and (f.zone is None or cell[1] == f.zone))
 
     # -- traffic -----------------------------------------------------------------------
 
@@ -797,6 +852,20 @@ class _Planner:
             pending=self.pending, unserved=unserved, conditions=conditions, scale=scale,
             scaled=scaled, consumed=self.used_approval,
         )
+
+
+def _with_fault(clusters: Mapping[str, ClusterView], fault: DrillFault | None
+                ) -> Mapping[str, ClusterView]:
+    """The clusters as a deployment under a drill sees them: its target Down (a whole
+    cluster) or without Ready nodes (one zone) while the drill is ``Out``."""
+    if fault is None or fault.stage != "Out" or fault.cluster not in clusters:
+        return clusters
+    view = clusters[fault.cluster]
+    if fault.zone is None:
+        drilled = replace(view, phase="Down")
+    else:
+        drilled = replace(view, zones_ready={**view.zones_ready, fault.zone: False})
+    return {**clusters, fault.cluster: drilled}
 
 
 def plan_fleet(deployments: Sequence[DeploymentInput], clusters: Mapping[str, ClusterView],
