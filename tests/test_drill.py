@@ -215,3 +215,9 @@ def test_a_critical_deployment_beyond_the_error_guardrail_aborts():
     s = lab.tick()
     assert s["phase"] == "Aborted"
     assert "above the guardrail 0.1%" in s["reasons"][0]
+
+
+def test_a_schedule_that_is_not_cron_is_refused_naming_the_fix():
+    with pytest.raises(ValueError, match="not a cron schedule.*five fields"):
+        drill(schedule="61 * * * *")
+    assert drill(schedule="0 3 1 */3 *").schedule == "0 3 1 */3 *"

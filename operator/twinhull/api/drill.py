@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from twinhull.api.base import (
     AGE,
@@ -87,6 +87,24 @@ class FailoverDrillSpec(Spec):
     """A scheduled run never starts while the previous one is still running."""
     history_limit: Annotated[int, Field(ge=1, le=100)] = 4
     """Finished runs a schedule keeps."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        """A schedule is five cron fields (minute hour day-of-month month day-of-week)."""
+        if value is None:
+            return value
+        from datetime import UTC, datetime
+
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(value, datetime(2026, 1, 1, tzinfo=UTC))
+        except CronSimError as exc:
+            raise ValueError(f"not a cron schedule ({exc}); write five fields, e.g. "
+                             "'0 3 1 */3 *' for 03:00 UTC on the first day of every quarter"
+                             ) from exc
+        return value
 
 
 class TimelineEntry(Status):
