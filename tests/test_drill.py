@@ -218,6 +218,20 @@ def test_a_critical_deployment_beyond_the_error_guardrail_aborts():
 
 
 def test_a_schedule_that_is_not_cron_is_refused_naming_the_fix():
-    with pytest.raises(ValueError, match="not a cron schedule.*five fields"):
+    with pytest.raises(ValueError, match=r"not a cron schedule.*five fields"):
         drill(schedule="61 * * * *")
     assert drill(schedule="0 3 1 */3 *").schedule == "0 3 1 */3 *"
+
+
+def test_a_critical_deployment_without_a_passed_drill_for_90_days_is_overdue():
+    from twinhull.plan.drill import drill_freshness
+
+    old = T0 - timedelta(days=120)
+    c = drill_freshness(99.99, old, None, None, T0)
+    assert c is not None and c.status == "True" and "no failover drill in its 120 days" in \
+        c.message
+    c = drill_freshness(99.99, old, T0 - timedelta(days=10), "ai/q3", T0)
+    assert c is not None and c.status == "False" and c.message == "passed ai/q3"
+    c = drill_freshness(99.99, old, T0 - timedelta(days=91), "ai/q2", T0)
+    assert c is not None and c.status == "True" and "ai/q2, was 91 days ago" in c.message
+    assert drill_freshness(99.9, old, None, None, T0) is None  # only critical tiers

@@ -40,6 +40,7 @@ from twinhull.handlers.runtime import (
 )
 from twinhull.handlers.scaling import loads_bound
 from twinhull.handlers.supervise import beat
+from twinhull.plan.drill import drill_freshness
 from twinhull.plan.fleet import (
     ClusterView,
     Condition,
@@ -260,6 +261,12 @@ def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: 
     if notes.approved is not None:
         approvals.append({"id": notes.approved.id, "kind": notes.approved.kind, "time": t})
     conditions = with_gitops(_with_notes(_merged(plan.conditions, rev.conditions), notes))
+    fresh = drill_freshness(float(rt.policy.resolve(spec.sla_tier).availability_target),
+                            parse_time(body["metadata"].get("creationTimestamp")),
+                            parse_time(old.get("lastPassedDrillTime")),
+                            old.get("lastPassedDrill"), now())
+    if fresh is not None:
+        conditions.append(fresh)
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": _condition_dicts(conditions, old.get("conditions"), generation, t),

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from twinhull.api.drill import FailoverDrillSpec
-from twinhull.plan.fleet import DeploymentPlan
+from twinhull.plan.fleet import Condition, DeploymentPlan
 
 LIVE_PHASES = ("Detecting", "Investigating", "Mitigating", "Monitoring")
 """Phases in which a drill acts on traffic (or waits to undo an abort)."""
@@ -227,11 +227,12 @@ def advance(spec: FailoverDrillSpec, status: dict[str, Any], scope: Sequence[Obs
     target = target_key(spec)
     results = {r["deployment"]: r for r in s["results"]}
     t = _seconds(s.get("faultTime"), now)
+    since_start = _seconds(s.get("startTime") or s.get("faultTime"), now)
     for o in scope:
         r = results.setdefault(o.key, {"deployment": o.key, "tier": o.tier,
                                         "rtoTargetSeconds": o.rto_target, "samples": [],
                                         "failbackSteps": []})
-        _sample(r, o, t)
+        _sample(r, o, since_start)
         if phase in LIVE_PHASES:
             _track(r, o)
     s["results"] = [results[k] for k in sorted(results)]
@@ -369,3 +370,31 @@ def _verdict(spec: FailoverDrillSpec, results: Sequence[dict[str, Any]]
                            "above its target")
         r["verdict"] = "Failed" if any(x.startswith(f"{d}:") for x in reasons) else "Passed"
     return ("Failed" if reasons else "Passed"), reasons
+
+
+DRILL_MAX_AGE_DAYS = 90
+"""A critical deployment should pass a failover drill at least this often (the incident
+process asks for quarterly P0 drills)."""
+
+
+def drill_freshness(tier_availability: float, created: datetime | None,
+                    last_passed: datetime | None, last_drill: str | None, now: datetime
+                    ) -> Condition | None:
+    """The DrillOverdue condition of a critical deployment (None for other tiers): True
+    once its last passed Drain or Outage drill, or its creation when it never passed one,
+    is more than :data:`DRILL_MAX_AGE_DAYS` old. Pure."""
+    if tier_availability < CRITICAL_TARGET:
+        return None
+    since = last_passed or created
+    if since is None:
+        return None
+    age = (now - since).days
+    if age > DRILL_MAX_AGE_DAYS:
+        what = (f"its last passed failover drill, {last_drill}, was {age} days ago"
+                if last_passed else f"it has passed no failover drill in its {age} days")
+        return Condition("DrillOverdue", "True", "NoRecentDrill",
+                         f"{what}: more than {DRILL_MAX_AGE_DAYS} days; run a Drain drill "
+                         "(kind FailoverDrill) on one of its clusters")
+    return Condition("DrillOverdue", "False", "DrillRecent",
+                     f"passed {last_drill}" if last_passed else
+                     f"created {age} days ago; a drill is due within {DRILL_MAX_AGE_DAYS} days")
