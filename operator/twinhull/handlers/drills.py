@@ -18,10 +18,11 @@ import pydantic
 from cronsim import CronSim, CronSimError
 
 from twinhull.api.annotations import APPROVE
+from twinhull.api.cluster import HealthProbe, ServingClusterSpec
 from twinhull.api.drill import FailoverDrillSpec
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.handlers import events
-from twinhull.handlers.runtime import Key, Runtime, as_list, as_mapping, rfc3339
+from twinhull.handlers.runtime import Key, Runtime, as_list, as_mapping, parse_time, rfc3339
 from twinhull.plan.drill import (
     DONE_PHASES,
     LIVE_PHASES,
@@ -87,7 +88,21 @@ def _status(body: Mapping[str, Any]) -> dict[str, Any]:
     return dict(as_mapping(body.get("status")))
 
 
-def faults(rt: Runtime) -> dict[Key, DrillFault]:
+def detection_seconds(rt: Runtime, cluster: str) -> float:
+    """How long after a cluster's API server stops answering its probes would call it Down,
+    on average: the first failed probe comes within one interval (half of one on average),
+    then ``failureThreshold - 1`` more, an interval apart. A drill's fault is detected
+    after this, so its time to shift is comparable with a real outage's. (A frozen API
+    server, which makes each probe wait its timeout, takes longer.) Pure (memory)."""
+    try:
+        health = ServingClusterSpec.model_validate(
+            as_mapping(rt.clusters.get(cluster)).get("spec")).health
+    except pydantic.ValidationError:
+        health = HealthProbe()
+    return (health.failure_threshold - 0.5) * health.probe_interval_seconds
+
+
+def faults(rt: Runtime, t_now: datetime) -> dict[Key, DrillFault]:
     """The deployments a drill acts on now, from the drills' statuses. Pure (memory)."""
     out: dict[Key, DrillFault] = {}
     for (ns, name), body in rt.drills.items():
@@ -95,7 +110,11 @@ def faults(rt: Runtime) -> dict[Key, DrillFault]:
         phase = status.get("phase")
         if spec is None or spec.schedule is not None:
             continue
-        if phase in ("Detecting", "Investigating", "Mitigating"):
+        injected = parse_time(status.get("faultTime"))
+        if phase == "Detecting" and injected is not None and (
+                t_now - injected).total_seconds() < detection_seconds(rt, spec.target.cluster):
+            stage = "Injected"
+        elif phase in ("Detecting", "Investigating", "Mitigating"):
             stage = "Out"
         elif phase == "Monitoring":
             stage = "Restoring"

@@ -654,7 +654,7 @@ async def reconcile(rt: Runtime) -> None:
     bodies: dict[Key, dict[str, Any]] = {}
     notes: dict[Key, Annotations] = {}
     ready = {cluster: member.ready_replicas() for cluster, member in rt.members.items()}
-    drilled = drills.faults(rt)
+    drilled = drills.faults(rt, t_now)
     candidates: dict[Key, tuple[dict[str, Any], ModelDeploymentSpec, ServingTierSpec]] = {}
     for key, body in list(rt.deployments.items()):
         if as_mapping(body.get("metadata")).get("deletionTimestamp"):

@@ -133,17 +133,25 @@ class Condition:
     message: str
 
 
-DrillStage = Literal["Out", "Restoring", "Abort"]
+DrillStage = Literal["Injected", "Out", "Restoring", "Abort"]
 
 
 @dataclass(frozen=True)
 class DrillFault:
-    """A failover drill acting on one deployment. ``Out``: its target (a cluster, or one
-    zone of it) counts as Down for this deployment alone, and with ``outage`` its replicas
-    there are scaled to 0. ``Restoring``: the target is seen as it really is and fails
-    back through the tier's steps. ``Abort``: the target takes its full share back at once,
-    without the ramp (unless it is really Down). Failover and failback of a drilled target
-    need no approval: starting the drill approved them."""
+    """A failover drill acting on one deployment.
+
+    * ``Injected``: the fault is on but not detected yet (the probes that would see it have
+      not all failed): nothing changes but, with ``outage``, its replicas on the target
+      are scaled to 0;
+    * ``Out``: its target (a cluster, or one zone of it) counts as Down for this deployment
+      alone, and with ``outage`` its replicas there stay at 0;
+    * ``Restoring``: the target is seen as it really is and fails back through the tier's
+      steps;
+    * ``Abort``: the target takes its full share back at once, without the ramp (unless it
+      is really Down).
+
+    Failover and failback of a drilled target need no approval: starting the drill
+    approved them."""
 
     drill: str
     """NAMESPACE/NAME of the FailoverDrill."""
@@ -593,7 +601,8 @@ class _Planner:
     def _emptied(self, cell: tuple[str, str]) -> bool:
         """Whether an Outage drill has scaled this cell to 0 now."""
         f = self.fault
-        return (f is not None and f.outage and f.stage == "Out" and cell[0] == f.cluster
+        return (f is not None and f.outage and f.stage in ("Injected", "Out")
+                and cell[0] == f.cluster
                 and (f.zone is None or cell[1] == f.zone))
 
     # -- traffic -----------------------------------------------------------------------
