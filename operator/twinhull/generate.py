@@ -12,9 +12,10 @@ import yaml
 from twinhull.api import RESOURCES
 from twinhull.api.crd import crd_filename, crd_manifest
 from twinhull.clusters.permissions import member_rbac
+from twinhull.metrics.rules import rule_file, rules_yaml
 from twinhull.metrics.scrape import pod_monitor, scrape_job
 from twinhull.policy.admission import admission_manifests
-from twinhull.policy.tiers import DEFAULT_POLICY, tier_json_schema
+from twinhull.policy.tiers import DEFAULT_POLICY, load_file, tier_json_schema
 
 CHART = "charts/twinhull"
 MEMBER_CHART = "charts/twinhull-member"
@@ -49,6 +50,10 @@ def generated_files() -> dict[str, str]:
     # job and a PodMonitor, for each member cluster's Prometheus.
     files[f"{CHART}/files/scrape-config.yaml"] = _yaml({"scrape_configs": [scrape_job()]})
     files[f"{MEMBER_CHART}/files/podmonitor.yaml"] = _yaml(pod_monitor())
+    # Recording and alerting rules from the default tiers (twinhull.metrics.rules): a plain
+    # Prometheus rule file, and the same groups for the chart's PrometheusRule.
+    files["policies/rules.yaml"] = HEADER + rules_yaml(rule_file(load_file()))
+    files[f"{CHART}/files/prometheusrule-groups.yaml"] = files["policies/rules.yaml"]
     # What a member grants twinhull (twinhull.clusters.permissions), as a plain manifest
     # and as the member chart's template.
     files["policies/member-rbac.yaml"] = _yaml(*member_rbac())
