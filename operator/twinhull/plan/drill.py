@@ -293,7 +293,7 @@ def advance(spec: FailoverDrillSpec, status: dict[str, Any], scope: Sequence[Obs
                     step = d.inputs.get("step", 100)
                     r["failbackSteps"].append(f"{step}% at {back:g}s ({d.inputs.get('ready', '?')}"
                                               " Ready)")
-            if _leg(o, target) == "Serving" and r.get("failbackSeconds") is None:
+            if _back(o, spec) and r.get("failbackSeconds") is None:
                 r["failbackSeconds"] = back
         if all(results[o.key].get("failbackSeconds") is not None for o in scope):
             verdict, reasons = _verdict(spec, [results[o.key] for o in scope])
@@ -317,6 +317,19 @@ def _stamp(t: datetime) -> str:
 def _leg(o: Observed, target: str) -> str:
     leg = o.plan.legs.get(target)
     return leg.state if leg is not None else "Serving"
+
+
+def _back(o: Observed, spec: FailoverDrillSpec) -> bool:
+    """The target serves its full share again: its leg Serving and, for a cluster, its
+    weight back to its declared share (the survivors have returned to their declared
+    replicas, so weights follow Ready replicas to the declared split)."""
+    if _leg(o, target_key(spec)) != "Serving":
+        return False
+    if spec.target.zone is not None:
+        return True
+    total = sum(o.declared.values()) or 1
+    share = 100 * o.declared.get(spec.target.cluster, 0) / total
+    return o.plan.weights.get(spec.target.cluster, 0) >= share - 1
 
 
 def _shifted(o: Observed, spec: FailoverDrillSpec) -> bool:
