@@ -175,7 +175,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         margin_seconds=min(args.lease_seconds / 3, 3.0))
     try:
         run(kubeconfig=args.kubeconfig, policy=Path(args.policy) if args.policy else None,
-            settings=settings, liveness=args.liveness, verbose=args.verbose, lease=lease)
+            settings=settings, liveness=args.liveness, verbose=args.verbose, lease=lease,
+            metrics=args.metrics_address or None)
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -434,6 +435,9 @@ def parser() -> argparse.ArgumentParser:
                      help="this replica's name in the Lease (default: $HOSTNAME_<random>)")
     run.add_argument("--no-leader-election", action="store_true",
                      help="act without a Lease (one replica only; two would both write)")
+    run.add_argument("--metrics-address", default="", metavar="HOST:PORT",
+                     help="serve the operator's own metrics on http://HOST:PORT/metrics "
+                          "(default: off; the chart uses 0.0.0.0:9102)")
     run.add_argument("--liveness", default="http://127.0.0.1:8080/healthz",
                      help="liveness endpoint URL (kopf's), empty to disable")
     run.add_argument("--verbose", action="store_true", help="debug logging")

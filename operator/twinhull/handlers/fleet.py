@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -818,7 +819,9 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     limit = d.spec.rollback.history_limit or d.tier.rollback_history_limit
     if len(snaps) > limit:
         rnd.writes.append(revisions.retain(rt, key, snaps, limit, rev))
+    rt.telemetry.deployment(d.namespace, d.name)
     for decision in [*plan.decisions, *rev.decisions]:
+        rt.telemetry.decided(d.namespace, d.name, decision)
         rnd.writes.append(events.post(rt, body, _event_type(decision), decision.kind,
                                       _event_text(decision)))
         log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
@@ -880,11 +883,14 @@ async def fleet_loop(rt: Runtime) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rt.wake.wait(), timeout=rt.settings.resync_seconds)
         rt.wake.clear()
+        began = time.monotonic()
         try:
             await reconcile(rt)
         except Exception:  # a bug must not stop the loop: log it and try again next round
             log.exception("fleet round failed")
             rt.loop_errors["fleet"] = "a round failed; see the operator log"
+            rt.telemetry.iteration("fleet", False, time.monotonic() - began)
         else:
+            rt.telemetry.duration.labels("fleet").observe(time.monotonic() - began)
             beat(rt, "fleet")
         await asyncio.sleep(0.2)  # coalesce bursts of events into one round

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -290,7 +291,9 @@ class MemberDaemon:
             why = self.credentials[2] or "the kubeconfig Secret was not read yet"
             return ProbeResult(ok=False, message=f"no client: {why}")
         self.member.zones = list(spec.zones)
+        began = time.monotonic()
         probe = await self.member.probe(timeout)
+        self.rt.telemetry.probe.labels(self.name).observe(time.monotonic() - began)
         if probe.ok:
             try:
                 await self.member.observe(timeout)
@@ -401,6 +404,7 @@ class MemberDaemon:
                     # goes stale, so the fleet sees the cluster as Suspect
                     beat(self.rt, self.loop)
                     self.rt.loop_errors[self.loop] = f"{type(exc).__name__}: {exc}"[:300]
+                    self.rt.telemetry.iteration(self.loop, False)
                 current = self.rt.clusters.get(self.name, self.body)
                 try:
                     interval = ServingClusterSpec.model_validate(

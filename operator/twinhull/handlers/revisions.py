@@ -178,6 +178,7 @@ async def record(rt: Runtime, manifest: dict[str, Any]) -> bool:
         log.warning("cannot record %s: %s", meta["name"], exc)
         return False
     rt.hub_writes += 1
+    rt.telemetry.snapshots.labels("Recorded").inc()
     remember(rt, created or manifest)
     return True
 
@@ -191,6 +192,8 @@ async def write_outcomes(rt: Runtime, namespace: str, plan: RevisionPlan, t: str
         try:
             await rt.hub.patch_status(API, "ModelSnapshot", name, status, namespace=namespace)
             rt.hub_writes += 1
+            if outcome in ("Good", "Bad"):
+                rt.telemetry.snapshots.labels(outcome).inc()
         except ClusterUnavailable as exc:
             log.warning("%s/%s: cannot write the outcome: %s", namespace, name, exc)
             continue

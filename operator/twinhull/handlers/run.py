@@ -23,6 +23,7 @@ from twinhull.clusters.kube import ClusterUnavailable, Kube, set_write_fence
 from twinhull.errors import InstallError
 from twinhull.handlers.leader import Elector, LeaseSettings
 from twinhull.handlers.runtime import Runtime, Settings
+from twinhull.handlers.telemetry import serve
 from twinhull.policy.tiers import load_file
 
 
@@ -88,7 +89,7 @@ async def _require_current_crds(hub: Kube, retry_seconds: float = 2.0) -> None:
 
 
 async def _operate(hub: Kube, runtime: Runtime, lease: LeaseSettings | None,
-                   liveness: str | None) -> None:
+                   liveness: str | None, metrics: str | None = None) -> None:
     """Check the CRDs, stand by until leading (with a Lease), then run kopf; stop at once
     when the Lease is lost, release it on a clean stop. Effects: everything the operator
     does."""
@@ -97,6 +98,10 @@ async def _operate(hub: Kube, runtime: Runtime, lease: LeaseSettings | None,
     if lease is not None:
         elector = Elector(hub, lease)
         set_write_fence(elector.leading)
+    if metrics:
+        serve(runtime, metrics, lease.identity if lease is not None else "standalone",
+              elector.leading if elector is not None else lambda: True)
+    if lease is not None and elector is not None:
         standby = await _standby_health(liveness)
         loop = asyncio.get_running_loop()
         waiting = asyncio.ensure_future(elector.acquire())
@@ -149,8 +154,8 @@ EXIT_LOST_LEASE = 3
 
 
 def run(*, kubeconfig: str | None, policy: Path | None, settings: Settings,
-        liveness: str | None, verbose: bool = False, lease: LeaseSettings | None = None
-        ) -> None:
+        liveness: str | None, verbose: bool = False, lease: LeaseSettings | None = None,
+        metrics: str | None = None) -> None:
     """Run until SIGTERM/SIGINT: with ``lease``, only while holding it (leader election).
     Raises :class:`~twinhull.errors.PolicyError` before starting when the tier policy is
     invalid, :class:`~twinhull.errors.InstallError` when the hub's CRDs are older than the
@@ -170,6 +175,6 @@ def run(*, kubeconfig: str | None, policy: Path | None, settings: Settings,
     from twinhull import handlers  # noqa: F401  (registers the handlers)
 
     try:
-        asyncio.run(_operate(hub, runtime, lease, liveness))
+        asyncio.run(_operate(hub, runtime, lease, liveness, metrics))
     finally:
         hub.close()

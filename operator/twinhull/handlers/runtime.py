@@ -14,6 +14,7 @@ from typing import Any
 
 from twinhull.clusters.kube import Kube
 from twinhull.clusters.member import Member
+from twinhull.handlers.counters import Telemetry
 from twinhull.plan.fleet import ClusterView
 from twinhull.plan.rollout import Snapshot
 from twinhull.plan.scaling import Load
@@ -89,6 +90,8 @@ class Runtime:
     watch: a route edited by hand differs from what was written and is written again."""
     loads: dict[Key, Load] = field(default_factory=dict)
     """The latest load per ModelDeployment read from Prometheus."""
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    """The operator's own counters and histograms (served by ``handlers.telemetry``)."""
     drills: dict[Key, dict[str, Any]] = field(default_factory=dict)
     """Every FailoverDrill, from watch events."""
     health: dict[Key, tuple[float | None, float | None]] = field(default_factory=dict)

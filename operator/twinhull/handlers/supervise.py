@@ -23,6 +23,7 @@ def beat(rt: Runtime, loop: str) -> None:
     """Record that ``loop`` finished one iteration now. Effects: memory."""
     rt.beats[loop] = now()
     rt.loop_errors.pop(loop, None)
+    rt.telemetry.iteration(loop, True)
 
 
 def forget(rt: Runtime, loop: str) -> None:
@@ -56,6 +57,7 @@ async def supervised(rt: Runtime, loop: str, body: Callable[[], Awaitable[None]]
     delay = BACKOFF_START
     while True:
         began = now()
+        rt.telemetry.start_loop(loop)
         rt.beats[loop] = began  # a (re)started loop gets its whole bound before it is stale
         try:
             await body()
@@ -68,6 +70,7 @@ async def supervised(rt: Runtime, loop: str, body: Callable[[], Awaitable[None]]
         else:
             log.error("loop %s returned; restarting in %.0fs", loop, delay)
         rt.loop_errors[loop] = error
+        rt.telemetry.iteration(loop, False)
         rt.restarts[loop] = rt.restarts.get(loop, 0) + 1
         if (now() - began).total_seconds() > BACKOFF_MAX:
             delay = BACKOFF_START
