@@ -101,3 +101,13 @@ def test_scrape_config_command_prints_each_format(capsys):
     job = yaml.safe_load(capsys.readouterr().out)["scrape_configs"][0]
     assert job["static_configs"] == [{"targets": ["a:1", "b:2"]}]
 
+
+
+def test_the_operator_job_keeps_the_series_labels_and_only_the_metrics_port():
+    from twinhull.metrics.scrape import operator_job
+
+    job = operator_job(namespace="ops")
+    assert job["honor_labels"] is True  # namespace and cluster are the series' own
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["ops"]}}]
+    keep = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
+    assert {r["regex"] for r in keep} == {"metrics", "twinhull"}

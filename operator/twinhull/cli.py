@@ -43,8 +43,12 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 def _cmd_scrape_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from twinhull.metrics.scrape import federation_job, pod_monitor, scrape_job
+    from twinhull.metrics.scrape import federation_job, operator_job, pod_monitor, scrape_job
 
+    if args.format == "operator":  # the hub's Prometheus: the operator's own metrics
+        print(yaml.safe_dump({"scrape_configs": [operator_job(interval=args.interval)]},
+                             sort_keys=False), end="")
+        return EXIT_OK
     if args.format == "job":
         doc: dict[str, object] = {"scrape_configs": [scrape_job(
             interval=args.interval, kubeconfig_file=args.kubeconfig_file,
@@ -356,7 +360,7 @@ def parser() -> argparse.ArgumentParser:
         "member cluster (kubernetes_sd_configs); podmonitor: the same for "
         "prometheus-operator; federation: the job of a global Prometheus that federates "
         "the members' (point twinhull's --prometheus at the global view).")
-    scrape.add_argument("--format", choices=("job", "podmonitor", "federation"),
+    scrape.add_argument("--format", choices=("job", "podmonitor", "federation", "operator"),
                         default="job", help="what to print (default: job)")
     scrape.add_argument("--interval", default="15s", help="scrape interval (default: 15s)")
     scrape.add_argument("--kubeconfig-file", metavar="PATH",

@@ -103,6 +103,31 @@ def scrape_job(*, interval: str = "15s", kubeconfig_file: str | None = None,
     }
 
 
+OPERATOR_JOB = "twinhull-operator"
+OPERATOR_PORT_NAME = "metrics"
+
+
+def operator_job(*, namespace: str = "twinhull-system", interval: str = "30s"
+                 ) -> dict[str, Any]:
+    """A plain Prometheus job scraping the operator's own metrics (the hub's Prometheus:
+    the one the alerting rules run in): its pods' port ``metrics`` in its namespace, with
+    ``honor_labels`` so that the series keep the ModelDeployment's ``namespace`` and the
+    member's ``cluster`` (:mod:`.names`). Pure."""
+    return {
+        "job_name": OPERATOR_JOB,
+        "scrape_interval": interval,
+        "honor_labels": True,
+        "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [namespace]}}],
+        "relabel_configs": [
+            {"source_labels": ["__meta_kubernetes_pod_container_port_name"],
+             "regex": OPERATOR_PORT_NAME, "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+             "regex": "twinhull", "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "instance"},
+        ],
+    }
+
+
 def federation_job(targets: list[str], *, interval: str = "15s", name: str = "federate"
                    ) -> dict[str, Any]:
     """A scrape job of a global Prometheus pulling the model servers' series from the
