@@ -12,6 +12,7 @@ import yaml
 from twinhull.api import RESOURCES
 from twinhull.api.crd import crd_filename, crd_manifest
 from twinhull.clusters.permissions import member_rbac
+from twinhull.metrics.dashboard import dashboard_text
 from twinhull.metrics.rules import rule_file, rules_yaml
 from twinhull.metrics.scrape import pod_monitor, scrape_job
 from twinhull.policy.admission import admission_manifests
@@ -54,6 +55,8 @@ def generated_files() -> dict[str, str]:
     # Prometheus rule file, and the same groups for the chart's PrometheusRule.
     files["policies/rules.yaml"] = HEADER + rules_yaml(rule_file(load_file()))
     files[f"{CHART}/files/prometheusrule-groups.yaml"] = files["policies/rules.yaml"]
+    # The Grafana dashboard of the same tiers (twinhull.metrics.dashboard), for provisioning.
+    files[f"{CHART}/files/dashboard.json"] = dashboard_text(load_file())
     # What a member grants twinhull (twinhull.clusters.permissions), as a plain manifest
     # and as the member chart's template.
     files["policies/member-rbac.yaml"] = _yaml(*member_rbac())
