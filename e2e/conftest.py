@@ -210,6 +210,7 @@ class Operator:
     def start_replica(self) -> Replica:
         """Start one more replica and wait until it answers its liveness URL (a standby
         answers too). Effects: a process."""
+        import json
         import os
         import sys
         import time
@@ -219,11 +220,17 @@ class Operator:
         name = f"replica-{self.started}"
         log = self.directory / f"{name}.log"
         liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+        metrics = f"127.0.0.1:{_free_port()}"
         kubeconfig = self.identity.kubeconfig()
+        # the global Prometheus scrapes every replica's own metrics (the alert rules' input)
+        target = self.lab.prometheus_targets / f"operator-{name}.json"
+        target.write_text(json.dumps([{"targets": [metrics],
+                                       "labels": {"job": "twinhull-operator"}}]))
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "twinhull.cli", "run", "--kubeconfig", str(kubeconfig),
-                 "--identity", name, "--liveness", liveness, *self.args],
+                 "--identity", name, "--liveness", liveness, "--metrics-address", metrics,
+                 *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
         replica = Replica(process, name, log, liveness, kubeconfig)
         self.replicas.append(replica)
@@ -339,6 +346,8 @@ def operator(lab: Lab, chart_identity: ChartIdentity,
         yield operator
     finally:
         problems = operator.stop()
+        for target in lab.prometheus_targets.glob("operator-*.json"):
+            target.unlink(missing_ok=True)
         if problems:
             pytest.fail("\n".join(problems))
 

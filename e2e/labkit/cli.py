@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         zone.add_argument("zone", metavar="ZONE", help="e.g. east-a")
     verbs.add_parser("prometheus-stop", help="stop Prometheus only")
     verbs.add_parser("prometheus-start", help="start Prometheus again")
+    verbs.add_parser("prometheus-reload",
+                     help="make Prometheus read its rule files again (TWINHULL_PROMETHEUS_RULES)")
     return parser
 
 
@@ -82,6 +84,7 @@ def _run(args: argparse.Namespace, lab: Lab) -> int:
         "zone-up": lambda: faults.zone_up(lab, member_zone(args.cluster, args.zone), args.zone),
         "prometheus-stop": lambda: faults.prometheus_stop(lab),
         "prometheus-start": lambda: faults.prometheus_start(lab),
+        "prometheus-reload": lambda: faults.prometheus_reload(lab),
     }
     return verbs[args.verb]() or 0
 

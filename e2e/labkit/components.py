@@ -285,6 +285,7 @@ def prometheus_config(layout: Layout) -> str:
   scrape_interval: {SCRAPE_INTERVAL}
   scrape_timeout: {SCRAPE_INTERVAL}
   evaluation_interval: {SCRAPE_INTERVAL}
+rule_files: ["{layout.rules_dir}/*.yaml"]
 scrape_configs:
   - job_name: prometheus
     static_configs:

@@ -14,7 +14,7 @@ from typing import Any
 from . import members
 from .kube import Kubectl
 from .lab import Lab, say
-from .layout import Cluster
+from .layout import Cluster, LabError
 from .processes import State
 from .waiting import wait_until
 
@@ -112,6 +112,14 @@ def prometheus_stop(lab: Lab) -> None:
     run directory."""
     lab.component("hub", "prometheus").process.stop()
     say("prometheus stopped")
+
+
+def prometheus_reload(lab: Lab) -> None:
+    """Make the global Prometheus read its configuration and rule files again (SIGHUP)."""
+    lab.layout.rules_dir.mkdir(parents=True, exist_ok=True)
+    if not lab.component("hub", "prometheus").process.signal(signal.SIGHUP):
+        raise LabError("the global Prometheus is not running")
+    say("prometheus reloaded")
 
 
 def prometheus_start(lab: Lab) -> None:

@@ -193,6 +193,7 @@ class Lab:
         for member in MEMBERS:
             write_private(self.layout.cluster_dir(member) / "kwok.yaml", stages)
         self.layout.targets_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.rules_dir.mkdir(parents=True, exist_ok=True)
         write_private(self.layout.prometheus_dir / "prometheus.yml", prometheus_config(self.layout))
         if not SHIPPED_SCRAPE_CONFIG.is_file():
             raise LabError(f"{SHIPPED_SCRAPE_CONFIG} is missing; run `make crds`")
@@ -349,6 +350,7 @@ class Lab:
                 for m in MEMBERS
             },
             "TWINHULL_PROMETHEUS_TARGETS": str(self.layout.targets_dir),
+            "TWINHULL_PROMETHEUS_RULES": str(self.layout.rules_dir),
             "TWINHULL_HUB_AUDIT_LOG": str(self.layout.audit_log),
         }
         return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())

@@ -159,3 +159,9 @@ class Layout:
     def targets_dir(self) -> Path:
         """file_sd directory: drop `<name>.json` target files here to have them scraped."""
         return self.prometheus_dir / "targets"
+
+    @property
+    def rules_dir(self) -> Path:
+        """Rule files of the global Prometheus: drop `<name>.yaml` here, then
+        `e2e/lab prometheus-reload`."""
+        return self.prometheus_dir / "rules"
