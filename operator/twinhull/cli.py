@@ -466,10 +466,11 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--decisions", action="store_true", help="also list recent decisions")
     status.set_defaults(func=_cmd_status)
 
-    from twinhull import drillcmd, rulescmd
+    from twinhull import dashboardcmd, drillcmd, rulescmd
 
     drillcmd.add_parser(sub)
     rulescmd.add_parser(sub)
+    dashboardcmd.add_parser(sub)
 
     history = sub.add_parser("history", help="list a ModelDeployment's snapshots")
     history.add_argument("target", metavar="NAMESPACE/NAME")

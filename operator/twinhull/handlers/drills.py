@@ -7,6 +7,7 @@ others or the fleet. Effects: memory, writes the hub."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -45,6 +46,7 @@ from twinhull.plan.fleet import (
 )
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("twinhull.audit")
 
 GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
 API = f"{GROUP}/{VERSION}"
@@ -274,6 +276,11 @@ def _one(ctx: _Context, key: Key, body: dict[str, Any]) -> list[Any]:
         writes.append(events.post(rt, body, kind, f"Drill{new.get('phase')}",
                                   str(last.get("message", ""))[:900]))
         log.info("drill %s: %s -> %s", me, phase, new.get("phase"))
+        audit.info(json.dumps({"audit": "drill", "object": f"FailoverDrill/{me}",
+                               "from": phase, "to": new.get("phase"),
+                               "verdict": new.get("verdict"), "reasons": new.get("reasons"),
+                               "message": last.get("message"), "time": rfc3339(t_now)},
+                              sort_keys=True, default=str))
     if new.get("phase") == "Resolved" and new.get("verdict") == "Passed" and \
             spec.mode != "DryRun":
         writes += [_record_pass(rt, str(d), me, new.get("completionTime"))

@@ -75,6 +75,9 @@ from twinhull.plan.rollout import (
 from twinhull.plan.scaling import Load, Recommendation
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("twinhull.audit")
+"""One JSON line per automated action (what, why, from which inputs), for the cluster's log
+pipeline."""
 
 API = "serving.twinhull.io/v1alpha1"
 DECISIONS_KEPT = 20
@@ -826,6 +829,11 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
                                       _event_text(decision)))
         log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
                  decision.reason)
+        audit.info(json.dumps({"audit": "decision", "object": f"ModelDeployment/{d.namespace}/"
+                               f"{d.name}", "id": decision.id, "kind": decision.kind,
+                               "reason": decision.reason, "inputs": decision.inputs,
+                               "by": rt.installation or "twinhull", "time": t},
+                              sort_keys=True, default=str))
     old_pending = as_mapping(old.get("pending")).get("id")
     if plan.pending is not None and old_pending != plan.pending.id:
         rnd.writes.append(events.post(
