@@ -1,7 +1,7 @@
 """The generated alerting rules in the lab's real global Prometheus: they load without an
 evaluation error, the operator's own metrics reach it (the tier join), and a critical
 deployment whose every replica fails trips the page-level burn-rate alert with the
-incident process's severity; it resolves once the 5-minute window holds no failure."""
+incident process's severity."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_the_rules_evaluate_without_error_and_the_operator_metrics_join(lab, ope
     assert leaders and float(leaders[0]["value"][1]) == 1.0, "one replica leads"
 
 
-def test_a_failing_critical_deployment_pages_with_its_severity_and_resolves(
+def test_a_failing_critical_deployment_pages_with_its_severity(
         lab, operator, simulator, rules):
     name = "al-errors"
     md = deployment_manifest(name, NS)
@@ -85,7 +85,7 @@ def test_a_failing_critical_deployment_pages_with_its_severity_and_resolves(
     finally:
         kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=true",
                 "--timeout=60s", check=False)
-    # the short window resets the page: once its 5 minutes hold no failure (the series
-    # are gone), the alert resolves, though the 1 h window still remembers the errors
-    wait_for(lambda: not firing(lab, "TwinhullAvailabilityBurnFast", name), timeout=420,
-             what="the alert resolved", interval=5)
+    # Resolution is not waited for here: the second page condition (6x over 6 h and 30 m)
+    # holds for 30 minutes after a deployment that failed every request is gone, as the
+    # SRE workbook's windows intend; the promtool tests (tests/rules) check that alerts
+    # end when their windows clear.
