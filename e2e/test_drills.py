@@ -132,7 +132,9 @@ def test_a_dry_run_says_nogo_when_east_lacks_the_gpus(lab, big):
 
 
 def test_a_drain_drill_fails_west_over_and_back_through_every_step_and_passes(
-        lab, md, tmp_path):
+        lab, md, simulator, tmp_path):
+    simulator([{"at": 0, "deployment": f"{NS}/{md}", "tokensPerSecond": 3000}], 200)
+    time.sleep(5)  # requests flow before the fault
     apply(lab, drill_manifest("drain"))
     wait_for(lambda: weights(lab, md)["west"] == 0, timeout=20, what="traffic off west")
     assert drill_status(lab, "drain")["phase"] in ("Investigating", "Mitigating")
@@ -153,6 +155,12 @@ def test_a_drain_drill_fails_west_over_and_back_through_every_step_and_passes(
     assert {0, 50} <= seen and seen - {0, 50}, f"a ramp between 0 and 50: {sorted(seen)}"
     assert weights(lab, md) == {"east": 50, "west": 50, "fallback": 0}
     assert status(lab, NS, md).get("lastPassedDrill") == f"{NS}/drain"
+    # the requests of the drill, from the runtime's counters in Prometheus
+    counted = wait_for(lambda: "requestsServed" in (drill_status(lab, "drain").get(
+        "results") or [{}])[0] and drill_status(lab, "drain")["results"][0], timeout=30,
+        what="the drill's requests counted")
+    assert counted["requestsServed"] > 0 and counted["requestsFailed"] == 0, counted
+    assert counted["fallbackRequests"] == 0  # east carried west's share: no fallback
     # the report an SRE files
     run = subprocess.run(
         [sys.executable, "-m", "twinhull.cli", "drill", "report", f"{NS}/drain", "--out",

@@ -408,3 +408,18 @@ def test_a_slow_answer_is_a_query_timeout(prometheus):
     handler.delay = 2.0
     with pytest.raises(QueryTimeout, match="did not answer within 1s"):
         Prometheus(url, timeout=1).vector("up")
+
+
+def test_requests_during_a_drill_count_served_failed_and_fallback_over_its_window():
+    from twinhull.metrics.presets import requests_during
+
+    q = requests_during("vllm", "ai", "ide", 64.4)
+    assert set(q) == {"requestsServed", "requestsFailed", "fallbackRequests"}
+    assert all("[64s]" in v and 'namespace="ai"' in v and 'twinhull_deployment="ide"' in v
+               for v in q.values())
+    assert 'role="fallback"' in q["fallbackRequests"]
+    assert 'role="fallback"' not in q["requestsServed"]
+    assert 'finished_reason=~"stop|length"' in q["requestsServed"]  # aborts are not served
+    assert 'status="5xx"' in q["requestsFailed"]
+    assert 'gateway_errors' in requests_during("vllm", "ai", "ide", 10,
+                                               failures="gateway_errors")["requestsFailed"]

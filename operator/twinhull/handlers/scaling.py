@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.deployment import Runtime as ServingRuntime
-from twinhull.handlers.runtime import Key, Runtime, Settings, now
+from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.handlers.runtime import Key, Runtime, Settings, now, parse_time
 from twinhull.handlers.supervise import beat
 from twinhull.metrics.presets import (
     FLEET,
@@ -37,6 +38,7 @@ from twinhull.metrics.presets import (
     fleet_latency_p95,
     fleet_running,
     fleet_waiting,
+    requests_during,
 )
 from twinhull.metrics.prometheus import (
     MetricsUnavailable,
@@ -50,6 +52,7 @@ from twinhull.plan.scaling import Load, prewarm_windows
 log = logging.getLogger(__name__)
 
 LOOP = "loads"
+GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
 """The name of the load reader in :mod:`.supervise`."""
 QUERY_TIMEOUT = 5.0
 """Seconds one query may take (connect, each read, the whole answer)."""
@@ -300,6 +303,8 @@ class _Reader:
                         if settings.prewarm_period_seconds > 0 else [])
         self.said_round = _Said()
         self.said_load = _Said()
+        self.counted: set[Key] = set()
+        """Drills whose request counts were written (or tried: one write per drill)."""
 
     def _publish(self, loads: dict[Key, Load], errors: dict[Key, str],
                  read: datetime | None, *, each: bool = True) -> None:
@@ -355,6 +360,47 @@ class _Reader:
         self.said_round.update({note.split(": ", 1)[0]: note.split(": ", 1)[-1]
                                 for note in (*problems, *reading.notes)}, "Prometheus:")
         self._publish(reading.loads, reading.errors, now())
+        await self._count_drills(every)
+
+    async def _count_drills(self, specs: dict[Key, ModelDeploymentSpec]) -> None:
+        """Requests served, failed and sent to the fallback during each drill that ended
+        and has no counts yet, from the runtimes' counters; written into its results once.
+        A query that fails leaves the drill for the next round. Effects: Prometheus reads,
+        a hub write per drill."""
+        assert self.prometheus is not None
+        for key, body in list(self.rt.drills.items()):
+            status = body.get("status") or {}
+            results = [dict(r) for r in status.get("results") or [] if isinstance(r, dict)]
+            if not status.get("completionTime") or not status.get("faultTime") or \
+                    key in self.counted or not results:
+                continue
+            start = parse_time(status.get("faultTime"))
+            if start is None:
+                continue
+            seconds = (now() - start).total_seconds()
+            try:
+                for r in results:
+                    ns, _, name = str(r.get("deployment")).partition("/")
+                    spec = specs.get((ns, name))
+                    if spec is None or "requestsServed" in r:
+                        continue
+                    queries = requests_during(spec.model.runtime, ns, name, seconds,
+                                              self.rt.settings.failure_metric)
+                    for field_name, query in queries.items():
+                        reading = await asyncio.to_thread(
+                            self.prometheus.vector, query, by=FLEET)
+                        r[field_name] = round(sum(reading.values.values()), 1)
+            except MetricsUnavailable as exc:
+                log.warning("drill %s/%s: requests not counted yet: %s", *key, exc)
+                continue
+            self.counted.add(key)
+            try:
+                await self.rt.hub.patch_status(f"{GROUP}/{VERSION}", "FailoverDrill", key[1],
+                                               {"results": results}, namespace=key[0])
+                self.rt.hub_writes += 1
+            except ClusterUnavailable as exc:
+                self.counted.discard(key)
+                log.warning("drill %s/%s: cannot write request counts: %s", *key, exc)
 
 
 async def load_loop(rt: Runtime, source: Source | None = None) -> None:

@@ -244,6 +244,21 @@ def _deployment(namespace: str, deployment: str) -> tuple[Matcher, ...]:
     return (("namespace", "=", namespace), ("twinhull_deployment", "=", deployment))
 
 
+def requests_during(runtime: Runtime, namespace: str, deployment: str, seconds: float,
+                    failures: str | None = None) -> dict[str, str]:
+    """Requests of one ModelDeployment over the last ``seconds`` (a failover drill): served
+    to the end, failed, and served by the fallback model; each one series labelled
+    ``namespace`` and ``twinhull_deployment``. Pure."""
+    p, sel = PRESETS[runtime], _deployment(namespace, deployment)
+    window = f"{max(1, round(seconds))}s"
+    failed = Series(failures) if failures else p.failure
+
+    def count(series: Series, extra: tuple[Matcher, ...] = ()) -> str:
+        return f"{_by(FLEET)} (increase({_of(series, (*sel, *extra))}[{window}]))"
+    return {"requestsServed": count(p.success), "requestsFailed": count(failed),
+            "fallbackRequests": count(p.success, (("role", "=", "fallback"),))}
+
+
 def demand_tokens(runtime: Runtime, namespace: str, deployment: str, window: str = "1m"
                   ) -> str:
     """Tokens per second (prompt + generated) of one ModelDeployment, per cluster and
