@@ -63,13 +63,15 @@ def md(lab, operator, healthy_lab) -> Iterator[str]:
     deleted afterwards, with its member objects."""
     name = f"ff-{int(time.time() * 1000) % 100000}"
     apply(lab, namespace_manifest(NS), deployment_manifest(name, NS))
-    wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=90,
-             what=f"{name} converged")
-    wait_for(lambda: weights(lab, name) == {"east": 50, "west": 50, "fallback": 0},
-             timeout=30, what="50/50 weights")
-    yield name
-    kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=true",
-            "--timeout=60s", check=False)
+    try:  # deleted even when it never converges: a leaked one holds GPUs for later tests
+        wait_for(lambda: converged(lab, name, {"east": 1, "west": 1}), timeout=90,
+                 what=f"{name} converged")
+        wait_for(lambda: weights(lab, name) == {"east": 50, "west": 50, "fallback": 0},
+                 timeout=30, what="50/50 weights")
+        yield name
+    finally:
+        kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=true",
+                "--timeout=60s", check=False)
 
 
 EXAMPLES = ("ide-assistant", "aiops-platform", "code-review", "hybrid-reasoning",
