@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twinhull.rulescmd import write_output
+
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
@@ -41,12 +43,4 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     text = dashboard_text(policy)
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            print(f"error: {args.output}: cannot write: {exc.strerror}", file=sys.stderr)
-            return EXIT_USAGE
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK
+    return write_output(text, args.output)

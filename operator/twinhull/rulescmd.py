@@ -63,11 +63,17 @@ def cmd_rules(args: argparse.Namespace) -> int:
     else:
         doc = rule_file(policy, options)
     text = rules_yaml(doc)
-    if args.output:
+    return write_output(text, args.output)
+
+
+def write_output(text: str, output: str | None) -> int:
+    """Write ``text`` to ``output`` (stdout when None): the exit code, an unwritable path
+    reported. Effects: writes a file or prints."""
+    if output:
         try:
-            Path(args.output).write_text(text, encoding="utf-8")
+            Path(output).write_text(text, encoding="utf-8")
         except OSError as exc:
-            print(f"error: {args.output}: cannot write: {exc.strerror}", file=sys.stderr)
+            print(f"error: {output}: cannot write: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
     else:
         sys.stdout.write(text)

@@ -19,10 +19,10 @@ import pydantic
 from cronsim import CronSim, CronSimError
 
 from twinhull.api.annotations import APPROVE
-from twinhull.api.cluster import HealthProbe, ServingClusterSpec
 from twinhull.api.drill import FailoverDrillSpec
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.handlers import events
+from twinhull.handlers.members import health_of
 from twinhull.handlers.runtime import Key, Runtime, as_list, as_mapping, parse_time, rfc3339
 from twinhull.plan.drill import (
     DONE_PHASES,
@@ -97,11 +97,7 @@ def detection_seconds(rt: Runtime, cluster: str) -> float:
     is comparable with a real outage's: ``e2e/bench/drill.py`` measures both on the lab (a
     first model, ``failureThreshold - 0.5`` intervals, came out 26 % slow). A frozen API
     server, which makes each probe wait its timeout, takes longer. Pure (memory)."""
-    try:
-        health = ServingClusterSpec.model_validate(
-            as_mapping(rt.clusters.get(cluster)).get("spec")).health
-    except pydantic.ValidationError:
-        health = HealthProbe()
+    health = health_of(rt, cluster)
     return float((health.failure_threshold - 1) * health.probe_interval_seconds)
 
 
@@ -484,7 +480,7 @@ async def _delete(rt: Runtime, key: Key) -> None:
 
 
 async def _write(rt: Runtime, key: Key, body: dict[str, Any], status: dict[str, Any]) -> None:
-    patch = {k: v for k, v in status.items()}
+    patch = dict(status)
     old = _status(body)
     for k in old:  # a merge patch: fields dropped are written as null
         patch.setdefault(k, None)

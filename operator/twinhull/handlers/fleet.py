@@ -23,13 +23,12 @@ import pydantic
 
 from twinhull.api.annotations import APPROVE, Annotations
 from twinhull.api.annotations import parse as parse_annotations
-from twinhull.api.cluster import HealthProbe, ServingClusterSpec
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.errors import UnknownTierError
 from twinhull.handlers import drills, events, revisions
-from twinhull.handlers.members import probe_bound
+from twinhull.handlers.members import health_of, probe_bound
 from twinhull.handlers.runtime import (
     Key,
     Runtime,
@@ -526,12 +525,7 @@ def view_bound(rt: Runtime, cluster: str) -> float:
     """Seconds a cluster's view stays current without a completed probe: the member
     daemon's own bound (:func:`~twinhull.handlers.members.probe_bound`), from the
     ServingCluster's spec. Pure (reads memory)."""
-    try:
-        health = ServingClusterSpec.model_validate(
-            as_mapping(rt.clusters.get(cluster)).get("spec")).health
-    except pydantic.ValidationError:  # unreadable spec: the default probe settings
-        health = HealthProbe()
-    return probe_bound(health, rt.settings)
+    return probe_bound(health_of(rt, cluster), rt.settings)
 
 
 def current_views(rt: Runtime, at: datetime) -> dict[str, ClusterView]:

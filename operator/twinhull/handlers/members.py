@@ -116,6 +116,16 @@ def _health_from(status: dict[str, Any]) -> Health:
                   since=parse_time(status.get("phaseSince")))
 
 
+def health_of(rt: Runtime, cluster: str) -> HealthProbe:
+    """A ServingCluster's probe settings from memory; the defaults when its spec is
+    unreadable or it is unknown. Pure (reads memory)."""
+    try:
+        return ServingClusterSpec.model_validate(
+            (rt.clusters.get(cluster) or {}).get("spec")).health
+    except pydantic.ValidationError:
+        return HealthProbe()
+
+
 def probe_bound(health: HealthProbe, settings: Settings) -> float:
     """Seconds within which a running member daemon produces a new view: one interval, a
     probe and an observation at their timeouts, and three hub calls (Secret, status,
