@@ -43,6 +43,12 @@ class Observation:
     forecast_tokens_per_second: float | None = None
     """The highest served rate in the pre-warm windows of earlier days (twinhull only)."""
     tick: int = 0
+    running: float | None = None
+    """Requests being served (``vllm:num_requests_running``)."""
+    tokens_per_second_peak: float | None = None
+    """The highest 1 m token rate of the last 10 minutes."""
+    forecast_said_tokens_per_second: float | None = None
+    """What the pre-warm windows said for the last lead time (twinhull only)."""
 
 
 class Policy:
@@ -112,6 +118,11 @@ class Hpa(Policy):
     target: float
     metric: Callable[[Observation], float]
     name: str = "hpa"
+    down_window: float = HPA_DOWN_STABILIZATION
+    """behavior.scaleDown.stabilizationWindowSeconds."""
+    more: tuple[tuple[Callable[[Observation], float], float], ...] = ()
+    """Further metrics and targets: the HPA computes a proposal per metric and takes the
+    largest (horizontal.go computeReplicasForMetrics)."""
     recommendations: deque[tuple[float, int]] = field(default_factory=deque)
     events: list[tuple[float, int]] = field(default_factory=list)
     """(time, signed replica change) of scale events, for the policies' periods."""
@@ -120,20 +131,22 @@ class Hpa(Policy):
         current, now = obs.current, obs.now
         if current == 0:  # the HPA does not act on a Deployment scaled to zero
             return current
-        value = self.metric(obs)
-        ratio = value / (self.target * current)
-        desired = current if abs(ratio - 1) <= HPA_TOLERANCE else math.ceil(
-            value / self.target)
+        desired = 0
+        for metric, target in ((self.metric, self.target), *self.more):
+            value = metric(obs)
+            ratio = value / (target * current)
+            desired = max(desired, current if abs(ratio - 1) <= HPA_TOLERANCE else
+                          math.ceil(value / target))
         # stabilizeRecommendationWithBehaviors: the recommendations of the last window
         # (timestamp after now - window) bound the new one from below (up) and above (down)
         up = down = desired
         for t, r in self.recommendations:
             if now - t < HPA_UP_STABILIZATION:
                 up = min(up, r)
-            if now - t < HPA_DOWN_STABILIZATION:
+            if now - t < self.down_window:
                 down = max(down, r)
         self.recommendations.append((now, desired))
-        keep = max(HPA_DOWN_STABILIZATION, HPA_UP_STABILIZATION)
+        keep = max(self.down_window, HPA_UP_STABILIZATION)
         while self.recommendations and now - self.recommendations[0][0] >= keep:
             self.recommendations.popleft()
         stabilized = min(max(current, up), down)
@@ -173,6 +186,32 @@ def hpa(low: int, high: int, *, target_tokens: float, mean_tokens: float) -> Hpa
     tokens per replica divided by the app's mean tokens per call."""
     return Hpa(low, high, target_tokens / mean_tokens, lambda o: o.requests_per_second,
                name="hpa")
+
+
+def hpa_tokens(low: int, high: int, *, target_tokens: float, headroom_percent: float,
+               down_window: float) -> Hpa:
+    """What a competent user configures with the same information twinhull has: an HPA on
+    the served token rate (``sum(rate(vllm:prompt_tokens_total[1m]) +
+    rate(vllm:generation_tokens_total[1m]))`` through prometheus-adapter, external metric,
+    ``AverageValue``), its target the per-replica target divided by the tier's headroom
+    (the same spare capacity twinhull keeps), and the tier's scale-down window as
+    ``behavior.scaleDown.stabilizationWindowSeconds``."""
+    return Hpa(low, high, target_tokens / (1 + headroom_percent / 100),
+               lambda o: o.tokens_per_second, name="hpa_tokens", down_window=down_window)
+
+
+def keda_tokens_queue(low: int, high: int, *, target_tokens: float, headroom_percent: float,
+                      target_queue: float, down_window: float) -> Hpa:
+    """A ScaledObject with two Prometheus triggers, the served token rate (threshold: the
+    per-replica target over the tier's headroom) and the waiting requests (threshold:
+    targetQueuePerReplica); KEDA hands both to one HPA, which scales to the larger of the
+    two proposals (https://keda.sh/docs/latest/concepts/scaling-deployments/: "multiple
+    triggers ... the HPA calculates the desired replicas for each and picks the
+    maximum"); ``advanced.horizontalPodAutoscalerConfig.behavior`` sets the tier's
+    scale-down window."""
+    return Hpa(low, high, target_tokens / (1 + headroom_percent / 100),
+               lambda o: o.tokens_per_second, name="keda", down_window=down_window,
+               more=((lambda o: o.waiting, target_queue),))
 
 
 KEDA_POLLING_SECONDS = 30
@@ -248,12 +287,22 @@ class Twinhull(Policy):
     name = "twinhull"
     wants_forecast = True
     history: tuple[Recommendation, ...] = ()
+    prewarm: bool = True
+    """False: no forecast at all (twinhull without pre-warm)."""
+    adaptive: bool = False
+    """Pass the planner's newer inputs: the recent peak rate (adaptive headroom) and what
+    the forecast said for the last lead time (its error check)."""
 
     def decide(self, obs: Observation) -> int:
         ahead = (obs.forecast_tokens_per_second if self.scaling.metric == "tokens"
-                 and getattr(self.scaling, "pre_warm", True) else None)  # as read_loads
+                 and self.prewarm and self.scaling.pre_warm else None)  # as read_loads
         load = Load(tokens_per_second=obs.tokens_per_second, waiting=obs.waiting,
-                    forecast_tokens_per_second=ahead)
+                    forecast_tokens_per_second=ahead, running=obs.running,
+                    tokens_per_second_peak=(obs.tokens_per_second_peak if self.adaptive
+                                            else None),
+                    forecast_said_tokens_per_second=(obs.forecast_said_tokens_per_second
+                                                     if self.adaptive and ahead is not None
+                                                     else None))
         result = recommend(self.scaling, self.tier, load, current=obs.current,
                            zones=self.zones, history=self.history,
                            now=EPOCH + timedelta(seconds=obs.now))
