@@ -13,7 +13,16 @@ HPA and KEDA:
 * **queue depth corrects upward**: waiting requests beyond the per-replica target add
   replicas even when token throughput looks fine;
 * **pre-warm**: a demand forecast for the coming minutes (e.g. the same time on previous
-  days) raises the floor before a recurring peak arrives.
+  days) raises the floor before a recurring peak arrives; given what the same forecast
+  said for the last minutes, it **checks its own error** and scales the forecast by the
+  measured/forecast ratio (a holiday or a moved peak withdraws it, growth raises it);
+* **headroom adapts to measured variability**: given the recent peak rate, the headroom
+  is the recent peak's excess over the rate now, between :data:`ADAPTIVE_MIN_HEADROOM` and
+  the tier's headroom: steady demand keeps less spare capacity than the tier's fixed
+  figure (bursty demand keeps the tier's, and the stabilization window holds the peak);
+* ``metric: queue`` **keeps a token floor**: the queue empties between bursts while the
+  running batch is still full; with a token reading the count never drops below what the
+  tokens need (it collapsed to the minimum between CI pulses before).
 
 Time is an input; the state it needs (the current count and the recent
 recommendations, stored only when they change) is kept in status by the caller.
@@ -37,6 +46,13 @@ UP_FACTOR, UP_STEP = 2.0, 4
 """A decision may at most double the count or add 4 replicas, whichever is more."""
 PREWARM_LEAD_SECONDS = 600
 """How far ahead pre-warm looks: a large model's replica takes minutes to load."""
+ADAPTIVE_MIN_HEADROOM = 5.0
+"""Percent: the least headroom adaptive headroom keeps (a 1 m rate's sampling noise)."""
+FORECAST_RATIO_MAX = 2.0
+"""Pre-warm's error check scales a forecast by at most this factor up (growth)."""
+FORECAST_RATIO_SLACK = 0.1
+"""Fraction of a replica's target added to both sides of the measured/forecast ratio, so
+quiet periods (near-zero rates) do not make it swing."""
 PREWARM_LOOKBACK_DAYS = (1, 7)
 """The earlier days whose same time forecasts now: yesterday, and a week ago."""
 DAY_SECONDS = 86400
@@ -65,6 +81,12 @@ class Load:
     """95th percentile latency (time to first token where the runtime has it; reported)."""
     zones: Mapping[str, float] = field(default_factory=dict)
     """Tokens per second per ``cluster/zone`` (reported: the decision is on the total)."""
+    tokens_per_second_peak: float | None = None
+    """The highest 1 m token rate of the last 10 minutes (``max_over_time`` of the rate):
+    with it the headroom adapts to the measured variability; None: the tier's headroom."""
+    forecast_said_tokens_per_second: float | None = None
+    """What the pre-warm forecast's windows said for the last lead time (the same query
+    shifted by the lead): with it the forecast is scaled by the measured/forecast ratio."""
 
 
 @dataclass(frozen=True)
@@ -86,16 +108,44 @@ class ScaleResult:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
+def headroom_percent(tier: ServingTierSpec, load: Load) -> float:
+    """The headroom applied to the measured rate: the tier's, or with a recent peak
+    reading the peak's excess over the rate now, between :data:`ADAPTIVE_MIN_HEADROOM`
+    and the tier's. Pure."""
+    rate, peak = load.tokens_per_second, load.tokens_per_second_peak
+    if peak is None or rate is None:
+        return float(tier.headroom_percent)
+    excess = 100.0 * (peak / rate - 1) if rate > 0 else float(tier.headroom_percent)
+    return min(max(excess, ADAPTIVE_MIN_HEADROOM), float(tier.headroom_percent))
+
+
+def forecast_ratio(spec: Scaling, load: Load) -> float:
+    """How far the pre-warm forecast was off over the last lead time: the measured recent
+    peak (or rate) over what the forecast's windows said for it, each plus
+    :data:`FORECAST_RATIO_SLACK` of a replica's target, at most
+    :data:`FORECAST_RATIO_MAX`; 1 without the readings. Pure."""
+    said = load.forecast_said_tokens_per_second
+    seen = (load.tokens_per_second_peak if load.tokens_per_second_peak is not None
+            else load.tokens_per_second)
+    if said is None or seen is None:
+        return 1.0
+    slack = FORECAST_RATIO_SLACK * spec.target_tokens_per_second_per_replica
+    return min((seen + slack) / (said + slack), FORECAST_RATIO_MAX)
+
+
 def _needed(spec: Scaling, tier: ServingTierSpec, load: Load, current: int
             ) -> float | None:
     """Replicas the load asks for (a real number, before rounding and the stability
     rules); None without a reading."""
-    headroom = 1 + tier.headroom_percent / 100
+    headroom = 1 + headroom_percent(tier, load) / 100
     target = spec.target_tokens_per_second_per_replica
+    tokens = None
+    if load.tokens_per_second is not None:
+        tokens = load.tokens_per_second * headroom / target
     if spec.metric == "tokens":
-        if load.tokens_per_second is None:
+        if tokens is None:
             return None
-        needed = load.tokens_per_second * headroom / target
+        needed = tokens
         if load.waiting is not None:  # queued work beyond the target adds replicas
             excess = load.waiting - spec.target_queue_per_replica * max(current, 1)
             if excess > 0:
@@ -104,12 +154,15 @@ def _needed(spec: Scaling, tier: ServingTierSpec, load: Load, current: int
         if load.waiting is None:
             return None
         needed = load.waiting / spec.target_queue_per_replica
+        if tokens is not None:  # the queue empties between bursts, the batch does not
+            needed = max(needed, tokens)
     else:
         if load.custom is None:
             return None
         needed = load.custom * headroom / target
     if load.forecast_tokens_per_second is not None:
-        needed = max(needed, load.forecast_tokens_per_second * headroom / target)
+        ahead = load.forecast_tokens_per_second * forecast_ratio(spec, load)
+        needed = max(needed, ahead * (1 + tier.headroom_percent / 100) / target)
     return needed
 
 
@@ -137,7 +190,9 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
         "forecastTokensPerSecond": load.forecast_tokens_per_second, "current": current,
         "running": load.running, "latencyP95Seconds": load.latency_p95_seconds,
         "tokensPerSecondByZone": {k: round(v, 1) for k, v in sorted(load.zones.items())},
-        "headroomPercent": tier.headroom_percent, "bounds": [low, high],
+        "headroomPercent": round(headroom_percent(tier, load), 1), "bounds": [low, high],
+        "tokensPerSecondPeak": load.tokens_per_second_peak,
+        "forecastRatio": round(forecast_ratio(spec, load), 3),
     }
     if needed is None:
         held = _bounded(current, low, high)
