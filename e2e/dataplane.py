@@ -14,8 +14,9 @@ A simulator, not a benchmark of real servers. Its model (:class:`Pool`, pure, sh
   if that is at most the tier's ``verification.maxLatencyP95Seconds``;
 * a request is *dropped* when it has waited longer than the client ``timeout``, when the
   queue is over ``queue_limit`` requests per replica, or when no replica is Ready at all;
-* a replica whose image tag ends in ``-errors`` fails every request it takes (the lab's
-  way to simulate a bad revision's error rate);
+* a replica whose image tag ends in ``-errors`` fails every request it takes, one whose
+  tag ends in ``-errorsN`` (N a percentage, e.g. ``-errors0.5``) fails N % of them, evenly
+  spread (the lab's way to simulate a bad revision's error rate);
 * replicas are counted, not placed: cold starts (model loading) are the caller's (the
   benchmark starts a replica ``--cold-start`` seconds before it is Ready; the lab's KWOK
   pods become Ready at once).
@@ -50,7 +51,9 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import math
 import os
+import re
 import sys
 import threading
 import time
@@ -301,6 +304,16 @@ class PodInfo:
     model: str
     errors: bool
     """Its image tag ends in ``-errors``: it fails every request it takes."""
+    error_percent: float = 0.0
+    """The share of its requests it fails, in percent (:func:`error_percent_of`)."""
+
+
+def error_percent_of(image: str) -> float:
+    """100 for an image tag ending in ``-errors``, N for ``-errorsN``, else 0. Pure."""
+    match = re.search(r"-errors(\d+(?:\.\d+)?)?$", image)
+    if match is None:
+        return 0.0
+    return min(100.0, float(match[1])) if match[1] else 100.0
 
 
 @dataclass
@@ -416,7 +429,7 @@ def observe(world: World, members: dict[str, Any], hub: Any) -> None:
                 world.ready[cell] = (count + 1, errors or image.endswith("-errors"))
                 world.pods.setdefault(cell, []).append(PodInfo(
                     pod.metadata.uid, pod.metadata.name, pod.status.pod_ip, port, runtime,
-                    model, image.endswith("-errors")))
+                    model, image.endswith("-errors"), error_percent_of(image)))
     try:
         routes = objects.list_cluster_custom_object(
             "gateway.networking.k8s.io", "v1", "httproutes", _request_timeout=2)["items"]
@@ -439,8 +452,10 @@ class CellPods:
     def __init__(self) -> None:
         self.pods: list[Pod] = []
         self._next = 0
-        self._running: dict[int, tuple[Pod, int, float, float, float]] = {}
-        """serial to (pod, prompt tokens, generated tokens, queue s, ttft s)."""
+        self._running: dict[int, tuple[Pod, int, float, float, float, bool]] = {}
+        """serial to (pod, prompt tokens, generated tokens, queue s, ttft s, fails)."""
+        self._taken: dict[str, int] = {}
+        """Requests each pod (by uid) took, to spread its failures evenly."""
 
     def _pick(self) -> Pod | None:
         if not self.pods:
@@ -459,20 +474,24 @@ class CellPods:
         if pod is None:
             return True
         prompt = round(tokens * pod.prompt_share)
+        k = self._taken.get(pod.info.uid, 0)
+        self._taken[pod.info.uid] = k + 1
+        share = pod.info.error_percent / 100
+        fails = pod.info.errors or math.floor((k + 1) * share) > math.floor(k * share)
         self._running[serial] = (pod, prompt, round(tokens) - prompt, queue_seconds,
-                                 ttft_seconds)
+                                 ttft_seconds, fails)
         pod.exporter.started(prompt_tokens=prompt, queue_seconds=queue_seconds,
                              ttft_seconds=ttft_seconds)
-        return not pod.info.errors
+        return not fails
 
     def finished(self, serial: int, *, e2e_seconds: float) -> None:
         entry = self._running.pop(serial, None)
         if entry is None or entry[0] not in self.pods:  # its pod is gone, and its counters
             return
-        pod, prompt, generation, queue, ttft = entry
+        pod, prompt, generation, queue, ttft, fails = entry
         pod.exporter.finished(prompt_tokens=prompt, generation_tokens=generation,
                               queue_seconds=queue, ttft_seconds=ttft, e2e_seconds=e2e_seconds,
-                              ok=not pod.info.errors)
+                              ok=not fails)
 
     def aborted(self, *, tokens: float, waited_seconds: float) -> None:
         pod = self._pick()

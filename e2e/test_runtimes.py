@@ -132,6 +132,10 @@ def test_each_runtime_scales_on_its_own_series_and_verifies_revisions(lab, opera
         for name in names.values():
             wait_for(lambda name=name: verified(lab, name, first[name]), timeout=180,
                      what=f"{name}'s new revision verified Good on its own metrics")
+            good = status(lab, NS, name)["currentSnapshot"]
+            message = kubectl(lab, "hub", "get", "modelsnapshot", good, "-n", NS, "-o",
+                              "jsonpath={.status.message}")
+            assert "its own requests within the tier's targets" in message, message
         for runtime, name in names.items():
             set_image(lab, name, IMAGES[runtime] + "-errors")  # the simulator fails these
         for name in names.values():
@@ -185,16 +189,27 @@ def test_tgi_series_that_appear_late_drop_no_zone_and_scale_nothing_down(lab, op
         zones = {key[2:] for key in cells if key[:2] == (NS, name)}
         assert len(zones) == 4, f"every zone read before any completion: {sorted(zones)}"
         assert not [k for k in dropped if k[:2] == (NS, name)], "a + of two sums has none"
-        deadline = time.monotonic() + 50
-        while time.monotonic() < deadline:
-            seen.append(total(lab, name))
-            time.sleep(2)
         # Before the first completion TGI shows only the prompt tokens (80 % of the
         # demand: generated tokens are recorded when a request ends), so the count goes
         # up to what they ask for, 0.8 x 16,000 x 1.2 / 2,500 = 6.1, and catches up with
-        # the whole demand (8) once requests complete. It never goes down meanwhile.
-        assert seen == sorted(seen), f"the count went down: {seen}"
-        assert seen[-1] >= 6, f"below what the prompt tokens alone ask for: {seen}"
+        # the whole demand (7.7) once requests complete. It never goes down while the
+        # series are appearing, nor ever below what the prompt tokens ask for once there.
+        # (Once requests complete, TGI records each request's generated tokens at its
+        # end, so the measured rate swings around 7.7 and the count may step between 8
+        # and 7 after the 20 s stabilization window: demand, not a dropped zone.)
+        before: list[int] = []
+        deadline = time.monotonic() + 50
+        while time.monotonic() < deadline:
+            seen.append(total(lab, name))
+            if not before or (len(before) == len(seen) - 1 and one(
+                    prometheus, "sum by (namespace, twinhull_deployment) "
+                    f"{fresh(success, WINDOW)}", FLEET, name) is None):
+                before = list(seen)  # no completion yet
+            time.sleep(2)
+        assert before == sorted(before), f"went down before any completion: {seen}"
+        reached = next((i for i, n in enumerate(seen) if n >= 6), None)
+        assert reached is not None, f"never scaled to what the prompt tokens ask for: {seen}"
+        assert min(seen[reached:]) >= 6, f"below the prompt tokens' ask after: {seen}"
     finally:
         kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=false",
                 check=False)

@@ -41,7 +41,8 @@ from twinhull.metrics.dashboard import (
     resolve,
 )
 from twinhull.metrics.presets import PRESETS
-from twinhull.metrics.rules import FAST, budget, rule_groups
+from twinhull.metrics.rules import rule_groups
+from twinhull.plan.slo import FAST, budget
 from twinhull.policy import TierPolicy, load_file
 
 ROOT = Path(__file__).resolve().parent.parent

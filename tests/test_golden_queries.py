@@ -22,6 +22,7 @@ import yaml
 from twinhull.metrics.presets import (
     FLEET,
     FLEET_CELLS,
+    FLEET_REVISIONS,
     PRESETS,
     fleet_demand_tokens,
     fleet_error_percent,
@@ -115,6 +116,10 @@ def test_presets_read_the_golden_page_as_expected(runtime: str, tmp_path: Path):
         _expect(fleet_waiting(runtime, FLEET_CELLS, "1m"), FLEET_CELLS, want["waiting"]),
         _expect(fleet_latency_p95(runtime, "1m"), FLEET, latency),
         _expect(fleet_error_percent(runtime, "1m"), FLEET, want["error_percent"]),
+        # per revision (rollout verification reads the new revision's own requests)
+        _expect(fleet_latency_p95(runtime, "1m", FLEET_REVISIONS), FLEET_REVISIONS, latency),
+        _expect(fleet_error_percent(runtime, "1m", by=FLEET_REVISIONS), FLEET_REVISIONS,
+                want["error_percent"]),
     ]
     (tmp_path / "rules.yml").write_text("groups: []\n")
     spec = {"rule_files": ["rules.yml"], "evaluation_interval": "15s", "tests": [{

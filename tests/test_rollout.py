@@ -17,6 +17,7 @@ from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.plan.fleet import ClusterView, DeploymentInput, plan_fleet
 from twinhull.plan.render import REVISION, ROLE, member_objects, revision_of
 from twinhull.plan.rollout import (
+    UNMEASURED_GRACE_SECONDS,
     Health,
     RevisionInput,
     RevisionPlan,
@@ -25,6 +26,7 @@ from twinhull.plan.rollout import (
     effective_spec,
     plan_revision,
     prune,
+    snapshot_name,
     with_revision,
 )
 from twinhull.policy import load_file
@@ -225,6 +227,96 @@ def test_errors_before_any_cluster_runs_the_new_revision_do_not_count():
     f.running = {"east": None, "west": f.running["west"]}  # east not settled yet
     f.apply(image(IDE.spec, "v0.12.0"))
     assert not any(d.kind == "Rollback" for d in f.round(0).decisions)
+
+
+def _verifying(f: Fleet, tag: str) -> tuple[str, str]:
+    """Roll ``tag`` out over a Good first revision until every cluster runs it; the old
+    and new revision hashes."""
+    old = revision_of(f.spec)
+    f.apply(image(f.spec, tag))
+    f.until(lambda p: p.rollout is not None and p.rollout.verifying_since is not None)
+    return old, revision_of(f.spec)
+
+
+def test_verification_waits_for_the_new_revisions_own_series_then_counts_a_whole_window():
+    f = good(Fleet(IDE.spec))
+    window = f.tier.verification.window_seconds
+    old, new = _verifying(f, "v0.12.0")
+    # metrics lag the pods: only the old revision's series (clean) are in the rate window
+    f.health = Health(0.0, 0.4, {old: (0.0, 0.4)})
+    plan = f.round(window + 5)
+    assert plan.rollout is not None, "not Good on the old revision's readings"
+    assert "once Prometheus has series of revision" in cond(plan, "Progressing").message
+    f.health = Health(0.0, 0.5, {old: (0.0, 0.4), new: (0.0, 0.6)})
+    plan = f.round(5)
+    assert plan.rollout is not None and plan.rollout.measured_since == f.now
+    plan = f.round(window - 5)
+    assert plan.rollout is not None, "a whole window of its own readings first"
+    plan = f.round(5)
+    assert plan.rollout is None and plan.current == snapshot_name("ide", new)
+    verdict = next(d for d in plan.decisions if d.kind == "RolloutComplete")
+    assert "its own requests within the tier's targets" in verdict.reason
+    assert verdict.inputs["health"] == {"errorPercent": 0.0, "latencyP95Seconds": 0.6,
+                                        "revision": new}
+
+
+def test_the_new_revisions_own_errors_roll_it_back_while_the_deployments_look_fine():
+    f = good(Fleet(IDE.spec))
+    old, new = _verifying(f, "v0.12.0-errors")
+    # the old revision's clean requests still dominate the deployment's rate window
+    f.health = Health(0.8, 0.4, {old: (0.0, 0.4), new: (40.0, 0.4)})
+    plan = f.round()
+    assert [d.kind for d in plan.decisions] == ["Rollback"]
+    assert "error rate 40.00%" in cond(plan, "RolledBack").message
+    assert plan.decisions[0].inputs["health"]["revision"] == new
+
+
+def test_a_revision_burning_the_error_budget_at_page_rate_rolls_back_below_the_fixed_limit():
+    f = good(Fleet(IDE.spec))  # critical: 99.99 %, a budget of 0.01 %; fixed limit 1 %
+    old, new = _verifying(f, "v0.12.0-errors1")
+    # 0.5 % of its requests fail: under the 1 % limit, but 50x the budget (page: 14.4x)
+    f.health = Health(0.3, 0.4, {old: (0.0, 0.4), new: (0.5, 0.4)},
+                      {new: (0.5, 0.5, 400.0)})
+    plan = f.round()
+    assert [d.kind for d in plan.decisions] == ["Rollback"]
+    rolled = cond(plan, "RolledBack")
+    assert rolled.reason == "BurnRateExceeded", rolled
+    assert "burning at 50.0x over 1h and 50.0x over 5m" in rolled.message
+    assert plan.decisions[0].inputs["health"]["burn"]["requestsLong"] == 400.0
+
+
+def test_a_page_rate_burn_on_too_few_requests_or_one_window_only_does_not_roll_back():
+    for burn in ((0.5, 0.5, 10.0), (0.5, 0.1, 400.0), (0.1, 0.5, 400.0)):
+        f = good(Fleet(IDE.spec))
+        old, new = _verifying(f, "v0.12.0")
+        f.health = Health(0.0, 0.4, {old: (0.0, 0.4), new: (0.5, 0.4)}, {new: burn})
+        assert not [d for d in f.round().decisions if d.kind == "Rollback"], burn
+
+
+def test_a_deployment_without_any_series_is_verified_on_readiness_alone():
+    f = good(Fleet(IDE.spec))
+    window = f.tier.verification.window_seconds
+    _verifying(f, "v0.12.0")
+    started = f.now
+    plan = f.until(lambda p: p.rollout is None)
+    assert window <= (f.now - started).total_seconds() < window + 10
+    assert "no error or latency metrics" in verdict_of(plan)
+
+
+def verdict_of(plan: RevisionPlan) -> str:
+    return next(d for d in plan.decisions if d.kind == "RolloutComplete").reason
+
+
+def test_a_revision_without_series_of_its_own_is_verified_on_readiness_after_the_grace():
+    f = good(Fleet(IDE.spec))
+    window = f.tier.verification.window_seconds
+    old, _ = _verifying(f, "v0.12.0")
+    started = f.now
+    f.health = Health(0.0, 0.4, {old: (0.0, 0.4)})  # nobody sends it requests
+    plan = f.until(lambda p: p.rollout is None)
+    waited = (f.now - started).total_seconds()
+    assert window + UNMEASURED_GRACE_SECONDS <= waited < window + UNMEASURED_GRACE_SECONDS + 10
+    assert "verified on readiness alone" in verdict_of(plan)
 
 
 def test_a_rollout_waits_while_a_cluster_does_not_serve():

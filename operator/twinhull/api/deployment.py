@@ -326,6 +326,9 @@ class RolloutStatus(Status):
     """Clusters running the target, Ready."""
     verifying_since: str | None = None
     """RFC 3339 time every cluster ran it: the verification window counts from here."""
+    measured_since: str | None = None
+    """RFC 3339 time Prometheus first had series of the revision itself (its pods' revision
+    label) while every cluster ran it: the window counts its own readings from here."""
     failed: str = ""
     """Why it failed when it could not be rolled back (it then stops)."""
     paused_since: str | None = None

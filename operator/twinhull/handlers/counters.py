@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from twinhull.metrics import names as n
 from twinhull.plan.fleet import Decision
 
-ROLLBACK_REASONS = ("ErrorRateExceeded", "LatencyExceeded", "ProgressDeadlineExceeded",
-                    "ManualRollback")
+ROLLBACK_REASONS = ("ErrorRateExceeded", "LatencyExceeded", "BurnRateExceeded",
+                    "ProgressDeadlineExceeded", "ManualRollback")
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
                      20.0, 30.0, 45.0, 60.0)
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the series for no alert's use
@@ -48,6 +48,9 @@ class Telemetry:
                                  n.SNAPSHOTS_TOTAL.labels, registry=self.registry)
         self.rollbacks = Counter(name(n.ROLLBACKS_TOTAL), n.ROLLBACKS_TOTAL.help,
                                  n.ROLLBACKS_TOTAL.labels, registry=self.registry)
+        audit = Counter(name(n.AUDIT_RECORDS_TOTAL), n.AUDIT_RECORDS_TOTAL.help,
+                        n.AUDIT_RECORDS_TOTAL.labels, registry=self.registry)
+        self.audit_records, self.audit_errors = audit.labels("written"), audit.labels("failed")
         for outcome in ("Recorded", "Good", "Bad"):
             self.snapshots.labels(outcome)
         self.known: set[tuple[str, str]] = set()
@@ -75,10 +78,16 @@ class Telemetry:
 
     def decided(self, namespace: str, name: str, decision: Decision) -> None:
         """Count one decision (and a rollback by its reason). Effects: memory."""
-        raw = decision.inputs.get("reason")
-        reason = raw if isinstance(raw, str) and CAMEL.match(raw) else decision.kind
+        reason = reason_of(decision)
         self.decisions.labels(decision.kind, reason).inc()
         if decision.kind == "Rollback":
             self.deployment(namespace, name)
             self.rollbacks.labels(namespace, name, reason if reason in ROLLBACK_REASONS
                                   else "ManualRollback").inc()
+
+
+def reason_of(decision: Decision) -> str:
+    """A decision's CamelCase reason (a rollback's ``ErrorRateExceeded``…), else its kind:
+    the ``reason`` of its counter and its Event. Pure."""
+    raw = decision.inputs.get("reason")
+    return raw if isinstance(raw, str) and CAMEL.match(raw) else decision.kind

@@ -44,6 +44,7 @@ from twinhull.plan.fleet import (
     Replicas,
     plan_fleet,
 )
+from twinhull.plan.rollout import Health
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("twinhull.audit")
@@ -168,7 +169,8 @@ def _observed(d: DeploymentInput, plan: DeploymentPlan, rt: Runtime, spec: Failo
             capacity_ok = False
         if plan.weights.get(FALLBACK if role == "fallback" else c, 0) > 0:
             serving += got
-    errors, latency = rt.health.get((d.namespace, d.name), (None, None))
+    h = rt.health.get((d.namespace, d.name), Health())
+    errors, latency = h.error_percent, h.latency_p95_seconds
     return Observed(
         key=f"{d.namespace}/{d.name}", tier=d.spec.sla_tier,
         tier_availability=float(d.tier.availability_target), rto_target=d.tier.rto_seconds,

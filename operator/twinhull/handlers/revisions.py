@@ -99,6 +99,7 @@ def rollout_of(status: dict[str, Any]) -> Rollout | None:
                    else "Rollout", since=since,
                    done=tuple(str(c) for c in (done if isinstance(done, list) else ())),
                    verifying_since=parse_time(raw.get("verifyingSince")),
+                   measured_since=parse_time(raw.get("measuredSince")),
                    failed=str(raw.get("failed") or ""),
                    paused_since=parse_time(raw.get("pausedSince")), paused_seconds=paused)
 
@@ -108,7 +109,8 @@ def rollout_dict(r: Rollout | None) -> dict[str, Any] | None:
     if r is None:
         return None
     out = {"target": r.target, "mode": r.mode, "since": rfc3339(r.since), "done": list(r.done),
-           "verifyingSince": rfc3339(r.verifying_since), "failed": r.failed,
+           "verifyingSince": rfc3339(r.verifying_since),
+           "measuredSince": rfc3339(r.measured_since), "failed": r.failed,
            "pausedSince": rfc3339(r.paused_since),
            "pausedSeconds": round(r.paused_seconds, 3) or None}
     return {k: v for k, v in out.items() if v is not None}

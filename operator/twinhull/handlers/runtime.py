@@ -16,7 +16,7 @@ from twinhull.clusters.kube import Kube
 from twinhull.clusters.member import Member
 from twinhull.handlers.counters import Telemetry
 from twinhull.plan.fleet import ClusterView
-from twinhull.plan.rollout import Snapshot
+from twinhull.plan.rollout import Health, Snapshot
 from twinhull.plan.scaling import Load
 from twinhull.policy.tiers import TierPolicy
 
@@ -94,8 +94,9 @@ class Runtime:
     """The operator's own counters and histograms (served by ``handlers.telemetry``)."""
     drills: dict[Key, dict[str, Any]] = field(default_factory=dict)
     """Every FailoverDrill, from watch events."""
-    health: dict[Key, tuple[float | None, float | None]] = field(default_factory=dict)
-    """(error percent, p95 latency seconds) per ModelDeployment, for rollout verification."""
+    health: dict[Key, Health] = field(default_factory=dict)
+    """Error percent and p95 latency per ModelDeployment and per revision its pods run,
+    for rollout verification."""
     snapshots: dict[Key, tuple[str, Snapshot | None]] = field(default_factory=dict)
     """Every ModelSnapshot, (namespace, name) to its ModelDeployment's name and its parsed
     content (None if unreadable), from watch events."""
@@ -104,6 +105,12 @@ class Runtime:
     started: datetime = field(default_factory=lambda: now())
     installation: str = ""
     """This installation's identity (see :attr:`Settings.installation_id`)."""
+    identity: str = "standalone"
+    """This replica's identity (its Lease holder name): who decided, in Events and audit
+    records."""
+    audit: dict[Key, dict[str, int]] = field(default_factory=dict)
+    """Per ModelDeployment: its audit records' keys and bytes, as written (see
+    ``handlers.audit``); missing until read from the hub."""
     view_times: dict[str, datetime] = field(default_factory=dict)
     """When each cluster's view was last produced by a completed probe; a view older than
     the cluster's probe bound is treated as Suspect, never as Healthy."""

@@ -31,11 +31,13 @@ from twinhull.handlers.supervise import beat
 from twinhull.metrics.presets import (
     FLEET,
     FLEET_CELLS,
+    FLEET_REVISIONS,
     PRESETS,
     fleet_demand_forecast,
     fleet_demand_tokens,
     fleet_error_percent,
     fleet_latency_p95,
+    fleet_requests_ended,
     fleet_running,
     fleet_waiting,
     requests_during,
@@ -47,7 +49,10 @@ from twinhull.metrics.prometheus import (
     QueryTimeout,
 )
 from twinhull.metrics.samples import Reading
+from twinhull.plan.rollout import Burn, Health
+from twinhull.plan.rollout import Reading as HealthReading
 from twinhull.plan.scaling import Load, prewarm_windows
+from twinhull.plan.slo import PAGE
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +152,20 @@ def _cells(reading: Reading) -> dict[Key, float]:
 
 def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                 window: str, failures: str | None, deadline: float | None = None
-                ) -> tuple[dict[Key, tuple[float | None, float | None]], list[str]]:
-    """Error percent and p95 latency of every ModelDeployment, for rollout verification:
-    two queries per runtime in use (errors from the runtime's own failure counter, or
-    from ``failures`` where set), and what could not be read. One runtime's failed query
-    leaves only its deployments without a value.
+                ) -> tuple[dict[Key, Health], list[str]]:
+    """Error percent and p95 latency of every ModelDeployment and of each revision its
+    pods run (their revision label), and each revision's page-level burn inputs (error
+    percent over :data:`~twinhull.plan.slo.PAGE`'s long and short windows, requests
+    ended over the long one), for rollout verification: seven queries per runtime in use
+    (errors from the runtime's own failure counter, or from ``failures`` where set), and
+    what could not be read. ``failures`` (e.g. a gateway's counter) need not carry the
+    pods' revision label, so with it the revisions get latency only. One runtime's failed
+    query leaves only its deployments without a value.
     Effects: HTTP requests. Raises :class:`PrometheusDown`."""
     errors: dict[Key, float] = {}
     latency: dict[Key, float] = {}
+    revisions: dict[Key, dict[str, HealthReading]] = {}
+    burns: dict[Key, dict[str, Burn]] = {}
     problems: list[str] = []
     for runtime in sorted({s.model.runtime for s in specs.values()}):
         try:
@@ -162,12 +173,37 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                 runtime, window, failures), FLEET, deadline, own=True)))
             latency.update(_cells(_ask(prometheus, fleet_latency_p95(runtime, window), FLEET,
                                        deadline, own=True)))
+            by_revision: dict[tuple[str, ...], list[float | None]] = {}
+            for i, query in ((1, fleet_latency_p95(runtime, window, FLEET_REVISIONS)),
+                             (0, None if failures else fleet_error_percent(
+                                 runtime, window, by=FLEET_REVISIONS))):
+                if query is None:
+                    continue
+                for cell, v in _ask(prometheus, query, FLEET_REVISIONS, deadline,
+                                    own=True).values.items():
+                    if cell[2]:
+                        by_revision.setdefault(cell, [None, None])[i] = v
+            for (ns, name, rev), (e, lat) in by_revision.items():
+                revisions.setdefault((ns, name), {})[rev] = (e, lat)
+            if not failures:
+                burn: dict[tuple[str, ...], list[float | None]] = {}
+                for i, query in enumerate((
+                        fleet_error_percent(runtime, PAGE.long, by=FLEET_REVISIONS),
+                        fleet_error_percent(runtime, PAGE.short, by=FLEET_REVISIONS),
+                        fleet_requests_ended(runtime, PAGE.long, by=FLEET_REVISIONS))):
+                    for cell, v in _ask(prometheus, query, FLEET_REVISIONS, deadline,
+                                        own=True).values.items():
+                        if cell[2]:
+                            burn.setdefault(cell, [None, None, None])[i] = v
+                for (ns, name, rev), (long, short, ended) in burn.items():
+                    burns.setdefault((ns, name), {})[rev] = (long, short, ended)
         except PrometheusDown:
             raise
         except MetricsUnavailable as exc:
             problems.append(f"health of the {runtime} deployments: {exc}")
-    health = {key: (errors.get(key), latency.get(key)) for key in specs
-              if key in errors or key in latency}
+    health = {key: Health(errors.get(key), latency.get(key), revisions.get(key, {}),
+                          burns.get(key, {}))
+              for key in specs if key in errors or key in latency or key in revisions}
     return health, problems
 
 
@@ -333,7 +369,7 @@ class _Reader:
             return
         deadline = time.monotonic() + ROUND_BUDGET
         try:
-            health: dict[Key, tuple[float | None, float | None]] = {}
+            health: dict[Key, Health] = {}
             problems: list[str] = []
             if every:
                 health, problems = await asyncio.to_thread(
@@ -342,7 +378,8 @@ class _Reader:
             if health != rt.health:
                 rt.health = health
                 rt.poke()
-            p95 = {k: v for k, (_, v) in health.items() if v is not None}
+            p95 = {k: h.latency_p95_seconds for k, h in health.items()
+                   if h.latency_p95_seconds is not None}
             reading = LoadReading()
             if specs:
                 reading = await asyncio.to_thread(

@@ -54,7 +54,8 @@ from grafana_foundation_sdk.models import dashboard as model
 from twinhull.api.deployment import Runtime
 from twinhull.metrics import names
 from twinhull.metrics.presets import FLEET, PRESETS, Preset, fleet_demand_tokens
-from twinhull.metrics.rules import ERROR_RATIO, FAST, LATENCY_OBJECTIVE, LATENCY_RATIO, budget
+from twinhull.metrics.rules import ERROR_RATIO, LATENCY_OBJECTIVE, LATENCY_RATIO
+from twinhull.plan.slo import FAST, budget
 from twinhull.policy.tiers import TierPolicy
 
 UID = "twinhull-fleet"

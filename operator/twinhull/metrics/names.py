@@ -142,9 +142,16 @@ ROLLBACKS_TOTAL = Metric(
     "twinhull_rollbacks_total", "counter", (*DEPLOYMENT, "reason"),
     "Rollbacks of a ModelDeployment to an earlier snapshot, by reason.")
 """``reason`` is the rollback's reason: ``ErrorRateExceeded``, ``LatencyExceeded``,
+``BurnRateExceeded`` (the page-level burn rate of the tier's availability target),
 ``ProgressDeadlineExceeded`` (automatic) or ``ManualRollback``. Labelled with the
 ModelDeployment (beyond Argo Rollouts' ``{reason}``) so that the alert names what rolled
-back; the cardinality is deployments times four."""
+back; the cardinality is deployments times five."""
+
+AUDIT_RECORDS_TOTAL = Metric(
+    "twinhull_audit_records_total", "counter", ("result",),
+    "Decisions written to the durable audit record, and writes that failed.")
+"""``result`` is ``written`` or ``failed`` (a failed write is logged with the decision ids;
+the decision itself stands, and its Event and audit log line were emitted)."""
 
 LEADER = Metric(
     "twinhull_leader", "gauge", ("identity",),
@@ -176,7 +183,8 @@ ALL: tuple[Metric, ...] = (
     RECONCILE_TOTAL, RECONCILE_ERRORS_TOTAL, RECONCILE_DURATION_SECONDS,
     LOOP_LAST_BEAT_TIMESTAMP_SECONDS, DECISIONS_TOTAL, TRAFFIC_WEIGHT, CLUSTER_PHASE,
     CLUSTER_PROBE_DURATION_SECONDS, REPLICAS, DEPLOYMENT_CONDITION,
-    SCALING_RECOMMENDED_REPLICAS, SNAPSHOTS_TOTAL, ROLLBACKS_TOTAL, LEADER,
+    SCALING_RECOMMENDED_REPLICAS, SNAPSHOTS_TOTAL, ROLLBACKS_TOTAL, AUDIT_RECORDS_TOTAL,
+    LEADER,
     DRILL_LAST_PASSED_TIMESTAMP_SECONDS, DEPLOYMENT_INFO,
     DEPLOYMENT_CREATED_TIMESTAMP_SECONDS,
 )

@@ -132,6 +132,10 @@ FLEET = ("namespace", "twinhull_deployment")
 """Labels of the fleet-wide queries: one series per ModelDeployment."""
 FLEET_CELLS = (*FLEET, "cluster", "zone")
 """Labels of the per-zone fleet-wide queries: one series per ModelDeployment and zone."""
+FLEET_REVISIONS = (*FLEET, "revision")
+"""Labels of the per-revision fleet-wide queries: one series per ModelDeployment and
+revision its pods run (the pods' ``serving.twinhull.io/revision`` label), so a rollout is
+verified on the new revision's own requests."""
 _FLEET: tuple[Matcher, ...] = (("twinhull_deployment", "!=", ""),)
 
 
@@ -205,11 +209,12 @@ def fleet_waiting(runtime: Runtime, by: tuple[str, ...] = FLEET, window: str = "
     return f"{_by(by)} {fresh(_of(PRESETS[runtime].waiting, _FLEET), window)}"
 
 
-def fleet_latency_p95(runtime: Runtime, window: str = "1m") -> str:
+def fleet_latency_p95(runtime: Runtime, window: str = "1m", by: tuple[str, ...] = FLEET
+                      ) -> str:
     """95th percentile of the runtime's latency histogram (:attr:`Preset.latency`) per
-    ModelDeployment, in one query. Pure."""
+    ``by`` labels (a ModelDeployment, or one of its revisions), in one query. Pure."""
     p = PRESETS[runtime]
-    return (f"histogram_quantile(0.95, sum by (namespace, twinhull_deployment, le) "
+    return (f"histogram_quantile(0.95, {_by((*by, 'le'))} "
             f"(rate({_of(p.latency, _FLEET, '_bucket')}[{window}])))")
 
 
@@ -224,20 +229,33 @@ def fleet_demand_forecast(runtime: Runtime, window: str, *, start_s: float, end_
             f"offset {max(0, round(end_s))}s)")
 
 
-def fleet_error_percent(runtime: Runtime, window: str = "1m", failures: str | None = None
-                        ) -> str:
+def fleet_error_percent(runtime: Runtime, window: str = "1m", failures: str | None = None,
+                        by: tuple[str, ...] = FLEET) -> str:
     """Failed requests in percent of those that ended (failed or served to the end), per
-    ModelDeployment, in one query, from the runtime's own counters (:attr:`Preset.failure`,
-    :attr:`Preset.success`), or from ``failures`` (a counter labelled like the runtime's,
-    e.g. the gateway's) instead of the runtime's failure counter. A counter that does not
+    ``by`` labels (a ModelDeployment, or one of its revisions), in one query, from the
+    runtime's own counters (:attr:`Preset.failure`, :attr:`Preset.success`), or from
+    ``failures`` (a counter labelled like the runtime's, e.g. the gateway's) instead of
+    the runtime's failure counter. A counter that does not
     exist yet (TGI creates its failure series at the first failure, its success series at
     the first success) counts as zero while the other exists. Pure."""
-    p, agg = PRESETS[runtime], _by(FLEET)
+    p, agg = PRESETS[runtime], _by(by)
     failed = Series(failures) if failures else p.failure
     fail = f"{agg} (rate({_of(failed, _FLEET)}[{window}]))"
     ok = f"{agg} (rate({_of(p.success, _FLEET)}[{window}]))"
     fail0, ok0 = f"({fail} or 0 * {ok})", f"({ok} or 0 * {fail})"
     return f"100 * {fail0} / ({fail0} + {ok0})"
+
+
+def fleet_requests_ended(runtime: Runtime, window: str, failures: str | None = None,
+                         by: tuple[str, ...] = FLEET) -> str:
+    """Requests that ended (failed or served to the end) over ``window``, per ``by`` labels,
+    from the same counters as :func:`fleet_error_percent`: the volume of a burn-rate
+    condition's low-traffic guard. Pure."""
+    p, agg = PRESETS[runtime], _by(by)
+    failed = Series(failures) if failures else p.failure
+    fail = f"{agg} (increase({_of(failed, _FLEET)}[{window}]))"
+    ok = f"{agg} (increase({_of(p.success, _FLEET)}[{window}]))"
+    return f"({fail} or 0 * {ok}) + ({ok} or 0 * {fail})"
 
 
 def _deployment(namespace: str, deployment: str) -> tuple[Matcher, ...]:

@@ -56,6 +56,7 @@ from twinhull.api.tier import ServingTierSpec
 from twinhull.metrics import names
 from twinhull.metrics.presets import PRESETS, Preset, Series, fleet_demand_tokens, selector
 from twinhull.plan.drill import CRITICAL_TARGET, DRILL_MAX_AGE_DAYS
+from twinhull.plan.slo import FAST, MIN_REQUESTS, SLOW, BurnWindow, budget
 from twinhull.policy.tiers import TierPolicy
 
 STANDARD_TARGET = 99.9
@@ -77,20 +78,7 @@ SECONDS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86
            "3d": 259200}
 
 
-@dataclass(frozen=True)
-class BurnWindow:
-    """One long and short window pair of a burn alert and the factor both must exceed."""
 
-    long: str
-    short: str
-    factor: str
-    """The burn rate, as written in the expression (``"14.4"``)."""
-
-
-FAST = (BurnWindow("1h", "5m", "14.4"), BurnWindow("6h", "30m", "6"))
-"""The page-level pairs: 2 % of the budget in an hour, 5 % in six hours."""
-SLOW = (BurnWindow("1d", "2h", "3"), BurnWindow("3d", "6h", "1"))
-"""The ticket-level pairs: 10 % of the budget in a day, 10 % in three days."""
 
 LATENCY_BUCKETS: dict[Runtime, tuple[str, ...]] = {
     # vLLM 0.11 vllm:time_to_first_token_seconds (vllm/v1/metrics/loggers.py), written by
@@ -142,7 +130,7 @@ _FLEET = (("twinhull_deployment", "!=", ""),)
 class Options:
     """Parameters of the generated rules that are not in the tier policy."""
 
-    min_requests: int = 20
+    min_requests: int = MIN_REQUESTS
     """Low-traffic guard: no page (``…BurnFast``) unless the deployment ended at least this
     many requests (failed or served; for latency, observed in the histogram) in the alert's
     long window (1 h or 6 h). With fewer than 20, one request is more than 5 % of the
@@ -224,12 +212,6 @@ def _sel(series: Series, suffix: str = "", *extra: tuple[str, str, str]) -> str:
 def _sum_rate(series: Series, window: str, suffix: str = "",
               *extra: tuple[str, str, str]) -> str:
     return f"sum by ({BY}) (rate({_sel(series, suffix, *extra)}[{window}]))"
-
-
-def budget(availability_target: str) -> Decimal:
-    """The error budget, a fraction of requests, of an availability target written in
-    percent (``"99.99"`` → 0.0001). Pure."""
-    return (Decimal(100) - Decimal(availability_target)) / Decimal(100)
 
 
 def le_spellings(boundary: str) -> str:

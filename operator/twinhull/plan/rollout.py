@@ -17,7 +17,13 @@ Every revision that reaches a member is first recorded as a ``ModelSnapshot`` (n
   one runs the new revision and is Ready. Clusters not reached yet keep the running one.
 * **Verification**: once every cluster runs it, the revision is watched for the tier's
   verification window; it is ``Good`` if error rate and p95 latency stay within the
-  tier's targets (where the metrics exist). A breach at any time during the rollout, or
+  tier's targets (where the metrics exist). Readings are the revision's own (the pods'
+  revision label) where Prometheus has them; metrics lag the pods (discovery, scrape
+  hops, the rate window), so while the deployment has series but none of the new
+  revision yet, the window waits for them and then counts a whole window of the
+  revision's own readings. Only when no series of it appear within
+  :data:`UNMEASURED_GRACE_SECONDS` (a revision nobody sends requests to) is it verified
+  on readiness alone, and the verdict says so. A breach at any time during the rollout, or
   not being Ready everywhere within ``progressDeadlineSeconds``, makes it ``Bad``.
 * **Pause**: while a placed cluster does not serve (Down, failed over, not Healthy), a
   rollout (first or new revision) is *paused*: no cluster takes its step, the progress
@@ -50,9 +56,20 @@ from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.plan.fleet import Condition, Decision, decision_id
 from twinhull.plan.render import revision_of
+from twinhull.plan.slo import page_burn
 
 Outcome = Literal["Pending", "Good", "Bad"]
 Mode = Literal["Initial", "Rollout", "Rollback"]
+Reading = tuple[float | None, float | None]
+"""Error percent and p95 latency in seconds (None: no such metric)."""
+Burn = tuple[float | None, float | None, float | None]
+"""Error percent over the page condition's long and short windows
+(:data:`~twinhull.plan.slo.PAGE`: 1 h, 5 m) and the requests ended over the long one."""
+UNMEASURED_GRACE_SECONDS = 120.0
+"""Seconds after every cluster runs a revision that verification waits, beyond the
+window, for the revision's own series while the deployment has series of other revisions:
+longer than the default rate window (1m) and a scrape path's lag, so older revisions'
+series have left every rate window by then."""
 
 
 def snapshot_name(deployment: str, revision: str) -> str:
@@ -106,6 +123,9 @@ class Rollout:
     done: tuple[str, ...] = ()
     """Clusters that run the target and are Ready (Rollout mode: in order)."""
     verifying_since: datetime | None = None
+    measured_since: datetime | None = None
+    """When Prometheus first had series of the target revision itself while every cluster
+    ran it: the verification window counts the revision's own readings from here."""
     failed: str = ""
     """Why the target failed while no rollback was possible. It is not rolled back; should
     it become Ready after all, it goes on and is verified like any other."""
@@ -130,6 +150,25 @@ class Health:
 
     error_percent: float | None = None
     latency_p95_seconds: float | None = None
+    revisions: Mapping[str, Reading] = field(default_factory=dict)
+    """The same per revision hash, for the revisions whose pods have series in the window
+    (empty where not read)."""
+    burn: Mapping[str, Burn] = field(default_factory=dict)
+    """Per revision hash, the inputs of the page-level burn-rate condition (empty where
+    not read: e.g. with a failure metric that has no revision label)."""
+
+    def measured(self) -> bool:
+        """Whether Prometheus has any series of the deployment. Pure."""
+        return bool(self.revisions) or self.error_percent is not None \
+            or self.latency_p95_seconds is not None
+
+    def of(self, revision: str) -> Health:
+        """The revision's own readings where it has series, else the deployment's. Pure."""
+        burn = {revision: self.burn[revision]} if revision in self.burn else {}
+        if revision in self.revisions:
+            errors, latency = self.revisions[revision]
+            return Health(errors, latency, {revision: (errors, latency)}, burn)
+        return Health(self.error_percent, self.latency_p95_seconds, burn=burn)
 
 
 @dataclass(frozen=True)
@@ -326,9 +365,12 @@ class _Revisions:
         r = replace(r, done=tuple(done))
         complete = len(done) == len(self.clusters)
         if paused:  # the window starts afresh once every cluster serves again
-            r = replace(r, verifying_since=None)
+            r = replace(r, verifying_since=None, measured_since=None)
         elif complete and r.verifying_since is None:
             r = replace(r, verifying_since=i.now)
+        if complete and not paused and r.measured_since is None \
+                and target.hash in i.health.revisions:
+            r = replace(r, measured_since=i.now)
         self.rollout = r
         if r.mode == "Rollback":
             if complete:
@@ -338,8 +380,8 @@ class _Revisions:
             return
         if r.failed and not complete:
             return  # failed with nothing to roll back to: it may still become Ready
-        breach = self.breach() if any(i.settled.get(c) == target.hash or c in done
-                                      for c in self.clusters) else None
+        breach = self.breach(target) if any(i.settled.get(c) == target.hash or c in done
+                                            for c in self.clusters) else None
         deadline = self.i.spec.rollback.progress_deadline_seconds
         late = not paused and not complete and r.active_seconds(i.now) > deadline
         if breach is None and late and not r.failed:
@@ -355,16 +397,35 @@ class _Revisions:
         if paused:
             return  # no verdict while a cluster cannot run the revision
         window = self.i.tier.verification.window_seconds
-        if complete and r.verifying_since is not None \
-                and (i.now - r.verifying_since).total_seconds() >= window:
-            self.outcome(target, "Good", "Verified",
-                         f"Ready in every cluster and within the tier's targets for {window}s"
-                         + self.health_text())
-            self.decide("RolloutComplete", f"{target.name} is Good: Ready everywhere and "
-                        f"within targets for {window}s", {"to": target.name})
+        verdict = self.verified(r, target, window) if complete else None
+        if verdict is not None:
+            self.outcome(target, "Good", "Verified", verdict)
+            self.decide("RolloutComplete", f"{target.name} is Good: {verdict}",
+                        {"to": target.name, "health": self.health_inputs(target)})
             self.current = self.by_name[target.name]
             self.last_good = self.current
             self.rollout = None
+
+    def verified(self, r: Rollout, target: Snapshot, window: int) -> str | None:
+        """Why the target is Good now, or None while its window runs: a whole window of
+        the revision's own readings, or of readiness where the deployment has no series
+        at all, or where none of the revision's appear within the grace. Pure."""
+        now, health = self.i.now, self.i.health
+        if r.verifying_since is None or (now - r.verifying_since).total_seconds() < window:
+            return None
+        own = self.health_text(target)
+        if r.measured_since is not None:
+            if (now - r.measured_since).total_seconds() < window:
+                return None
+            return (f"Ready in every cluster and its own requests within the tier's targets "
+                    f"for {window}s{own}")
+        if not health.measured():
+            return f"Ready in every cluster for {window}s{own}"
+        if (now - r.verifying_since).total_seconds() < window + UNMEASURED_GRACE_SECONDS:
+            return None
+        return (f"Ready in every cluster for {window}s; no series of revision "
+                f"{target.hash[:10]} in Prometheus within {UNMEASURED_GRACE_SECONDS:.0f}s "
+                "more (no requests reached it?): verified on readiness alone")
 
     def not_serving(self) -> list[str]:
         return [c for c in self.clusters if c not in self.i.serving]
@@ -394,8 +455,8 @@ class _Revisions:
             return replace(r, paused_since=None, paused_seconds=r.paused_seconds + paused)
         return r
 
-    def breach(self) -> tuple[str, str] | None:
-        v, h = self.i.tier.verification, self.i.health
+    def breach(self, target: Snapshot) -> tuple[str, str] | None:
+        v, h = self.i.tier.verification, self.i.health.of(target.hash)
         max_errors, max_latency = float(v.max_error_rate_percent), float(
             v.max_latency_p95_seconds)
         if h.error_percent is not None and h.error_percent > max_errors:
@@ -404,16 +465,35 @@ class _Revisions:
         if h.latency_p95_seconds is not None and h.latency_p95_seconds > max_latency:
             return ("LatencyExceeded", f"p95 latency {h.latency_p95_seconds:.2f}s above the "
                     f"tier's {max_latency:g}s")
+        if target.hash in h.burn:
+            why = page_burn(self.i.tier.availability_target, *h.burn[target.hash])
+            if why is not None:
+                return ("BurnRateExceeded", why)
         return None
 
-    def health_text(self) -> str:
-        h = self.i.health
+    def health_text(self, target: Snapshot) -> str:
+        h = self.i.health.of(target.hash)
         parts = []
         if h.error_percent is not None:
             parts.append(f"error rate {h.error_percent:.2f}%")
         if h.latency_p95_seconds is not None:
             parts.append(f"p95 latency {h.latency_p95_seconds:.2f}s")
-        return f" ({', '.join(parts)})" if parts else " (no error or latency metrics)"
+        if not parts:
+            return " (no error or latency metrics)"
+        whose = "its own" if target.hash in h.revisions else "the deployment's"
+        return f" ({whose}: {', '.join(parts)})"
+
+    def health_inputs(self, target: Snapshot) -> dict[str, Any]:
+        """The readings a verdict on ``target`` used, for the decision's inputs. Pure."""
+        h = self.i.health.of(target.hash)
+        out: dict[str, Any] = {"errorPercent": h.error_percent,
+                               "latencyP95Seconds": h.latency_p95_seconds,
+                               "revision": target.hash if target.hash in h.revisions else None}
+        if target.hash in h.burn:
+            long, short, ended = h.burn[target.hash]
+            out["burn"] = {"errorPercentLong": long, "errorPercentShort": short,
+                           "requestsLong": ended}
+        return out
 
     def fail(self, target: Snapshot, reason: str, message: str) -> None:
         self.outcome(target, "Bad", reason, message)
@@ -427,8 +507,7 @@ class _Revisions:
                         {"to": target.name, "reason": reason})
             return
         self.start_rollback(back, reason, f"{target.name} is Bad: {message}",
-                            {"health": {"errorPercent": self.i.health.error_percent,
-                                        "latencyP95Seconds": self.i.health.latency_p95_seconds}})
+                            {"health": self.health_inputs(target)})
 
     # -- output -----------------------------------------------------------------------
 
@@ -482,10 +561,14 @@ class _Revisions:
                                  f"returning every cluster to {r.target}; Ready in "
                                  f"{', '.join(r.done) or 'none yet'}"))
         elif r is not None and r.verifying_since is not None:
+            target = self.by_name[r.target]
+            wait = ("" if r.measured_since is not None or not self.i.health.measured() else
+                    f", once Prometheus has series of revision {target.hash[:10]} itself "
+                    "(metrics lag the pods)")
             out.append(Condition("Progressing", "True", "Verifying",
                                  f"{r.target} runs everywhere; verifying for "
-                                 f"{self.i.tier.verification.window_seconds}s"
-                                 + self.health_text()))
+                                 f"{self.i.tier.verification.window_seconds}s{wait}"
+                                 + self.health_text(target)))
         elif r is not None:
             at = next((c for c in self.clusters if c not in r.done), "")
             out.append(Condition("Progressing", "True", "RollingOut",
