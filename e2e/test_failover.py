@@ -241,7 +241,7 @@ def test_a_no_op_resync_writes_nothing(lab, md):
     time.sleep(3)  # let the last status write and observation settle
     member_kinds = {"deployments", "services", "poddisruptionbudgets", "namespaces",
                     "priorityclasses"}
-    hub_kinds = {"modeldeployments", "httproutes", "events", "modelsnapshots"}
+    hub_kinds = {"modeldeployments", "httproutes", "events", "modelsnapshots", "configmaps"}
     before = {c: write_requests(lab, c, member_kinds) for c in ("east", "west")}
     before["hub"] = write_requests(lab, "hub", hub_kinds)
     time.sleep(12)  # more than two resync periods (5 s) and several probes

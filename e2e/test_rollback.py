@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from fleet import (
     apply,
@@ -143,9 +144,13 @@ def test_a_revision_never_ready_rolls_back_in_both_clusters_and_is_not_retried(l
     assert bad["outcome"] == "Bad" and "held-back" in bad["marks"]
     # historyLimit 1 keeps the newest (the bad one) and, always, the last Good one
     assert rows[v1]["outcome"] == "Good" and "last-good" in rows[v1]["marks"]
-    events = kubectl(lab, "hub", "get", "events", "-n", NS, "--field-selector",
-                     f"involvedObject.name={name},reason=Rollback", "-o", "name")
-    assert events.strip(), "a Rollback Event"
+    # an events.k8s.io/v1 Event, read through core/v1 (the same objects)
+    events = yaml.safe_load(kubectl(lab, "hub", "get", "events", "-n", NS, "--field-selector",
+                                    f"involvedObject.name={name}", "-o", "yaml"))["items"]
+    (rollback,) = [e for e in events if e.get("action") == "Rollback"]
+    assert rollback["reason"] == "ProgressDeadlineExceeded", rollback
+    assert rollback["reportingComponent"] == "serving.twinhull.io/operator", rollback
+    assert rollback["reportingInstance"].startswith("replica-"), rollback
 
 
 def test_manual_rollback_to_a_named_snapshot_and_retention(lab, md):
@@ -193,3 +198,24 @@ def test_a_members_deleted_objects_are_restored_from_the_current_snapshot(lab, m
     restored = time.monotonic() - start
     assert restored < 30, f"restored after {restored:.0f}s"
     assert status(lab, NS, name)["currentSnapshot"] == v1
+
+
+def test_a_revision_burning_the_budget_at_page_rate_rolls_back_under_the_fixed_limit(
+        lab, md, simulator):
+    """A critical revision whose pods fail 0.6 % of requests stays under the tier's fixed
+    1 % error limit, but burns the 99.99 % target's budget at 60x: the page condition of
+    the generated alerts (14.4x over 1 h and 5 m, at least 20 requests), read on the new
+    revision's own requests, rolls it back. 200 requests a second, so that each pod fails
+    one within the 10 s verification window (one in 167: 0.6 % needs requests to show)."""
+    name = md("rb-burn")
+    simulator([{"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 6000}], 400,
+              "--tokens-per-request", "30")
+    v1 = good(lab, name)
+    set_image(lab, name, "vllm/vllm-openai:v0.12.0-errors0.6")
+    wait_for(lambda: condition(lab, NS, name, "RolledBack") == "True", timeout=150,
+             what="RolledBack=True")
+    rolled = next(c for c in status(lab, NS, name)["conditions"] if c["type"] == "RolledBack")
+    assert rolled["reason"] == "BurnRateExceeded", rolled
+    assert "burning at" in rolled["message"] and v1 in rolled["message"], rolled
+    bad = next(r for r in history(lab, name) if r["image"].endswith("-errors0.6"))
+    assert bad["outcome"] == "Bad", bad

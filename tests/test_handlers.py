@@ -70,8 +70,8 @@ class Hub:
         return self.status[(namespace, name)][-1]
 
     def events_of(self, name: str) -> list[tuple[str, str]]:
-        return [(e["reason"], e["message"]) for e in self.events
-                if e["involvedObject"]["name"] == name]
+        return [(e["reason"], e["note"]) for e in self.events
+                if e["regarding"]["name"] == name]
 
 
 def example_spec(name: str) -> dict[str, Any]:

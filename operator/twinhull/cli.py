@@ -466,8 +466,9 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--decisions", action="store_true", help="also list recent decisions")
     status.set_defaults(func=_cmd_status)
 
-    from twinhull import dashboardcmd, drillcmd, rulescmd
+    from twinhull import auditcmd, dashboardcmd, drillcmd, rulescmd
 
+    auditcmd.add_parser(sub)
     drillcmd.add_parser(sub)
     rulescmd.add_parser(sub)
     dashboardcmd.add_parser(sub)

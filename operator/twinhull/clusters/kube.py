@@ -42,6 +42,8 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Service"): Kind("/api/v1", "services", True),
     ("v1", "Secret"): Kind("/api/v1", "secrets", True),
     ("v1", "Event"): Kind("/api/v1", "events", True),
+    ("v1", "ConfigMap"): Kind("/api/v1", "configmaps", True),
+    ("events.k8s.io/v1", "Event"): Kind("/apis/events.k8s.io/v1", "events", True),
     ("v1", "Node"): Kind("/api/v1", "nodes", False),
     ("apps/v1", "Deployment"): Kind("/apis/apps/v1", "deployments", True),
     ("policy/v1", "PodDisruptionBudget"): Kind("/apis/policy/v1", "poddisruptionbudgets", True),

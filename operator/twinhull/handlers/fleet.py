@@ -14,20 +14,23 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import pydantic
 
+from twinhull import __version__
 from twinhull.api.annotations import APPROVE, Annotations
 from twinhull.api.annotations import parse as parse_annotations
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.errors import UnknownTierError
+from twinhull.handlers import audit as audit_log
 from twinhull.handlers import drills, events, revisions
+from twinhull.handlers.counters import reason_of
 from twinhull.handlers.members import health_of, probe_bound
 from twinhull.handlers.runtime import (
     Key,
@@ -53,6 +56,7 @@ from twinhull.plan.fleet import (
     Slot,
     plan_fleet,
 )
+from twinhull.plan.record import Replay, record_of
 from twinhull.plan.render import (
     HASH,
     collisions,
@@ -417,7 +421,7 @@ def _merged(fleet: list[Condition], revision: list[Condition]) -> list[Condition
 def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
                    snapshots: list[Snapshot], settled: Mapping[str, Mapping[Key, str | None]],
                    request: Any, views: Mapping[str, ClusterView], t_now: datetime
-                   ) -> RevisionPlan:
+                   ) -> tuple[RevisionInput, RevisionPlan]:
     """The revision plan of one deployment, from its status, its snapshots, what runs
     settled in each member and its health. A cluster (or one of its zones) that does not
     serve pauses a rollout instead of failing it. Pure (reads memory)."""
@@ -437,10 +441,9 @@ def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
             states[p.cluster] = f"failed over in zone {', '.join(zones)}"
         else:
             serving.add(p.cluster)
-    errors, latency = rt.health.get(key, (None, None))
     current, last_good, held_back = (status.get(k) for k in
                                      ("currentSnapshot", "lastGoodSnapshot", "heldBack"))
-    return plan_revision(RevisionInput(
+    i = RevisionInput(
         namespace=d.namespace, name=d.name, spec=d.spec,
         generation=int(body["metadata"].get("generation", 0)), tier=d.tier, now=t_now,
         snapshots=snapshots,
@@ -451,7 +454,8 @@ def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
         rollout=revisions.rollout_of(status),
         serving=frozenset(serving), states=states,
         settled={p.cluster: settled.get(p.cluster, {}).get(key) for p in d.spec.placement},
-        health=Health(errors, latency), request=request))
+        health=rt.health.get(key, Health()), request=request)
+    return i, plan_revision(i)
 
 
 def _differs(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -702,14 +706,15 @@ async def reconcile(rt: Runtime) -> None:
     snapshots = revisions.snapshots_by_deployment(rt)
     settled = {c: m.revisions() for c, m in rt.members.items()}
     revs: dict[Key, RevisionPlan] = {}
+    rev_inputs: dict[Key, RevisionInput] = {}
     effective: dict[Key, ModelDeploymentSpec] = {}
     manifests: dict[Key, dict[str, Any]] = {}
     for d in list(inputs):
         key = (d.namespace, d.name)
         try:
             request = revisions.request_of(bodies[key], notes[key].rollback)
-            rev = _plan_revision(rt, d, bodies[key], snapshots.get(key, []), settled, request,
-                                 views, t_now)
+            rev_inputs[key], rev = _plan_revision(rt, d, bodies[key], snapshots.get(key, []),
+                                                  settled, request, views, t_now)
             # replicas are planned for the revision the clusters run (a rollback to a
             # snapshot with a fallback the spec dropped runs that fallback)
             effective[key] = effective_spec(d.spec, rev)
@@ -720,9 +725,9 @@ async def reconcile(rt: Runtime) -> None:
             revs[key] = rev
         except Exception as exc:
             rnd.fail(key, bodies[key], "planning the revision", f"{type(exc).__name__}: {exc}")
-    inputs = [d for d in inputs if (d.namespace, d.name) in revs]
-    plans, failed = _plan_isolated(
-        [replace(d, spec=effective[(d.namespace, d.name)]) for d in inputs], views, t_now)
+    inputs = [replace(d, spec=effective[(d.namespace, d.name)]) for d in inputs
+              if (d.namespace, d.name) in revs]  # as the fleet planner is given them
+    plans, failed = _plan_isolated(inputs, views, t_now)
     for key, error in failed.items():
         rnd.fail(key, bodies[key], "planning", error)
     inputs = [d for d in inputs if (d.namespace, d.name) in plans]
@@ -771,6 +776,8 @@ async def reconcile(rt: Runtime) -> None:
         try:
             _report(rt, rnd, d, bodies[key], plans[key], revs[key], snapshots.get(key, []),
                     notes[key], loads_missing, t)
+            rnd.writes.append(_audit(rt, d, plans[key], rev_inputs[key], revs[key], views,
+                                     t_now))
         except Exception as exc:
             rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
             continue
@@ -786,6 +793,30 @@ def _scaled_of(status: dict[str, Any]) -> int | None:
     raw = as_mapping(status.get("scaling")).get("replicas")
     value = _int(raw, -1) if raw is not None else -1
     return value if 0 <= value <= 100000 else None
+
+
+def _audit(rt: Runtime, d: DeploymentInput, plan: DeploymentPlan, rev_in: RevisionInput,
+           rev: RevisionPlan, views: Mapping[str, ClusterView], t_now: datetime
+           ) -> Coroutine[Any, Any, None]:
+    """The audit records of one deployment's decisions this round, each with what its
+    planner was given (the fleet planner's input, views and the GPUs it was left; or the
+    revision planner's input), written as one patch. Effects: none until awaited."""
+    obj, t = f"ModelDeployment/{d.namespace}/{d.name}", rfc3339(t_now) or ""
+    records = []
+    for decision in plan.decisions:
+        by = f"{rt.identity} (twinhull {__version__})"
+        if plan.consumed == decision.id:
+            by += f"; approved through the {APPROVE} annotation"
+        replay = (Replay("fleet", t_now, deployment=d, clusters=dict(views), basis=plan.basis)
+                  if plan.basis is not None else None)
+        records.append(record_of(decision, obj=obj, time=t, by=by, version=__version__,
+                                 replay=replay))
+    for decision in rev.decisions:
+        records.append(record_of(decision, obj=obj, time=t,
+                                 by=f"{rt.identity} (twinhull {__version__})",
+                                 version=__version__,
+                                 replay=Replay("revision", t_now, revision=rev_in)))
+    return audit_log.record(rt, (d.namespace, d.name), records)
 
 
 def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
@@ -819,14 +850,15 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     rt.telemetry.deployment(d.namespace, d.name)
     for decision in [*plan.decisions, *rev.decisions]:
         rt.telemetry.decided(d.namespace, d.name, decision)
-        rnd.writes.append(events.post(rt, body, _event_type(decision), decision.kind,
-                                      _event_text(decision)))
+        rnd.writes.append(events.post(rt, body, _event_type(decision), reason_of(decision),
+                                      _event_text(decision), action=decision.kind))
         log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
                  decision.reason)
         audit.info(json.dumps({"audit": "decision", "object": f"ModelDeployment/{d.namespace}/"
                                f"{d.name}", "id": decision.id, "kind": decision.kind,
                                "reason": decision.reason, "inputs": decision.inputs,
-                               "by": rt.installation or "twinhull", "time": t},
+                               "by": f"{rt.identity} (twinhull {__version__})",
+                               "installation": rt.installation, "time": t},
                               sort_keys=True, default=str))
     old_pending = as_mapping(old.get("pending")).get("id")
     if plan.pending is not None and old_pending != plan.pending.id:

@@ -171,7 +171,8 @@ def run(*, kubeconfig: str | None, policy: Path | None, settings: Settings,
         logging.getLogger(noisy).setLevel(logging.WARNING)
     hub = Kube("hub", _hub_configuration(kubeconfig), timeout=settings.hub_timeout_seconds,
                threads=8)
-    runtime = Runtime(hub=hub, policy=tiers, settings=settings)
+    runtime = Runtime(hub=hub, policy=tiers, settings=settings,
+                      identity=lease.identity if lease is not None else "standalone")
     from twinhull import handlers  # noqa: F401  (registers the handlers)
 
     try:

@@ -57,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -211,6 +211,19 @@ class DeploymentPlan:
     consumed: str | None = None
     """The approved id this plan applied: record it with ``DeploymentInput.consumed`` so
     it never approves anything again."""
+    basis: LedgerState | None = None
+    """The GPUs left to it by the deployments ranked ahead, when it decided anything: with
+    its input and the cluster views, enough to plan it again alone (:func:`replan`)."""
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """The capacity ledger as one deployment found it: every cluster's GPUs, who held
+    them (ledger holder name to GPUs) and why each holder ranked ahead of it."""
+
+    capacity: Mapping[str, int]
+    held: Mapping[str, Mapping[str, int]]
+    ahead: Mapping[str, str]
 
 
 def decision_id(namespace: str, name: str, kind: str, inputs: Mapping[str, Any]) -> str:
@@ -243,10 +256,29 @@ class _Ledger:
     """Free GPUs per cluster while the fleet is planned in tier priority order, and who
     holds them (to explain to a deployment that got less why)."""
 
-    def __init__(self, clusters: Mapping[str, ClusterView]) -> None:
+    def __init__(self, clusters: Mapping[str, ClusterView],
+                 state: LedgerState | None = None) -> None:
         self.free = {c: max(0, v.gpus) for c, v in clusters.items()}
         self.capacity = dict(self.free)
         self.holders: dict[str, dict[str, int]] = {c: {} for c in clusters}
+        self.log: list[tuple[str, str, int]] = []
+        """Every take in order (cluster, holder, GPUs): the state at any turn, cheaply."""
+        if state is not None:
+            self.capacity = dict(state.capacity)
+            self.holders = {c: dict(state.held.get(c, {})) for c in self.capacity}
+            self.free = {c: max(0, n - sum(self.holders[c].values()))
+                         for c, n in self.capacity.items()}
+
+    def state_at(self, turn: int, ahead: Callable[[str], str | None]) -> LedgerState:
+        """The ledger as it was after ``turn`` takes, and why each holder then ranked
+        ahead. Pure (reads the log)."""
+        held: dict[str, dict[str, int]] = {c: {} for c in self.capacity}
+        for cluster, holder, gpus in self.log[:turn]:
+            cell = held.setdefault(cluster, {})
+            cell[holder] = cell.get(holder, 0) + gpus
+        names = sorted({h for cell in held.values() for h in cell})
+        return LedgerState(dict(self.capacity), held,
+                           {h: why for h in names if (why := ahead(h)) is not None})
 
     def take(self, cluster: str, gpus: int, want: int, holder: str) -> int:
         """Reserve up to ``want`` replicas of ``gpus`` each for ``holder``; return how many
@@ -259,6 +291,7 @@ class _Ledger:
             self.free[cluster] -= fit * gpus
             held = self.holders.setdefault(cluster, {})
             held[holder] = held.get(holder, 0) + fit * gpus
+            self.log.append((cluster, holder, fit * gpus))
         return fit
 
     def explain(self, cluster: str, exclude: str) -> str:
@@ -364,7 +397,7 @@ class _Planner:
 
     def __init__(self, d: DeploymentInput, clusters: Mapping[str, ClusterView],
                  ledger: _Ledger, now: datetime,
-                 peers: Mapping[str, DeploymentInput] | None = None) -> None:
+                 ahead: Callable[[str], str | None] = lambda _: None) -> None:
         self.d = d
         self.spec = d.spec
         self.fault = d.drill
@@ -374,8 +407,9 @@ class _Planner:
         self.clusters = _with_fault(clusters, d.drill)
         self.ledger = ledger
         self.now = now
-        self.peers = peers or {}
-        """Every deployment of the round by ledger holder name (to say who ranked ahead)."""
+        self.ahead = ahead
+        """Why a ledger holder ranked ahead of this deployment (None: not a deployment of
+        the round)."""
         self.declared = declared(d.spec)
         self.placed = [p.cluster for p in d.spec.placement]
         self.decisions: list[Decision] = []
@@ -591,10 +625,10 @@ class _Planner:
             short = sorted({c for (c, z) in cells if (c, z) in own or c in
                             {cc for cc, _ in takers}})
             self.shortage = "; ".join(self.ledger.explain(c, me) for c in short)
-            ahead = sorted({h for c in short for h in self.ledger.holders.get(c, {})
-                            if h != me and h in self.peers})
-            self.ranked_after = ", ".join(
-                f"{h} ({_ahead_by(self.peers[h], self.d)})" for h in ahead[:4]) + (
+            why = {h: self.ahead(h) for c in short for h in self.ledger.holders.get(c, {})
+                   if h != me}
+            ahead = sorted(h for h, w in why.items() if w is not None)
+            self.ranked_after = ", ".join(f"{h} ({why[h]})" for h in ahead[:4]) + (
                 ", ..." if len(ahead) > 4 else "")
         return replicas, unserved
 
@@ -886,5 +920,23 @@ def plan_fleet(deployments: Sequence[DeploymentInput], clusters: Mapping[str, Cl
     ledger = _Ledger(clusters)
     order = sorted(deployments, key=rank_key)
     peers = {_holder(d): d for d in order}
-    return {(d.namespace, d.name): _Planner(d, clusters, ledger, now, peers).plan()
-            for d in order}
+    plans: dict[tuple[str, str], DeploymentPlan] = {}
+    for d in order:
+        def ahead(holder: str, me: DeploymentInput = d) -> str | None:
+            return _ahead_by(peers[holder], me) if holder in peers else None
+
+        turn = len(ledger.log)
+        plan = _Planner(d, clusters, ledger, now, ahead).plan()
+        if plan.decisions or plan.pending is not None:
+            plan = replace(plan, basis=ledger.state_at(turn, ahead))
+        plans[(d.namespace, d.name)] = plan
+    return plans
+
+
+def replan(d: DeploymentInput, clusters: Mapping[str, ClusterView], basis: LedgerState,
+           *, now: datetime) -> DeploymentPlan:
+    """Plan one deployment alone as :func:`plan_fleet` planned it in its round: from its
+    input, the cluster views and the ledger it found (``DeploymentPlan.basis``). Pure."""
+    ledger = _Ledger(clusters, basis)
+    return _Planner(d, clusters, ledger, now,
+                    lambda h: basis.ahead.get(h) or None).plan()

@@ -1,0 +1,151 @@
+"""The durable audit record: every automated decision on a ModelDeployment, kept in one
+ConfigMap per deployment in the operator's own namespace (tenants who may edit their
+ModelDeployments cannot edit it), bounded, and surviving operator restarts and Event
+expiry. ``twinhull audit`` lists it, ``twinhull explain`` replays one record.
+
+Layout of ``twinhull-audit-<hash>`` (labels ``serving.twinhull.io/audit: "true"``,
+annotations naming the deployment):
+
+* ``data["<epoch ms>.<decision id>.json"]``: the record a person reads (who, what, why,
+  the measured inputs, before and after: :meth:`AuditRecord.summary`);
+* ``binaryData["<epoch ms>.<decision id>.replay"]``: the planner's input, gzip-compressed
+  JSON (:func:`~twinhull.plan.record.encode_replay`).
+
+Records are added with JSON merge patches (no read before a write); past
+:data:`KEEP` records or :data:`MAX_BYTES`, the oldest are removed in the same patch.
+Effects: hub reads and writes (failures are logged, never raised: an audit write never
+stops a decision, and is retried with the next decision)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from twinhull.clusters.kube import ClusterUnavailable, NotFound, path
+from twinhull.handlers.runtime import Key, Runtime
+from twinhull.plan.record import AuditRecord, b64, encode_replay
+
+log = logging.getLogger(__name__)
+
+LABEL = "serving.twinhull.io/audit"
+NAMESPACE_ANNOTATION = "serving.twinhull.io/deployment-namespace"
+NAME_ANNOTATION = "serving.twinhull.io/deployment-name"
+KEEP = 200
+"""Records kept per ModelDeployment (the newest)."""
+MAX_BYTES = 800_000
+"""Bytes kept per ModelDeployment (a ConfigMap holds at most 1 MiB)."""
+
+
+def configmap_name(namespace: str, name: str) -> str:
+    """``twinhull-audit-`` and a hash of NAMESPACE/NAME: a valid name of fixed length
+    whatever the deployment's. Pure."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:20]
+    return f"twinhull-audit-{digest}"
+
+
+def record_key(record: AuditRecord) -> str:
+    """``<epoch ms>.<decision id>``: keys sort by time. Pure."""
+    millis = int(datetime.fromisoformat(record.time).timestamp() * 1000)
+    return f"{millis:013d}.{record.id}"
+
+
+def entries(records: Sequence[AuditRecord]) -> tuple[dict[str, str], dict[str, str]]:
+    """The data and binaryData entries of ``records``. Pure."""
+    data: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for r in records:
+        key = record_key(r)
+        data[f"{key}.json"] = json.dumps(r.summary(), sort_keys=True, default=str)
+        if r.replay is not None:
+            binary[f"{key}.replay"] = b64(encode_replay(r.replay))
+    return data, binary
+
+
+def evictions(kept: Sequence[tuple[str, int]], added: Sequence[tuple[str, int]]
+              ) -> list[str]:
+    """The oldest record keys to drop so that at most :data:`KEEP` records and
+    :data:`MAX_BYTES` remain, from (key, bytes) of what is kept and what is added (the
+    newest record always stays). Pure."""
+    every = sorted([*kept, *added])
+    drop: list[str] = []
+    size = sum(n for _, n in every)
+    while len(every) > 1 and (len(every) > KEEP or size > MAX_BYTES):
+        key, n = every.pop(0)
+        drop.append(key)
+        size -= n
+    return drop
+
+
+def keys_of(cm: Mapping[str, Any]) -> dict[str, int]:
+    """Record key to its bytes in a ConfigMap. Pure."""
+    sizes: dict[str, int] = {}
+    for field in ("data", "binaryData"):
+        for k, v in (cm.get(field) or {}).items():
+            key = k.rsplit(".", 1)[0]
+            sizes[key] = sizes.get(key, 0) + len(k) + len(str(v))
+    return sizes
+
+
+async def record(rt: Runtime, key: Key, records: Sequence[AuditRecord]) -> None:
+    """Add ``records`` to the deployment's audit ConfigMap. Effects: hub reads (the first
+    time), one write."""
+    if not records:
+        return
+    namespace = rt.settings.namespace
+    cm_name = configmap_name(*key)
+    data, binary = entries(records)
+    added: dict[str, int] = {}
+    for field in (data, binary):
+        for k, v in field.items():
+            added[k.rsplit(".", 1)[0]] = added.get(k.rsplit(".", 1)[0], 0) + len(k) + len(v)
+    try:
+        sizes = rt.audit.get(key)
+        if sizes is None:
+            try:
+                cm = await rt.hub.get("v1", "ConfigMap", cm_name, namespace=namespace)
+                sizes = keys_of(cm)
+            except NotFound:
+                sizes = {}
+                await rt.hub.create(_configmap(namespace, cm_name, key))
+                rt.hub_writes += 1
+            rt.audit[key] = sizes
+        drop = evictions(sorted(sizes.items()), sorted(added.items()))
+        patch_data: dict[str, Any] = dict(data)
+        patch_binary: dict[str, Any] = dict(binary)
+        for k in drop:
+            patch_data[f"{k}.json"] = None
+            patch_binary[f"{k}.replay"] = None
+        try:
+            await rt.hub.request(
+                "PATCH", path("v1", "ConfigMap", namespace=namespace, name=cm_name),
+                body={"data": patch_data, "binaryData": patch_binary},
+                content_type="application/merge-patch+json")
+        except NotFound:  # deleted by hand meanwhile: start it again
+            sizes.clear()
+            drop = []
+            await rt.hub.create({**_configmap(namespace, cm_name, key), "data": data,
+                                 "binaryData": binary})
+        rt.hub_writes += 1
+        for k in drop:
+            sizes.pop(k, None)
+        sizes.update(added)
+        rt.telemetry.audit_records.inc(len(records))
+    except ClusterUnavailable as exc:
+        rt.audit.pop(key, None)  # read again next time: the write may have half-landed
+        rt.telemetry.audit_errors.inc(len(records))
+        log.warning("%s/%s: cannot write %d audit record(s) (%s): %s", key[0], key[1],
+                    len(records), ", ".join(r.id for r in records), exc)
+
+
+def _configmap(namespace: str, cm_name: str, key: Key) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": cm_name, "namespace": namespace,
+                     "labels": {LABEL: "true",
+                                "app.kubernetes.io/managed-by": "twinhull"},
+                     "annotations": {NAMESPACE_ANNOTATION: key[0], NAME_ANNOTATION: key[1]}},
+    }

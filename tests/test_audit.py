@@ -1,0 +1,109 @@
+"""The audit record's layout and bounds, and the CLI's reading of it. Pure: no cluster."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import timedelta
+
+from test_fleet import T0, cluster, steady
+from twinhull.auditcmd import parse_duration, records_in
+from twinhull.handlers.audit import (
+    KEEP,
+    MAX_BYTES,
+    configmap_name,
+    entries,
+    evictions,
+    keys_of,
+    record_key,
+)
+from twinhull.handlers.events import event_for
+from twinhull.plan.fleet import plan_fleet
+from twinhull.plan.record import Replay, decode_replay, explain, record_of
+
+
+def failover_record():
+    d, _ = steady()
+    clusters = {"east": cluster("east"), "west": cluster("west", "Down")}
+    plan = plan_fleet([d], clusters, now=T0)[(d.namespace, d.name)]
+    decision = next(x for x in plan.decisions if x.kind == "Failover")
+    return record_of(decision, obj=f"ModelDeployment/{d.namespace}/{d.name}",
+                     time=T0.isoformat(), by="replica-1 (twinhull 0.2.0)", version="0.2.0",
+                     replay=Replay("fleet", T0, deployment=d, clusters=clusters,
+                                   basis=plan.basis))
+
+
+def test_a_record_written_to_the_configmap_reads_back_and_replays():
+    record = failover_record()
+    data, binary = entries([record])
+    key = record_key(record)
+    assert key.startswith(f"{int(T0.timestamp() * 1000):013d}.") and key.endswith(record.id)
+    cm = {"metadata": {"name": configmap_name("ai-platform", "ide-assistant")},
+          "data": data, "binaryData": binary}
+    ((k, summary, raw),) = list(records_in(cm))
+    assert k == key and summary["kind"] == "Failover" and summary["by"].startswith("replica-1")
+    assert "west" in json.dumps(summary["inputs"])
+    assert raw is not None
+    replayed = explain(record.__class__(**{**record.__dict__, "replay": decode_replay(raw)}),
+                       "0.2.0")
+    assert replayed.reproduced
+    assert set(keys_of(cm)) == {key}
+
+
+def test_a_damaged_entry_is_skipped_and_the_others_read(capsys):
+    record = failover_record()
+    data, binary = entries([record])
+    data["0000000000001.broken.json"] = "{not json"
+    cm = {"metadata": {"name": "twinhull-audit-x"}, "data": data, "binaryData": binary}
+    assert [k for k, _, _ in records_in(cm)] == [record_key(record)]
+    assert "record 0000000000001.broken is damaged" in capsys.readouterr().err
+
+
+def test_the_oldest_records_go_past_the_count_or_the_bytes_and_the_newest_stays():
+    kept = [(f"{i:013d}.id{i}", 1000) for i in range(KEEP)]
+    added = [(f"{KEEP + 1:013d}.new", 1000)]
+    assert evictions(kept, added) == ["0000000000000.id0"]
+    big = [(f"{i:013d}.id{i}", MAX_BYTES // 4) for i in range(4)]
+    assert evictions(big, [("9999999999999.new", 10)]) == ["0000000000000.id0"]
+    huge = [("9999999999999.huge", MAX_BYTES * 2)]
+    assert evictions([("0000000000001.old", 10)], huge) == ["0000000000001.old"], \
+        "the newest record stays even when it alone is over the bound"
+    assert evictions([], [("0000000000001.a", 10)]) == []
+
+
+def test_the_configmap_name_is_valid_and_fixed_length_for_any_deployment():
+    names = {configmap_name("ns", "a" * 253), configmap_name("ns", "b"), configmap_name("n", "sb")}
+    assert len(names) == 3
+    assert all(len(n) == len("twinhull-audit-") + 20 and n.islower() for n in names)
+
+
+def test_durations():
+    assert parse_duration("30m") == timedelta(minutes=30)
+    assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration("24") is None and parse_duration("1w") is None
+
+
+def test_a_decision_event_is_an_events_k8s_io_event_with_action_and_reporter():
+    body = {"apiVersion": "serving.twinhull.io/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "ide", "namespace": "ai", "uid": "u1"}}
+    e = event_for(body, "Warning", "ErrorRateExceeded", "x" * 2000, time=T0,
+                  instance="replica-1", action="Rollback")
+    assert e["apiVersion"] == "events.k8s.io/v1" and e["action"] == "Rollback"
+    assert e["reason"] == "ErrorRateExceeded" and len(e["note"]) == 1024
+    assert e["reportingController"] == "serving.twinhull.io/operator"
+    assert e["reportingInstance"] == "replica-1"
+    assert e["eventTime"] == "2026-11-25T10:00:00.000000Z"
+    assert e["regarding"]["uid"] == "u1"
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*",
+                        e["metadata"]["name"]), "a valid name: events.k8s.io checks it"
+    assert e["metadata"]["name"] != event_for(body, "Warning", "R", "m", time=T0,
+                                              instance="r")["metadata"]["name"]
+    sentence = event_for(body, "Normal", "not camel case", "m", time=T0, instance="r")
+    assert sentence["reason"] == "Decision", "reason must be CamelCase"
+
+
+def test_binary_data_is_base64_of_gzip():
+    _, binary = entries([failover_record()])
+    (raw,) = binary.values()
+    assert base64.b64decode(raw)[:2] == b"\x1f\x8b"
