@@ -95,7 +95,7 @@ unit: $(STAMP) system-deps $(LUAHEALTH) $(KSTATUS) ## unit tests (no cluster; pr
 .PHONY: e2e
 e2e: $(STAMP) lab-build tools ## e2e tests against the local lab (brings it up and down)
 	TWINHULL_HELM=$(HELM) TWINHULL_KSTATUS=$(KSTATUS) TWINHULL_LUAHEALTH=$(LUAHEALTH) \
-	  $(BIN)/pytest e2e -m e2e
+	  $(BIN)/pytest e2e -m e2e --durations=25
 
 .PHONY: test
 test: lint unit e2e ## everything CI runs: lint, unit tests, e2e tests

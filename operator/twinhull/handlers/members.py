@@ -401,6 +401,7 @@ class MemberDaemon:
         self.rt.loop_bounds[self.loop] = max(60.0, 3 * probe_bound(spec.health, self.rt.settings))
         try:
             while not stopped:
+                began = time.monotonic()
                 try:
                     await self.step()
                 except asyncio.CancelledError:
@@ -421,7 +422,11 @@ class MemberDaemon:
                         current["spec"]).health.probe_interval_seconds
                 except (pydantic.ValidationError, KeyError, TypeError):
                     interval = HealthProbe().probe_interval_seconds
-                await stopped.wait(interval)
+                # probes keep their cadence: a probe that waited out its timeout (a frozen
+                # or partitioned API server) is followed at once by the next, so each
+                # failure comes one interval after the last, as when connections are
+                # refused, instead of an interval plus a timeout
+                await stopped.wait(max(0.0, interval - (time.monotonic() - began)))
         finally:
             self.close()
 
