@@ -9,7 +9,7 @@ import pytest
 
 from twinhull.api.deployment import Scaling
 from twinhull.plan.scaling import (
-    ADAPTIVE_MIN_HEADROOM,
+    ADAPTIVE_MAX_FACTOR,
     FORECAST_RATIO_MAX,
     Load,
     forecast_ratio,
@@ -32,19 +32,28 @@ def run(load: Load, current: int, spec: Scaling = TOKENS) -> int:
                      now=T0).replicas
 
 
-def test_steady_demand_keeps_less_headroom_than_the_tier() -> None:
+def test_steady_demand_keeps_the_tiers_headroom() -> None:
     steady = Load(tokens_per_second=10_000, tokens_per_second_peak=10_100)
-    assert headroom_percent(CRITICAL, steady) == ADAPTIVE_MIN_HEADROOM
-    assert run(steady, 10) == 10  # 10.5: within the tolerance of 10
-    assert run(Load(tokens_per_second=10_000), 10) == 12  # the tier's 20 %: 12
+    assert headroom_percent(CRITICAL, steady) == CRITICAL.headroom_percent
+    assert run(steady, 10) == 12  # 10k x 1.2 / 1k
+    assert run(Load(tokens_per_second=10_000), 10) == 12  # no reading: the same
 
 
-def test_bursty_demand_keeps_the_tiers_headroom_at_most() -> None:
-    bursty = Load(tokens_per_second=10_000, tokens_per_second_peak=30_000)
-    assert headroom_percent(CRITICAL, bursty) == CRITICAL.headroom_percent
-    some = Load(tokens_per_second=10_000, tokens_per_second_peak=11_000)
-    assert headroom_percent(CRITICAL, some) == pytest.approx(10.0)
-    assert headroom_percent(CRITICAL, Load(tokens_per_second=10_000)) == 20  # no reading
+def test_bursty_demand_keeps_more_headroom_up_to_twice_the_tiers() -> None:
+    some = Load(tokens_per_second=10_000, tokens_per_second_peak=13_000)
+    assert headroom_percent(CRITICAL, some) == pytest.approx(30.0)
+    assert run(some, 10) == 13
+    wild = Load(tokens_per_second=10_000, tokens_per_second_peak=30_000)
+    assert headroom_percent(CRITICAL, wild) == ADAPTIVE_MAX_FACTOR * CRITICAL.headroom_percent
+    assert run(wild, 10) == 14  # 1.4 x 10k, not the 30k peak
+
+
+def test_a_queue_behind_full_replicas_asks_for_them_all() -> None:
+    # 6 replicas run 96 requests (their caches are full) and 24 wait: 7.5 replicas
+    load = Load(tokens_per_second=4_000, running=96, waiting=24)
+    assert run(load, 6) == 8
+    # without the running count: 4.8 by tokens, the queue within 4 a replica: holds 6
+    assert run(Load(tokens_per_second=4_000, waiting=24), 6) == 6
 
 
 def test_a_forecast_that_was_too_high_is_scaled_down() -> None:

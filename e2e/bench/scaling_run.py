@@ -39,7 +39,7 @@ from traces import VARIANTS, variant
 from twinhull.api.deployment import ModelDeploymentSpec, Scaling
 from twinhull.api.tier import ServingTierSpec
 from twinhull.policy import load_file
-from workload import DAY, deployments, generate, load_apps
+from workload import DAY, DEFAULT_LOAD_FACTOR, deployments, generate, load_apps
 
 POLICIES = ("static", "hpa", "hpa_tokens", "keda", "twinhull", "twinhull_noprewarm",
             "twinhull_live", "oracle")
@@ -97,7 +97,10 @@ def cases(*, apps: Path, examples: Path, tiers: Path | None, seed: int, load_fac
           days: int, first_day: int = HISTORY_DAYS, trace: str = "base",
           overrides: Sequence[str] = ()) -> list[Case]:
     """The apps with a ModelDeployment in the examples, their traces (``first_day`` is the
-    first measured day, after at least a week of history) and pre-warm forecasts."""
+    first measured day, after at least a week of history) and pre-warm forecasts. Above
+    the default volumes (x150) every app's ``maxReplicasPerZone`` grows in proportion
+    (:func:`max_scale`): at x300 aiops-platform's example maximum (2 a zone) is below what
+    even the oracle needs."""
     manifests = deployments(examples)
     policy = load_file(tiers)
     out = []
@@ -116,6 +119,9 @@ def cases(*, apps: Path, examples: Path, tiers: Path | None, seed: int, load_fac
             key, _, value = setting.partition("=")
             if target in (app.name, "*"):
                 fields[key] = yaml.safe_load(value)
+        fields["maxReplicasPerZone"] = math.ceil(
+            int(fields.get("maxReplicasPerZone", Scaling().max_replicas_per_zone))
+            * max_scale(load_factor))
         scaling = Scaling.model_validate(fields)
         zones = sum(len(p.zones) for p in spec.placement)
         base = generate(app, HISTORY_DAYS + 1 + days, seed=seed, load_factor=load_factor,
@@ -127,6 +133,12 @@ def cases(*, apps: Path, examples: Path, tiers: Path | None, seed: int, load_fac
         case.forecast, case.said = forecasts(arrivals, start=case.start, ticks=ticks)
         out.append(case)
     return out
+
+
+def max_scale(load_factor: float) -> float:
+    """How much every app's maximum replicas grow at a volume: in proportion above x150,
+    never below the example's. Pure."""
+    return max(1.0, load_factor / DEFAULT_LOAD_FACTOR)
 
 
 def scaled(scaling: Scaling, factor: float) -> Scaling:

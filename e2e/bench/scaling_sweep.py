@@ -62,10 +62,23 @@ def task(args: dict[str, Any], volume: float, seed: int) -> list[Row]:
                 rows.append({"volume": volume, "cold": cold, "seed": seed, "trace": trace,
                              "policy": policy, "factor": factor, "app": case.name,
                              **measures_dict(m)})
+    if args["rows_dir"]:  # a checkpoint: --report-from reads whatever finished
+        out = Path(args["rows_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"x{volume:g}-seed{seed}.json").write_text(json.dumps(rows))
     return rows
 
 
 def sweep(args: argparse.Namespace) -> int:
+    if args.report_from:
+        rows = [r for f in sorted(Path(args.report_from).glob("*.json"))
+                for r in json.loads(f.read_text())]
+        report(rows, volumes=sorted({r["volume"] for r in rows}),
+               colds=sorted({r["cold"] for r in rows}),
+               factors=sorted({r["factor"] for r in rows}), plot=args.plot)
+        print(f"(from {len({(r['volume'], r['seed']) for r in rows})} seed x volume runs "
+              f"in {args.report_from}; seeds {sorted({r['seed'] for r in rows})})")
+        return 0
     volumes = [float(v) for v in args.volumes.split(",")]
     colds = [float(c) for c in args.cold_starts.split(",")]
     factors = sorted({1.0, *(float(f) for f in args.factors.split(","))})
@@ -73,9 +86,10 @@ def sweep(args: argparse.Namespace) -> int:
               "tiers": str(args.tiers) if args.tiers else None, "days": args.days,
               "set": list(args.set), "colds": colds, "factors": factors,
               "respect_modes": args.respect_modes,
-              "policies": [p for p in args.policies.split(",") if p]}
+              "policies": [p for p in args.policies.split(",") if p],
+              "rows_dir": str(args.rows_dir) if args.rows_dir else None}
     seeds = list(range(1, args.seeds + 1))
-    jobs = [(v, s) for s in seeds for v in volumes]
+    jobs = [(v, s) for s in seeds for v in (volumes if s % 2 else volumes[::-1])]
     print(f"e2e/bench/scaling --sweep: {len(seeds)} seeds x volumes {volumes} x cold starts "
           f"{colds}, {args.days} day(s) measured each, factors {factors}, trace variants "
           f"cycling {', '.join(VARIANT_NAMES)}; modes "

@@ -17,9 +17,13 @@ HPA and KEDA:
   said for the last minutes, it **checks its own error** and scales the forecast by the
   measured/forecast ratio (a holiday or a moved peak withdraws it, growth raises it);
 * **headroom adapts to measured variability**: given the recent peak rate, the headroom
-  is the recent peak's excess over the rate now, between :data:`ADAPTIVE_MIN_HEADROOM` and
-  the tier's headroom: steady demand keeps less spare capacity than the tier's fixed
-  figure (bursty demand keeps the tier's, and the stabilization window holds the peak);
+  is the recent peak's excess over the rate now, between the tier's headroom and
+  :data:`ADAPTIVE_MAX_FACTOR` times it: bursty demand keeps more spare capacity than the
+  tier's fixed figure. (Going below the tier's figure for steady demand was tried in
+  e2e/bench/scaling and lost: at the start of a ramp the 10 m peak is the rate now, so
+  the demand looks steady exactly when it is about to grow.)
+* **a queue behind full replicas** (given the running requests): the replicas that
+  would run the waiting requests too at the concurrency they run now;
 * ``metric: queue`` **keeps a token floor**: the queue empties between bursts while the
   running batch is still full; with a token reading the count never drops below what the
   tokens need (it collapsed to the minimum between CI pulses before).
@@ -46,8 +50,8 @@ UP_FACTOR, UP_STEP = 2.0, 4
 """A decision may at most double the count or add 4 replicas, whichever is more."""
 PREWARM_LEAD_SECONDS = 600
 """How far ahead pre-warm looks: a large model's replica takes minutes to load."""
-ADAPTIVE_MIN_HEADROOM = 5.0
-"""Percent: the least headroom adaptive headroom keeps (a 1 m rate's sampling noise)."""
+ADAPTIVE_MAX_FACTOR = 2.0
+"""Adaptive headroom is at most this many times the tier's."""
 FORECAST_RATIO_MAX = 2.0
 """Pre-warm's error check scales a forecast by at most this factor up (growth)."""
 FORECAST_RATIO_SLACK = 0.1
@@ -83,7 +87,7 @@ class Load:
     """Tokens per second per ``cluster/zone`` (reported: the decision is on the total)."""
     tokens_per_second_peak: float | None = None
     """The highest 1 m token rate of the last 10 minutes (``max_over_time`` of the rate):
-    with it the headroom adapts to the measured variability; None: the tier's headroom."""
+    with it the headroom grows with the measured variability; None: the tier's headroom."""
     forecast_said_tokens_per_second: float | None = None
     """What the pre-warm forecast's windows said for the last lead time (the same query
     shifted by the lead): with it the forecast is scaled by the measured/forecast ratio."""
@@ -110,13 +114,14 @@ class ScaleResult:
 
 def headroom_percent(tier: ServingTierSpec, load: Load) -> float:
     """The headroom applied to the measured rate: the tier's, or with a recent peak
-    reading the peak's excess over the rate now, between :data:`ADAPTIVE_MIN_HEADROOM`
-    and the tier's. Pure."""
+    reading the peak's excess over the rate now, between the tier's and
+    :data:`ADAPTIVE_MAX_FACTOR` times it. Pure."""
     rate, peak = load.tokens_per_second, load.tokens_per_second_peak
     if peak is None or rate is None:
         return float(tier.headroom_percent)
     excess = 100.0 * (peak / rate - 1) if rate > 0 else float(tier.headroom_percent)
-    return min(max(excess, ADAPTIVE_MIN_HEADROOM), float(tier.headroom_percent))
+    return min(max(excess, float(tier.headroom_percent)),
+               ADAPTIVE_MAX_FACTOR * tier.headroom_percent)
 
 
 def forecast_ratio(spec: Scaling, load: Load) -> float:
@@ -131,6 +136,16 @@ def forecast_ratio(spec: Scaling, load: Load) -> float:
         return 1.0
     slack = FORECAST_RATIO_SLACK * spec.target_tokens_per_second_per_replica
     return min((seen + slack) / (said + slack), FORECAST_RATIO_MAX)
+
+
+def _in_progress(load: Load, current: int) -> float:
+    """With requests waiting while the replicas run ``running`` (their KV cache or
+    sequence limit is full: a server admits while it can), the replicas that would run
+    them all at the same concurrency: ``current x (running + waiting) / running``; 0
+    without both readings or a queue."""
+    if not current or not load.running or not load.waiting or load.waiting <= 0:
+        return 0.0
+    return current * (load.running + load.waiting) / load.running
 
 
 def _needed(spec: Scaling, tier: ServingTierSpec, load: Load, current: int
@@ -150,12 +165,14 @@ def _needed(spec: Scaling, tier: ServingTierSpec, load: Load, current: int
             excess = load.waiting - spec.target_queue_per_replica * max(current, 1)
             if excess > 0:
                 needed = max(needed, current + excess / spec.target_queue_per_replica)
+        needed = max(needed, _in_progress(load, current))
     elif spec.metric == "queue":
         if load.waiting is None:
             return None
         needed = load.waiting / spec.target_queue_per_replica
         if tokens is not None:  # the queue empties between bursts, the batch does not
             needed = max(needed, tokens)
+        needed = max(needed, _in_progress(load, current))
     else:
         if load.custom is None:
             return None
