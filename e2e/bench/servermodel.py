@@ -6,14 +6,15 @@ The model, per deployment (its Ready replicas behind one FIFO queue, a balanced 
 every replica holds ``running / ready`` sequences, fluid):
 
 * an engine **step** of a replica lasts ``step_base + step_per_seq * b + step_per_kv_token
-  * kv + prefill * chunk / prefill_tokens_per_second`` seconds, where ``b`` is its running
-  sequences, ``kv`` the KV-cache tokens they hold, ``prefill`` how many of them are still
-  in their prompt: **prefill shares the step with the decodes** (chunked prefill), so a
+  * kv + prefill / prefill_tokens_per_second`` seconds, where ``b`` is its running
+  sequences, ``kv`` the KV-cache tokens they hold and ``prefill`` the prompt tokens the
+  step processes: **prefill shares the step with the decodes** (chunked prefill), so a
   fuller batch makes every step longer;
 * each step, every decoding sequence produces **one token** (its time per output token,
-  TPOT, is the step time) and every prefilling one consumes ``chunk`` prompt tokens: a
-  prompt of ``P`` tokens takes ``ceil(P / chunk)`` steps, and its **time to first token**
-  (TTFT) is its wait in the queue plus those steps, which grow with the batch;
+  TPOT, is the step time) and the sequences still in their prompt share what is left of
+  the step's ``max_num_batched_tokens`` budget (at least ``min_prefill_tokens``): a
+  request's **time to first token** (TTFT) is its wait in the queue plus the steps its
+  prompt takes, which grow with the batch;
 * a replica runs at most ``max_num_seqs`` sequences (vLLM's ``--max-num-seqs``) whose
   prompt and generation fit its ``kv_cache_tokens`` (**KV-cache pressure**: a sequence
   reserves ``P + G`` tokens when admitted; vLLM allocates blocks as it goes and preempts,
@@ -21,7 +22,7 @@ every replica holds ``running / ready`` sequences, fluid):
   first served (vLLM's default scheduling), the head waiting until it fits;
 * a prompt token costs ``1 / prefill_tokens_per_second`` of a step, a generated token a
   whole step shared with the batch: **prompt and generated tokens are priced differently**
-  (at the defaults a generated token costs ~10-20 times a prompt token);
+  (at the defaults a generated token costs ~15-50 times a prompt token, by batch size);
 * a request is **within target** when it was not dropped, its TTFT is at most the tier's
   ``verification.maxLatencyP95Seconds`` and its mean TPOT at most the tier's TPOT target
   (:data:`TPOT_TARGETS`); it is **dropped** after ``timeout`` seconds in the queue or when
@@ -35,14 +36,16 @@ What comes from the seeds and what is assumed (every parameter is in :class:`Vll
 * assumed: the prompt share of a call's tokens (0.8, as e2e/dataplane.py; the reports give
   totals only), the step times, the prefill speed, the KV-cache size and the TPOT targets.
   They were chosen so a replica of the largest calls (aiops-platform, ~12k tokens) is
-  KV-bound near 2,500-3,000 tokens/s, a little above the examples'
+  KV-bound near 3,400 tokens/s, above the examples'
   ``targetTokensPerSecondPerReplica`` (2,000-2,500), as the examples' targets are meant
-  to be a replica's throughput at a comfortable utilisation; a lone sequence decodes at
+  to be a replica's throughput at a comfortable utilisation (hybrid-reasoning's 16k-token
+  calls get ~2,700, against the default target of 2,500); a lone sequence decodes at
   ~65 tokens/s (a 3B-active MoE on a few GPUs), not the 3,000 tokens/s of the old model.
 
 Its limits: one balanced fluid batch per deployment (no per-replica imbalance, no
-preemption, no prefix caching, no speculative decoding), the last prefill chunk costs a
-whole chunk, requests removed with a replica finish where they are (graceful drain).
+preemption, no prefix caching, no speculative decoding; a replica prefilling is averaged
+over the replicas), requests removed with a replica finish where they are (graceful
+drain).
 """
 
 from __future__ import annotations
