@@ -216,6 +216,7 @@ def report(rows: list[Row], *, volumes: list[float], colds: list[float], factors
                 print(f"    twinhull - {best} (best tuned baseline reaching it in every "
                       f"seed): {m:+.1f} ± {ci:.1f} GPU-h above floor ({rel:+.0f} %)")
                 summary["twinhull"]["diff"] += diff
+    paired(rows, volumes=volumes, colds=colds)
     if plot is not None:
         _plot(rows, volumes=volumes, colds=colds, policies=policies, path=plot)
         print(f"cost-SLO curves: {plot}")
@@ -238,6 +239,57 @@ def report(rows: list[Row], *, volumes: list[float], colds: list[float], factors
     parts.append(f"twinhull_minus_best_baseline_at_slo={d:.1f} "
                  f"twinhull_minus_best_baseline_at_slo_ci95={dci:.1f}")
     print(" ".join(parts))
+
+
+def paired(rows: list[Row], *, volumes: list[float], colds: list[float]) -> None:
+    """Per configuration and baseline: twinhull's cost at 99.9 % minus the baseline's,
+    summed per seed over the apps where both reach it (mean, 95 % CI over the seeds), and
+    the app x seed cases only one of them reaches; then per app, the seeds where each
+    policy reaches 99.9 % and its mean cost there."""
+    pts: dict[tuple[float, float, str, int, str], list[tuple[float, float]]] = (
+        defaultdict(list))
+    for r in rows:
+        m = _sum([r])
+        pts[(r["volume"], r["cold"], r["policy"], r["seed"], r["app"])].append(
+            (m.above_floor, m.within_target))
+    seeds = sorted({r["seed"] for r in rows})
+    apps = sorted({r["app"] for r in rows})
+    policies = [p for p in (*SWEPT, "oracle") if any(r["policy"] == p for r in rows)]
+    print("\nPaired at 99.9 %: twinhull minus each tuned baseline, GPU-hours above floor a "
+          "day summed over the apps where both reach it (mean over seeds, 95 % CI), and the "
+          "app x seed cases only one reaches")
+    for v in volumes:
+        for c in colds:
+            for b in [p for p in BASELINES if p in policies and p != "static"]:
+                diffs, both, only_t, only_b = [], 0, 0, 0
+                for seed in seeds:
+                    d = 0.0
+                    for a in apps:
+                        t = cost_at_slo(pts[(v, c, "twinhull", seed, a)])
+                        k = cost_at_slo(pts[(v, c, b, seed, a)])
+                        if math.isfinite(t) and math.isfinite(k):
+                            d, both = d + t - k, both + 1
+                        elif math.isfinite(t):
+                            only_t += 1
+                        elif math.isfinite(k):
+                            only_b += 1
+                    diffs.append(d)
+                m, ci = mean_ci(diffs)
+                print(f"  x{v:g} cold {c:g}s twinhull - {b}: {m:+.1f} ± {ci:.1f} over {both} "
+                      f"cases; only twinhull reaches {only_t}, only {b} {only_b}")
+    print("\nPer app: seeds reaching 99.9 % / seeds, mean GPU-hours above floor at 99.9 % "
+          "where reached")
+    for v in volumes:
+        for c in colds:
+            print(f"  x{v:g} cold {c:g}s")
+            for a in apps:
+                parts = []
+                for p in policies:
+                    cs = [cost_at_slo(pts[(v, c, p, seed, a)]) for seed in seeds
+                          if pts.get((v, c, p, seed, a))]
+                    fin = [x for x in cs if math.isfinite(x)]
+                    parts.append(f"{p} {len(fin)}/{len(cs)} {mean_ci(fin)[0]:.1f}")
+                print(f"    {a:18} " + "; ".join(parts))
 
 
 def _plot(rows: list[Row], *, volumes: list[float], colds: list[float],
