@@ -403,7 +403,13 @@ def observe(world: World, members: dict[str, Any], hub: Any) -> None:
                                                     str(model.get("name", "")))
     except Exception:  # keep the last view; unknown deployments get the default target
         pass
+    down = Path(os.environ.get("TWINHULL_DATAPLANE_DOWN") or "/nonexistent")
     for cluster, api in members.items():
+        if (down / cluster).exists():  # the whole member is gone: nothing serves there
+            for cell in [c for c in world.ready if c[2] == cluster]:
+                world.ready[cell] = (0, world.ready[cell][1])
+                world.pods[cell] = []
+            continue
         try:
             items = client.CoreV1Api(api).list_pod_for_all_namespaces(
                 label_selector="app.kubernetes.io/managed-by=twinhull", _request_timeout=2).items

@@ -211,6 +211,58 @@ def test_freeze_makes_calls_time_out_and_revive_recovers(lab: Lab) -> None:
     eventually(lambda: reachable(lab, "west", timeout=2), 10, "west API back after thaw")
 
 
+def twinhull_route(lab: Lab, member: str) -> client.ApiClient:
+    """A client of the member as twinhull reaches it: its kubeconfig (the one in the hub's
+    Secret), through the lab's proxy."""
+    from kubernetes import config
+
+    path = Path(lab.env["TWINHULL_LAB_RUN"]) / member / "twinhull-kubeconfig"
+    proxy = int(lab.env["TWINHULL_TOXIPROXY_URL"].rsplit(":", 1)[1]) + {"east": 1,
+                                                                       "west": 2}[member]
+    assert f"server: https://127.0.0.1:{proxy}\n" in path.read_text(), "through the proxy"
+    return config.new_client_from_config(config_file=str(path))
+
+
+def test_partition_hangs_twinhulls_route_only_and_heal_restores(lab: Lab) -> None:
+    route = twinhull_route(lab, "west")
+    client.VersionApi(route).get_code(_request_timeout=CALL_TIMEOUT)
+    try:
+        lab.run("partition", "west")
+        started = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017 - a timeout, whatever urllib3 calls it
+            client.VersionApi(route).get_code(_request_timeout=2)
+        assert time.monotonic() - started >= 1.5, "a partition hangs; it does not refuse"
+        assert reachable(lab, "west", timeout=2), "the member itself runs on"
+    finally:
+        lab.run("heal", "west")
+    eventually(lambda: _answers(route), 10, "twinhull's route back after heal")
+
+
+def _answers(api: client.ApiClient) -> bool:
+    try:
+        client.VersionApi(api).get_code(_request_timeout=2)
+    except Exception:  # a timeout or a reset while the proxy heals
+        return False
+    return True
+
+
+def test_a_model_load_image_runs_unready_until_its_load_time(
+    lab: Lab, namespace: Callable[[str], str]
+) -> None:
+    ns = namespace("east")
+    create_deployment(lab, "east", ns, deployment("loading", replicas=1,
+                                                  image=f"{IMAGE}-load8"))
+    started = time.monotonic()
+    running = eventually(
+        lambda: [p for p in pods_of(lab, "east", ns, "loading")
+                 if p.status.phase == "Running" and p.status.pod_ip],
+        15, "the pod Running with an IP")
+    assert not pod_ready(running[0]), "a model server is not Ready while it loads"
+    wait_ready(lab, "east", ns, "loading", replicas=1)
+    took = time.monotonic() - started
+    assert 7.0 <= took <= 25.0, f"Ready after {took:.1f}s; the image says 8 s of loading"
+
+
 def zone_nodes(lab: Lab, cluster: str, zone: str) -> list[client.V1Node]:
     selector = f"topology.kubernetes.io/zone={zone}"
     return (

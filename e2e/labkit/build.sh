@@ -14,6 +14,9 @@ PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 # prometheus-operator's CRDs (PodMonitor, PrometheusRule), installed on the members to
 # check what the chart renders for them. v0.90.1 is the newest the module proxy serves.
 PROMETHEUS_OPERATOR_VERSION=${PROMETHEUS_OPERATOR_VERSION:-v0.90.1}
+# toxiproxy: the TCP proxy in front of each member's API server, through which twinhull
+# reaches the members, so a partition or a slow network can be made (e2e/lab partition).
+TOXIPROXY_VERSION=${TOXIPROXY_VERSION:-v2.5.0}
 CACHE=${TWINHULL_LAB_CACHE:-$HOME/.cache/twinhull/lab}
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_gw-${GATEWAY_API_VERSION}"
 BIN="$CACHE/$KEY/bin"
@@ -80,6 +83,17 @@ build_prometheus() {
   (cd "$dir" && go build -trimpath -tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" -o "$out/prometheus.tmp" github.com/prometheus/prometheus/cmd/prometheus) && mv "$out/prometheus.tmp" "$out/prometheus"
 }
 
+build_toxiproxy() {
+  # Its own cache folder, like Prometheus: adding it does not rebuild Kubernetes.
+  local out="$CACHE/toxiproxy-$TOXIPROXY_VERSION"
+  [ -x "$out/toxiproxy" ] && return 0
+  local dir="$SRC/toxiproxy"
+  mkdir -p "$dir" "$out"
+  printf 'module twinhull.local/labbuild/toxiproxy\n\ngo 1.26.0\n\nrequire github.com/Shopify/toxiproxy/v2 %s\n' "$TOXIPROXY_VERSION" > "$dir/go.mod"
+  say "building toxiproxy $TOXIPROXY_VERSION"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$out/toxiproxy.tmp" github.com/Shopify/toxiproxy/v2/cmd/server) && mv "$out/toxiproxy.tmp" "$out/toxiproxy"
+}
+
 build_kwok() {
   need kwok || return 0
   local dir="$SRC/kwok"
@@ -108,8 +122,9 @@ fetch_assets() {
 }
 
 case "${1:-all}" in
-  all) lock; build_etcd; build_kwok; build_prometheus; build_k8s; fetch_assets; echo "$CACHE/$KEY" ;;
+  all) lock; build_etcd; build_kwok; build_prometheus; build_toxiproxy; build_k8s; fetch_assets; echo "$CACHE/$KEY" ;;
   dir) echo "$CACHE/$KEY" ;;
   prometheus) echo "$CACHE/prometheus-$PROMETHEUS_VERSION/prometheus" ;;
-  *) echo "usage: build.sh [all|dir|prometheus]" >&2; exit 2 ;;
+  toxiproxy) echo "$CACHE/toxiproxy-$TOXIPROXY_VERSION/toxiproxy" ;;
+  *) echo "usage: build.sh [all|dir|prometheus|toxiproxy]" >&2; exit 2 ;;
 esac

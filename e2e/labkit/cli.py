@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from . import faults
 from .lab import Lab
-from .layout import LabError, Layout, cluster, member_zone
+from .layout import Cluster, LabError, Layout, cluster, member_zone
 
 DESCRIPTION = """\
 twinhull's local lab: a hub cluster and two member clusters (east: zones east-a,
@@ -21,7 +21,8 @@ Environment:
   TWINHULL_LAB_CACHE      built binaries (default ~/.cache/twinhull/lab)
   TWINHULL_LAB_RUN        pki, kubeconfigs, etcd data, logs (default $TWINHULL_LAB_CACHE/run)
   TWINHULL_LAB_PORT_BASE  first port (default 17400): API servers hub 17400, east 17410,
-                          west 17420; Prometheus 17490
+                          west 17420; Prometheus 17490; toxiproxy 17495, its proxies to
+                          east 17496 and west 17497 (twinhull reaches members through them)
 """
 
 EPILOG = """\
@@ -29,6 +30,8 @@ examples:
   e2e/lab up && eval "$(e2e/lab env)"
   e2e/lab kill west; e2e/lab revive west
   e2e/lab zone-down east east-a; e2e/lab zone-up east east-a
+  e2e/lab partition west; e2e/lab heal west
+  e2e/lab member-down west; e2e/lab member-up west
 """
 
 
@@ -58,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
             "cluster", metavar="CLUSTER", help="hub, east or west"
         )
     for verb, text in (
+        ("partition", "black-hole the network between twinhull and a member's API server"),
+        ("heal", "remove a partition or a slow link to a member"),
+        ("member-down", "lose a whole member: API server, Prometheus and model servers"),
+        ("member-up", "bring a lost member back"),
+    ):
+        verbs.add_parser(verb, help=text).add_argument(
+            "cluster", metavar="CLUSTER", help="east or west")
+    slow = verbs.add_parser("slow", help="delay every answer of a member's API server to twinhull")
+    slow.add_argument("cluster", metavar="CLUSTER", help="east or west")
+    slow.add_argument("milliseconds", type=int, metavar="MS")
+    for verb, text in (
         ("zone-down", "make a zone's nodes NotReady and its pods unready"),
         ("zone-up", "bring a zone's nodes and pods back to Ready"),
     ):
@@ -71,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def member(name: str) -> Cluster:
+    """The member cluster called `name` (LabError for the hub or an unknown name)."""
+    found = cluster(name)
+    if not found.is_member:
+        raise LabError(f"{name} is not a member cluster; choose east or west")
+    return found
+
+
 def _run(args: argparse.Namespace, lab: Lab) -> int:
     verbs: dict[str, Callable[[], int | None]] = {
         "up": lab.up,
@@ -80,6 +102,11 @@ def _run(args: argparse.Namespace, lab: Lab) -> int:
         "kill": lambda: faults.kill(lab, cluster(args.cluster)),
         "freeze": lambda: faults.freeze(lab, cluster(args.cluster)),
         "revive": lambda: faults.revive(lab, cluster(args.cluster)),
+        "partition": lambda: faults.partition(lab, member(args.cluster)),
+        "heal": lambda: faults.heal(lab, member(args.cluster)),
+        "slow": lambda: faults.slow(lab, member(args.cluster), args.milliseconds),
+        "member-down": lambda: faults.member_down(lab, member(args.cluster)),
+        "member-up": lambda: faults.member_up(lab, member(args.cluster)),
         "zone-down": lambda: faults.zone_down(lab, member_zone(args.cluster, args.zone), args.zone),
         "zone-up": lambda: faults.zone_up(lab, member_zone(args.cluster, args.zone), args.zone),
         "prometheus-stop": lambda: faults.prometheus_stop(lab),

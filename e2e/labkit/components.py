@@ -62,8 +62,10 @@ def scratch_components(layout: Layout, cluster: Cluster, bin_dir: Path) -> list[
             _apiserver(layout, cluster, bin_dir, Pki(layout.pki), audit=False)]
 
 
-def components(layout: Layout, bin_dir: Path, prometheus: str) -> list[Component]:
-    """Every lab process: per cluster etcd, API server, then the rest; Prometheus last."""
+def components(layout: Layout, bin_dir: Path, prometheus: str,
+               toxiproxy: str | None = None) -> list[Component]:
+    """Every lab process: per cluster etcd, API server, then the rest; the proxy in front
+    of the members; Prometheus last."""
     pki = Pki(layout.pki)
     found: list[Component] = []
     for cluster in CLUSTERS:
@@ -73,9 +75,31 @@ def components(layout: Layout, bin_dir: Path, prometheus: str) -> list[Component
         if cluster.is_member:
             found.append(_scheduler(layout, cluster, bin_dir))
             found.append(_kwok(layout, cluster, bin_dir))
+    if toxiproxy is not None:
+        found.append(_toxiproxy(layout, toxiproxy))
     found += [_member_prometheus(layout, member, prometheus) for member in MEMBERS]
     found.append(_prometheus(layout, prometheus))
     return found
+
+
+def _toxiproxy(layout: Layout, binary: str) -> Component:
+    """The TCP proxy in front of each member's API server (twinhull's route to it), so a
+    partition or a slow link can be made without touching the member."""
+    directory = layout.toxiproxy_dir
+    argv = [binary, "-host", HOST, "-port", str(layout.toxiproxy_port),
+            "-config", str(directory / "proxies.json")]
+    return Component("hub", "toxiproxy", layout.toxiproxy_port,
+                     _process(directory, "toxiproxy", argv),
+                     f"http://{HOST}:{layout.toxiproxy_port}/version")
+
+
+def toxiproxy_config(layout: Layout) -> str:
+    """One proxy per member: its name, where it listens, the API server behind it (pure)."""
+    import json
+
+    return json.dumps([{"name": m.name, "listen": f"{HOST}:{layout.proxy_port(m)}",
+                        "upstream": f"{HOST}:{layout.port(m, 'kube-apiserver')}",
+                        "enabled": True} for m in MEMBERS], indent=2) + "\n"
 
 
 def _process(directory: Path, name: str, argv: list[str]) -> Process:

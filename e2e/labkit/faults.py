@@ -1,12 +1,15 @@
-"""Real faults: kill or freeze an API server, take a zone's nodes down, stop Prometheus.
+"""Real faults: kill or freeze an API server, partition or slow the network to it, take a
+zone's nodes down, lose a whole member, stop Prometheus.
 
-Every fault has an undo (`revive`, `zone-up`, `prometheus-start`); each
-function has effects on the lab and returns once the fault is in place.
+Every fault has an undo (`revive`, `heal`, `zone-up`, `member-up`, `prometheus-start`);
+each function has effects on the lab and returns once the fault is in place.
 """
 
 from __future__ import annotations
 
+import json
 import signal
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +55,62 @@ def freeze(lab: Lab, cluster: Cluster) -> None:
         interval=0.02,
     )
     say(f"{cluster.name}: kube-apiserver frozen")
+
+
+def _toxics(lab: Lab, member: Cluster, method: str, path: str = "",
+            body: dict[str, Any] | None = None) -> Any:
+    url = f"http://127.0.0.1:{lab.layout.toxiproxy_port}/proxies/{member.name}/toxics{path}"
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode()
+                                     if body is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def partition(lab: Lab, member: Cluster) -> None:
+    """Black-hole the network between twinhull and the member's API server (toxiproxy's
+    `timeout` toxic with no timeout, both ways): open connections stall, new ones are
+    accepted and then hear nothing, as behind a dropped route. The member runs on."""
+    heal(lab, member, quiet=True)
+    for stream in ("upstream", "downstream"):
+        _toxics(lab, member, "POST", body={"name": f"partition-{stream}", "type": "timeout",
+                                            "stream": stream, "toxicity": 1.0,
+                                            "attributes": {"timeout": 0}})
+    say(f"{member.name}: partitioned from twinhull")
+
+
+def slow(lab: Lab, member: Cluster, milliseconds: int) -> None:
+    """Delay every packet between twinhull and the member's API server."""
+    heal(lab, member, quiet=True)
+    _toxics(lab, member, "POST", body={"name": "slow", "type": "latency",
+                                        "stream": "downstream", "toxicity": 1.0,
+                                        "attributes": {"latency": milliseconds}})
+    say(f"{member.name}: {milliseconds} ms added to every answer")
+
+
+def heal(lab: Lab, member: Cluster, *, quiet: bool = False) -> None:
+    """Remove every toxic of the member's proxy."""
+    for toxic in _toxics(lab, member, "GET") or []:
+        _toxics(lab, member, "DELETE", f"/{toxic['name']}")
+    if not quiet:
+        say(f"{member.name}: network to twinhull healed")
+
+
+def member_down(lab: Lab, member: Cluster) -> None:
+    """Lose the whole member: its API server and Prometheus killed and its model servers
+    gone (the simulator serves nothing there: requests sent to it are dropped)."""
+    lab.layout.dataplane_down_dir.mkdir(parents=True, exist_ok=True)
+    (lab.layout.dataplane_down_dir / member.name).touch()
+    kill(lab, member)
+    say(f"{member.name}: the whole member is down")
+
+
+def member_up(lab: Lab, member: Cluster) -> None:
+    """Bring a lost member back: API server, Prometheus, then its model servers."""
+    revive(lab, member)
+    (lab.layout.dataplane_down_dir / member.name).unlink(missing_ok=True)
+    say(f"{member.name}: the member is back")
 
 
 def revive(lab: Lab, cluster: Cluster) -> None:

@@ -27,6 +27,7 @@ from .components import (
     member_prometheus_config,
     prometheus_config,
     scratch_components,
+    toxiproxy_config,
 )
 from .kube import Kubectl
 from .layout import BUILD_SCRIPT, CLUSTERS, HOST, HUB, MEMBERS, Cluster, LabError, Layout
@@ -78,6 +79,11 @@ class Lab:
         """Prometheus built with Kubernetes discovery (`build.sh prometheus`)."""
         return self._build_path("prometheus")
 
+    @cached_property
+    def toxiproxy_binary(self) -> Path:
+        """toxiproxy (`build.sh toxiproxy`)."""
+        return self._build_path("toxiproxy")
+
     @property
     def bin_dir(self) -> Path:
         return self.versions_dir / "bin"
@@ -89,7 +95,8 @@ class Lab:
     @cached_property
     def components(self) -> list[Component]:
         """Every lab process, in start order."""
-        return components(self.layout, self.bin_dir, str(self.prometheus_binary))
+        return components(self.layout, self.bin_dir, str(self.prometheus_binary),
+                          str(self.toxiproxy_binary))
 
     def component(self, cluster: str, name: str) -> Component:
         """The component `name` of `cluster` (the global Prometheus is the hub's)."""
@@ -133,7 +140,8 @@ class Lab:
         """Write the kubeconfig twinhull uses for `member`: a token (TokenRequest) of the
         ServiceAccount the member grants twinhull, kept while it exists."""
         path = self.layout.twinhull_kubeconfig_path(member.name)
-        if path.exists():
+        server = self.layout.proxied_url(member)  # through the member's proxy
+        if path.exists() and f"server: {server}\n" in path.read_text():
             return
         namespace, account = members.TWINHULL_ACCOUNT
         token = (
@@ -152,7 +160,7 @@ class Lab:
         write_private(
             path,
             token_kubeconfig(
-                member.name, self.layout.server_url(member), self.pki.ca_cert, user, token
+                member.name, server, self.pki.ca_cert, user, token
             ),
         )
 
@@ -163,7 +171,8 @@ class Lab:
             raise LabError(
                 f"{', '.join(missing)} not found; install with apt-get (make system-deps)"
             )
-        wanted = [self.bin_dir / b for b in BINARIES] + [self.prometheus_binary]
+        wanted = [self.bin_dir / b for b in BINARIES] + [self.prometheus_binary,
+                                                         self.toxiproxy_binary]
         wanted += [
             self.share_dir / "gateway-api",
             self.share_dir / "kwok-stage",
@@ -192,6 +201,9 @@ class Lab:
         stages = members.kwok_config(self.share_dir / "kwok-stage")
         for member in MEMBERS:
             write_private(self.layout.cluster_dir(member) / "kwok.yaml", stages)
+        self.layout.toxiproxy_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.dataplane_down_dir.mkdir(parents=True, exist_ok=True)
+        write_private(self.layout.toxiproxy_dir / "proxies.json", toxiproxy_config(self.layout))
         self.layout.targets_dir.mkdir(parents=True, exist_ok=True)
         self.layout.rules_dir.mkdir(parents=True, exist_ok=True)
         write_private(self.layout.prometheus_dir / "prometheus.yml", prometheus_config(self.layout))
@@ -350,6 +362,8 @@ class Lab:
                 for m in MEMBERS
             },
             "TWINHULL_PROMETHEUS_TARGETS": str(self.layout.targets_dir),
+            "TWINHULL_TOXIPROXY_URL": f"http://{HOST}:{self.layout.toxiproxy_port}",
+            "TWINHULL_DATAPLANE_DOWN": str(self.layout.dataplane_down_dir),
             "TWINHULL_PROMETHEUS_RULES": str(self.layout.rules_dir),
             "TWINHULL_HUB_AUDIT_LOG": str(self.layout.audit_log),
         }

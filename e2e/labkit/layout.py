@@ -55,6 +55,8 @@ _PORT_OFFSETS = {
     "prometheus": 5,
 }
 _PROMETHEUS_OFFSET = 90
+_TOXIPROXY_OFFSET = 95
+"""toxiproxy's API; each member's proxy listens on the next ports (east +96, west +97)."""
 
 
 def cluster(name: str) -> Cluster:
@@ -127,6 +129,31 @@ class Layout:
     def server_url(self, cluster: Cluster) -> str:
         """HTTPS URL of the cluster's API server."""
         return f"https://{HOST}:{self.port(cluster, 'kube-apiserver')}"
+
+    @property
+    def toxiproxy_port(self) -> int:
+        """toxiproxy's API port."""
+        return self.port_base + _TOXIPROXY_OFFSET
+
+    def proxy_port(self, member: Cluster) -> int:
+        """The port of the proxy in front of a member's API server."""
+        return self.port_base + _TOXIPROXY_OFFSET + member.index
+
+    def proxied_url(self, member: Cluster) -> str:
+        """HTTPS URL of a member's API server through its proxy: what twinhull is given
+        (the member's certificate names 127.0.0.1, whatever the port)."""
+        return f"https://{HOST}:{self.proxy_port(member)}"
+
+    @property
+    def toxiproxy_dir(self) -> Path:
+        """toxiproxy's configuration, pid file and log."""
+        return self.run / "toxiproxy"
+
+    @property
+    def dataplane_down_dir(self) -> Path:
+        """One empty file per member whose data plane is down (`e2e/lab member-down`): the
+        simulator serves nothing there."""
+        return self.run / "dataplane-down"
 
     def cluster_dir(self, cluster: Cluster) -> Path:
         """Run directory of one cluster: etcd data, pid files, logs, kubeconfig."""
