@@ -1,19 +1,46 @@
-"""Benchmark: how fast traffic leaves a killed cluster and the survivor carries the load.
+"""Benchmark: failover as faults really happen, detection and action apart, with requests.
 
-With the operator on the lab and one critical ModelDeployment (one replica in each of
-east-a, east-b, west-a, west-b), each run kills west's API server and measures the
-seconds until the hub's HTTPRoute gives west weight 0 (shift) and until east's zones have
-Ready replicas for the whole declared capacity (capacity); then revives west and waits for
-the gradual failback to finish before the next run. Default probe settings (2 s interval,
-failure threshold 3); the e2e fast-failback tiers only shorten the wait between runs.
+With the operator on the lab (as the chart's ServiceAccount) and one critical
+ModelDeployment (one replica in each of east-a, east-b, west-a, west-b, a cold fallback),
+under a steady load from the data-plane simulator, each run injects one fault into west,
+then undoes it and waits for the gradual failback before the next run:
+
+* ``kill``: west's API server SIGKILLed (connections refused at once), and its Prometheus;
+  the pods keep serving (a control-plane outage);
+* ``freeze``: west's API server SIGSTOPped (connections accepted, calls hang);
+* ``partition``: the network between twinhull and west's API server black-holed by the
+  lab's toxiproxy (connections accepted by the proxy, then nothing);
+* ``member``: the whole member lost: API server, Prometheus and model servers (requests
+  sent to west are dropped until the weights move);
+* ``zone``: west-a's nodes NotReady and its pods unready (the rest of west serves).
+
+Measured per run, from the moment the fault is in place:
+
+* ``detect``: until west's ServingCluster is Down (for ``zone``: until the deployment
+  reports west-a failed over);
+* ``weight0``: until the hub's HTTPRoute gives west weight 0 (``zone``: west's weight
+  drops) — the action, reported both from the fault and from detection;
+* ``capacity``: until east runs and has Ready the whole declared capacity; with
+  ``--load-seconds N`` the model servers take N s to become Ready after they start (a
+  KWOK stage reading the image tag ``-load<N>``), so this is measured, not assumed;
+* ``dropped`` / ``failed`` / ``fallback``: requests the simulator dropped, failed, and
+  served by the fallback model from the fault to full capacity (its own counts).
 
 With ``--hostile`` the hostile corpus of e2e/hostile.py (malformed annotations, broken
 custom queries, colliding names, ServingClusters with malformed or command-running
-kubeconfig Secrets) is applied next to it first: the figure must not move.
+kubeconfig Secrets) is applied next to it first: the figures must not move.
 
-Run: e2e/lab up && .venv/bin/python e2e/bench/failover.py [--runs 5] [--hostile]
-Last line: shift_median_s=… shift_max_s=… capacity_median_s=… capacity_max_s=… runs=…
-hostile=…
+``--blips K`` also partitions west for K runs of ``--blip-seconds`` (shorter than the
+probes' threshold) and counts failovers: there must be none.
+
+``--probes default`` (2 s x 3, timeout 2 s) or ``conservative`` (10 s x 3, timeout 5 s)
+or ``both``. p50 and p95 over the runs of each fault.
+
+Run: e2e/lab up && .venv/bin/python e2e/bench/failover.py [--runs 20] [--faults kill,freeze]
+Last line: key=value pairs, per probes setting and fault: ``<probes>_<fault>_detect_p50_s``,
+``_detect_p95_s``, ``_weight0_p50_s``, ``_weight0_p95_s``, ``_act_p95_s`` (detection to
+weight 0), ``_capacity_p50_s``, ``_dropped_p50``, ``_failed_p50``, ``_fallback_p50``; and
+``runs``, ``load_seconds``, ``blip_failovers``.
 """
 
 from __future__ import annotations
@@ -28,43 +55,87 @@ import yaml
 from harness import (
     E2E,
     GROUP,
+    SIM_COUNTS,
     VERSION,
     api,
     bench_manifest,
     clusters_healthy,
     lab,
     lab_env,
-    median,
     operator,
+    quantile,
+    simulator,
     wait,
 )
 from kubernetes import client
 
 NS, NAME = "bench-failover", "bench-failover"
+FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "kill": (("kill", "west"), ("revive", "west")),
+    "freeze": (("freeze", "west"), ("revive", "west")),
+    "partition": (("partition", "west"), ("heal", "west")),
+    "member": (("member-down", "west"), ("member-up", "west")),
+    "zone": (("zone-down", "west", "west-a"), ("zone-up", "west", "west-a")),
+}
+PROBES = {"default": {"probeIntervalSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 3},
+          "conservative": {"probeIntervalSeconds": 10, "timeoutSeconds": 5,
+                           "failureThreshold": 3}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=20, help="runs per fault (default 20)")
+    parser.add_argument("--faults", default=",".join(FAULTS))
+    parser.add_argument("--probes", choices=("default", "conservative", "both"),
+                        default="default")
+    parser.add_argument("--load-seconds", type=int, default=30,
+                        help="seconds a model server takes to become Ready (default 30)")
+    parser.add_argument("--tokens-per-second", type=float, default=4000.0,
+                        help="the simulator's steady load (default 4000: 20 requests/s)")
+    parser.add_argument("--blips", type=int, default=3)
     parser.add_argument("--hostile", action="store_true",
                         help="apply the hostile corpus of e2e/hostile.py next to it first")
+    parser.add_argument("--blip-seconds", type=float, default=3.0)
     args = parser.parse_args()
+    faults = [f for f in args.faults.split(",") if f]
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        sys.exit(f"unknown fault(s) {unknown}; choose from {', '.join(FAULTS)}")
     env = lab_env()
     hub = api(env["TWINHULL_HUB_KUBECONFIG"])
     east = client.AppsV1Api(api(env["TWINHULL_EAST_KUBECONFIG"]))
-    routes = client.CustomObjectsApi(hub)
+    objects = client.CustomObjectsApi(hub)
+    image = "vllm/vllm-openai:v0.11.0" + (f"-load{args.load_seconds}"
+                                           if args.load_seconds > 0 else "")
+    kubectl = [f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
+               env["TWINHULL_HUB_KUBECONFIG"]]
 
     def weight(backend: str) -> int:
-        route = routes.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS,
-                                                    "httproutes", NAME)
+        route = objects.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS,
+                                                     "httproutes", NAME)
         refs = route["spec"]["rules"][0]["backendRefs"]
-        return next(r["weight"] for r in refs if r["name"] == f"{NAME}-{backend}")
+        return int(next(r["weight"] for r in refs if r["name"] == f"{NAME}-{backend}"))
+
+    def md_status() -> dict[str, Any]:
+        md = objects.get_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments",
+                                                  NAME)
+        return dict(md.get("status") or {})
 
     def steady() -> bool:
-        md = routes.get_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments", NAME)
-        conditions = {c["type"]: c["status"] for c in (md.get("status") or {}).get(
-            "conditions") or []}
+        conditions = {c["type"]: c["status"] for c in md_status().get("conditions") or []}
         return conditions.get("Ready") == "True" and conditions.get("FailedOver") == "False"
+
+    def west_phase() -> str | None:
+        sc = objects.get_cluster_custom_object(GROUP, VERSION, "servingclusters", "west")
+        return (sc.get("status") or {}).get("phase")
+
+    def zone_failed_over() -> bool:
+        legs = md_status().get("failover") or {}
+        return any("west-a" in str(k) and str(v.get("state", v) if isinstance(v, dict)
+                                                else v) != "Serving"
+                   for k, v in legs.items()) or any(
+            c["type"] == "FailedOver" and c["status"] == "True"
+            for c in md_status().get("conditions") or [])
 
     def east_ready(n: int) -> bool:
         items = east.list_namespaced_deployment(NS, _request_timeout=2).items
@@ -72,14 +143,24 @@ def main() -> None:
         return len(primary) == 2 and all(
             d.spec.replicas == n and (d.status.ready_replicas or 0) == n for d in primary)
 
-    kubectl = [f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
-               env["TWINHULL_HUB_KUBECONFIG"]]
+    def set_probes(setting: str) -> None:
+        subprocess.run([*kubectl, "patch", "servingcluster", "west", "--type=merge", "-p",
+                        yaml.safe_dump({"spec": {"health": PROBES[setting]}})],
+                       check=True, capture_output=True)
 
     def apply(docs: list[dict[str, Any]]) -> None:
         subprocess.run([*kubectl, "apply", "--server-side", "-f", "-"],
                        input=yaml.safe_dump_all(docs), text=True, check=True,
                        capture_output=True)
 
+    results: dict[str, dict[str, list[float]]] = {}
+    blip_failovers = 0
+    settings = ["default", "conservative"] if args.probes == "both" else [args.probes]
+    manifest = bench_manifest(NS, NAME)
+    for doc in manifest:
+        if doc["kind"] == "ModelDeployment":
+            doc["spec"]["model"]["image"] = image
+            doc["spec"]["fallback"]["model"]["image"] = image
     hostile_objects: list[dict[str, Any]] = []
     if args.hostile:
         sys.path.insert(0, str(E2E))
@@ -91,45 +172,110 @@ def main() -> None:
             apply(hostile_objects[:-1])
             time.sleep(1.5)  # the colliding one is the newer
             apply(hostile_objects[-1:])
-        apply(bench_manifest(NS, NAME))
-        wait(lambda: weight("west") == 50 and east_ready(1), 120, "initial 50/50")
-        shifts, capacities = [], []
-        try:
-            for run in range(1, args.runs + 1):
-                wait(lambda: clusters_healthy(hub) and steady() and weight("west") == 50, 180,
-                     "both clusters Healthy, the deployment Ready and not failed over")
-                start = time.monotonic()
-                lab("kill", "west")
-                wait(lambda: weight("west") == 0, 60, "west weight 0")
-                shift = time.monotonic() - start  # from the kill command
-                wait(lambda: east_ready(2), 60, "east at full capacity")
-                capacity = time.monotonic() - start
-                lab("revive", "west")
-                back = wait(lambda: weight("west") == 50 and east_ready(1), 180,
-                            "failback complete")
-                shifts.append(shift)
-                capacities.append(capacity)
-                print(f"run {run}: shift {shift:.2f}s  capacity {capacity:.2f}s  "
-                      f"failback {back:.1f}s", flush=True)
-        finally:
-            namespaces = [NS] + [o["metadata"]["name"] for o in hostile_objects
-                                 if o["kind"] == "Namespace"]
-            for ns in namespaces:
-                subprocess.run([*kubectl, "delete", "modeldeployments", "--all", "-n", ns,
-                                "--wait=true", "--timeout=90s"], capture_output=True)
-                subprocess.run([*kubectl, "delete", "namespace", ns, "--wait=true",
-                                "--timeout=60s"], capture_output=True)
-            for o in hostile_objects:
-                if o["kind"] in ("ServingCluster", "Secret"):
-                    meta = o["metadata"]
-                    where = ["-n", meta["namespace"]] if o["kind"] == "Secret" else []
-                    subprocess.run([*kubectl, "delete", o["kind"].lower(), meta["name"], *where,
-                                    "--ignore-not-found"], capture_output=True)
+        apply(manifest)
+        with simulator(env, f"{NS}/{NAME}", args.tokens_per_second) as counts:
+            wait(lambda: weight("west") == 50 and east_ready(1), 120 + 2 * args.load_seconds,
+                 "initial 50/50")
+            try:
+                for setting in settings:
+                    set_probes(setting)
+                    for fault in faults:
+                        inject, undo = FAULTS[fault]
+                        m = results.setdefault(f"{setting}_{fault}", {})
+                        for run in range(1, args.runs + 1):
+                            wait(lambda: clusters_healthy(hub) and steady()
+                                 and weight("west") == 50 and east_ready(1),
+                                 300 + 2 * args.load_seconds,
+                                 "both clusters Healthy, the deployment Ready, 50/50")
+                            before = counts()
+                            lab(*inject)
+                            t0 = time.monotonic()
+                            if fault == "zone":
+                                detect = wait(zone_failed_over, 120, "west-a failed over")
+                                weight0 = wait(lambda: weight("west") < 50, 120,
+                                               "west's weight lowered")
+                                capacity = weight0
+                            else:
+                                detect = wait(lambda: west_phase() == "Down", 120, "west Down")
+                                weight0 = wait(lambda: weight("west") == 0, 120,
+                                               "west weight 0")
+                                capacity = wait(lambda: east_ready(2),
+                                                120 + 2 * args.load_seconds,
+                                                "east at full capacity")
+                            after = counts()
+                            lab(*undo)
+                            delta = {k: after.get(k, 0.0) - before.get(k, 0.0)
+                                     for k in set(after) | set(before)}
+                            dropped = sum(v for (n, _, _), v in delta.items()
+                                          if n == SIM_COUNTS[0])
+                            failed = sum(v for (n, _, _), v in delta.items()
+                                         if n == SIM_COUNTS[1])
+                            fallback = sum(v for (n, _, role), v in delta.items()
+                                           if n == SIM_COUNTS[2] and role == "fallback")
+                            row = {"detect": detect, "weight0": weight0,
+                                   "act": weight0 - detect, "capacity": capacity,
+                                   "dropped": dropped, "failed": failed,
+                                   "fallback": fallback}
+                            for k, v in row.items():
+                                m.setdefault(k, []).append(v)
+                            print(f"{setting} {fault} run {run}: detect {detect:.2f}s  "
+                                  f"weight0 {weight0:.2f}s  capacity {capacity:.2f}s  "
+                                  f"dropped {dropped:.0f} failed {failed:.0f} "
+                                  f"fallback {fallback:.0f}  (t0 {t0:.0f})", flush=True)
+                for _ in range(args.blips):
+                    set_probes("default")
+                    wait(lambda: clusters_healthy(hub) and steady() and weight("west") == 50,
+                         300, "steady before a blip")
+                    lab("partition", "west")
+                    end = time.monotonic() + args.blip_seconds
+                    moved = False
+                    while time.monotonic() < end:
+                        moved = moved or weight("west") != 50
+                        time.sleep(0.1)
+                    lab("heal", "west")
+                    end = time.monotonic() + 10
+                    while time.monotonic() < end:
+                        moved = moved or weight("west") != 50
+                        time.sleep(0.2)
+                    blip_failovers += moved
+                    print(f"blip {args.blip_seconds:g}s: {'FAILED OVER' if moved else 'held'}",
+                          flush=True)
+            finally:
+                set_probes("default")
+                namespaces = [NS] + [o["metadata"]["name"] for o in hostile_objects
+                                     if o["kind"] == "Namespace"]
+                for ns in namespaces:
+                    subprocess.run([*kubectl, "delete", "modeldeployments", "--all", "-n", ns,
+                                    "--wait=true", "--timeout=90s"], capture_output=True)
+                    subprocess.run([*kubectl, "delete", "namespace", ns, "--wait=true",
+                                    "--timeout=60s"], capture_output=True)
+                for o in hostile_objects:
+                    if o["kind"] in ("ServingCluster", "Secret"):
+                        meta = o["metadata"]
+                        where = ["-n", meta["namespace"]] if o["kind"] == "Secret" else []
+                        subprocess.run([*kubectl, "delete", o["kind"].lower(), meta["name"],
+                                        *where, "--ignore-not-found"], capture_output=True)
+    pairs = []
+    print(f"{'probes/fault':<24}{'detect p50/p95':>18}{'weight0 p50/p95':>18}"
+          f"{'act p95':>9}{'capacity p50':>14}{'dropped p50':>13}{'fallback p50':>14}")
+    for key, m in results.items():
+        print(f"{key:<24}{quantile(m['detect'], .5):>8.2f}/{quantile(m['detect'], .95):<9.2f}"
+              f"{quantile(m['weight0'], .5):>8.2f}/{quantile(m['weight0'], .95):<9.2f}"
+              f"{quantile(m['act'], .95):>9.2f}{quantile(m['capacity'], .5):>14.2f}"
+              f"{quantile(m['dropped'], .5):>13.0f}{quantile(m['fallback'], .5):>14.0f}")
+        pairs += [f"{key}_detect_p50_s={quantile(m['detect'], .5):.2f}",
+                  f"{key}_detect_p95_s={quantile(m['detect'], .95):.2f}",
+                  f"{key}_weight0_p50_s={quantile(m['weight0'], .5):.2f}",
+                  f"{key}_weight0_p95_s={quantile(m['weight0'], .95):.2f}",
+                  f"{key}_act_p95_s={quantile(m['act'], .95):.2f}",
+                  f"{key}_capacity_p50_s={quantile(m['capacity'], .5):.2f}",
+                  f"{key}_dropped_p50={quantile(m['dropped'], .5):.0f}",
+                  f"{key}_failed_p50={quantile(m['failed'], .5):.0f}",
+                  f"{key}_fallback_p50={quantile(m['fallback'], .5):.0f}"]
     hostile_count = sum(o["kind"] in ("ModelDeployment", "ServingCluster")
                         for o in hostile_objects)
-    print(f"shift_median_s={median(shifts):.2f} shift_max_s={max(shifts):.2f} "
-          f"capacity_median_s={median(capacities):.2f} capacity_max_s={max(capacities):.2f} "
-          f"runs={len(shifts)} hostile={hostile_count}")
+    print(" ".join([*pairs, f"runs={args.runs}", f"load_seconds={args.load_seconds}",
+                    f"blip_failovers={blip_failovers}", f"hostile={hostile_count}"]))
 
 
 if __name__ == "__main__":

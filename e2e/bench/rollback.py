@@ -1,16 +1,24 @@
-"""Benchmark: how fast a bad revision is rolled back in both clusters.
+"""Benchmark: how fast a bad revision is rolled back in both clusters, by both real paths.
 
-With the operator on the lab and one critical ModelDeployment (one replica in each of
-east-a, east-b, west-a, west-b) running a Good revision, each run changes the image to a
-new tag ending in ``-crashloop`` (never Ready in the lab). The rollout puts it in east
-first; at the progress deadline (30 s) the operator marks it Bad and rolls back. Measured
-from the moment the Rollback decision appears in the ModelDeployment's status (the bad
-revision detected) to every Deployment of the deployment in east and west running the
-last Good revision again, fully rolled out and Ready. Then the spec is set back to the
-Good image (the GitOps revert) before the next run.
+With the operator on the lab (as the chart's ServiceAccount) and one critical
+ModelDeployment (one replica in each of east-a, east-b, west-a, west-b) running a Good
+revision under a steady load from the data-plane simulator, each run changes the image
+and measures, from the change, when the rollback is decided (detect) and when every
+Deployment in east and west runs the last Good revision again, fully rolled out and
+Ready (restored); and the requests the simulator counted failed and dropped meanwhile.
+Then the spec is set back to the Good image (the GitOps revert) before the next run.
 
-Run: e2e/lab up && .venv/bin/python e2e/bench/rollback.py [--runs 5]
-Last line: rollback_median_s=… rollback_max_s=… detect_median_s=… runs=…
+* ``crashloop``: a tag ending in ``-crashloop`` never becomes Ready; the rollout stalls in
+  east and the progress deadline (``--deadline``, default the API's 600 s) makes it Bad.
+  The Good pods never left (``maxUnavailable: 0``), so restoring is quick.
+* ``errors``: a tag with ``-errors`` becomes Ready (after ``--load-seconds``, as every pod
+  here), replaces the Good pods in east, then in west, and fails every request it takes:
+  verification catches it on its own error rate and rolls back, which needs new pods of
+  the Good revision, loading again.
+
+Run: e2e/lab up && .venv/bin/python e2e/bench/rollback.py [--runs 5] [--paths errors]
+Last line, per path P: P_detect_p50_s=… P_detect_p95_s=… P_restored_p50_s=…
+P_restored_p95_s=… P_failed_p50=… P_dropped_p50=…; and runs=… load_seconds=… deadline_s=…
 """
 
 from __future__ import annotations
@@ -25,26 +33,37 @@ import yaml
 from harness import (
     E2E,
     GROUP,
+    SIM_COUNTS,
     VERSION,
     api,
     bench_manifest,
     clusters_healthy,
     lab_env,
-    median,
     operator,
+    quantile,
+    simulator,
     wait,
 )
 from kubernetes import client
 
 NS, NAME = "bench-rollback", "bench-rollback"
-GOOD = "vllm/vllm-openai:v0.11.0"
+BASE = "vllm/vllm-openai"
 REVISION = "serving.twinhull.io/revision"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--paths", default="crashloop,errors")
+    parser.add_argument("--deadline", type=int, default=600,
+                        help="spec.rollback.progressDeadlineSeconds (default 600, the API's)")
+    parser.add_argument("--load-seconds", type=int, default=30,
+                        help="seconds a model server takes to become Ready (default 30)")
+    parser.add_argument("--tokens-per-second", type=float, default=4000.0)
     args = parser.parse_args()
+    paths = [p for p in args.paths.split(",") if p]
+    load = f"-load{args.load_seconds}" if args.load_seconds > 0 else ""
+    good_image = f"{BASE}:v0.11.0{load}"
     env = lab_env()
     kubectl = [f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
                env["TWINHULL_HUB_KUBECONFIG"]]
@@ -90,37 +109,65 @@ def main() -> None:
     def rollback_ids() -> set[str]:
         return {d["id"] for d in status().get("decisions") or [] if d["kind"] == "Rollback"}
 
-    rollbacks, detections = [], []
+    results: dict[str, dict[str, list[float]]] = {}
+    manifest = bench_manifest(NS, NAME, rollback={"progressDeadlineSeconds": args.deadline})
+    for doc in manifest:
+        if doc["kind"] == "ModelDeployment":
+            doc["spec"]["model"]["image"] = good_image
+            doc["spec"]["fallback"]["model"]["image"] = good_image
+    settle = 180 + 3 * args.load_seconds
     with operator(env, policy=E2E / "tiers-fast.yaml"):
         subprocess.run([*kubectl, "apply", "--server-side", "-f", "-"],
-                       input=yaml.safe_dump_all(bench_manifest(
-                           NS, NAME, rollback={"progressDeadlineSeconds": 30})),
-                       text=True, check=True, capture_output=True)
+                       input=yaml.safe_dump_all(manifest), text=True, check=True,
+                       capture_output=True)
         try:
-            for run in range(1, args.runs + 1):
-                wait(lambda: clusters_healthy(hub), 120, "every cluster Healthy")
-                wait(lambda: good_hash() is not None, 180, "a Good revision running")
-                good = good_hash()
-                assert good is not None
-                wait(lambda g=good: runs(g), 120, "the Good revision settled everywhere")
-                seen = rollback_ids()
-                start = time.monotonic()
-                set_image(f"vllm/vllm-openai:v0.12.{run}-crashloop")
-                wait(lambda s=seen: rollback_ids() - s, 120, "the Rollback decision")
-                detected = time.monotonic()
-                wait(lambda g=good: runs(g), 120, "the Good revision Ready in both clusters")
-                done = time.monotonic()
-                rollbacks.append(done - detected)
-                detections.append(detected - start)
-                print(f"run {run}: detected {detected - start:.1f}s after the change "
-                      f"(progress deadline 30 s); rolled back in {done - detected:.2f}s",
-                      flush=True)
-                set_image(GOOD)  # the GitOps revert: the spec matches what runs again
+            with simulator(env, f"{NS}/{NAME}", args.tokens_per_second) as counts:
+                for path in paths:
+                    m = results.setdefault(path, {})
+                    for run in range(1, args.runs + 1):
+                        wait(lambda: clusters_healthy(hub), 120, "every cluster Healthy")
+                        wait(lambda: good_hash() is not None, settle, "a Good revision running")
+                        good = good_hash()
+                        assert good is not None
+                        wait(lambda g=good: runs(g), settle,
+                             "the Good revision settled everywhere")
+                        seen = rollback_ids()
+                        before = counts()
+                        start = time.monotonic()
+                        bad = f"{BASE}:v0.12.{run}{load}-{path}"
+                        set_image(bad)
+                        wait(lambda s=seen: rollback_ids() - s, args.deadline + settle,
+                             "the Rollback decision")
+                        detected = time.monotonic()
+                        wait(lambda g=good: runs(g), settle,
+                             "the Good revision Ready in both clusters")
+                        done = time.monotonic()
+                        after = counts()
+                        delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+                        failed = sum(v for (n, _, _), v in delta.items() if n == SIM_COUNTS[1])
+                        dropped = sum(v for (n, _, _), v in delta.items()
+                                      if n == SIM_COUNTS[0])
+                        for k, v in (("detect", detected - start), ("restored", done - start),
+                                     ("failed", failed), ("dropped", dropped)):
+                            m.setdefault(k, []).append(v)
+                        print(f"{path} run {run}: detected {detected - start:.1f}s after the "
+                              f"change, Good everywhere again at {done - start:.1f}s; "
+                              f"{failed:.0f} requests failed, {dropped:.0f} dropped",
+                              flush=True)
+                        set_image(good_image)  # the GitOps revert
         finally:
             subprocess.run([*kubectl, "delete", "namespace", NS, "--wait=true",
                             "--timeout=60s"], capture_output=True)
-    print(f"rollback_median_s={median(rollbacks):.2f} rollback_max_s={max(rollbacks):.2f} "
-          f"detect_median_s={median(detections):.1f} runs={len(rollbacks)}")
+    pairs = []
+    for path, m in results.items():
+        pairs += [f"{path}_detect_p50_s={quantile(m['detect'], .5):.1f}",
+                  f"{path}_detect_p95_s={quantile(m['detect'], .95):.1f}",
+                  f"{path}_restored_p50_s={quantile(m['restored'], .5):.1f}",
+                  f"{path}_restored_p95_s={quantile(m['restored'], .95):.1f}",
+                  f"{path}_failed_p50={quantile(m['failed'], .5):.0f}",
+                  f"{path}_dropped_p50={quantile(m['dropped'], .5):.0f}"]
+    print(" ".join([*pairs, f"runs={args.runs}", f"load_seconds={args.load_seconds}",
+                    f"deadline_s={args.deadline}"]))
 
 
 if __name__ == "__main__":
