@@ -269,6 +269,7 @@ def test_prewarm_reads_the_highest_demand_of_earlier_days(prometheus):
     from twinhull.metrics.presets import (
         FLEET_CELLS,
         fleet_demand_forecast,
+        fleet_demand_peak,
         fleet_demand_tokens,
     )
 
@@ -295,6 +296,14 @@ def test_prewarm_reads_the_highest_demand_of_earlier_days(prometheus):
     assert loads[("ai", "ide")].tokens_per_second == 1_000.0
     assert loads[("ai", "ide")].zones == {"east/east-a": 1_000.0}
     assert loads[("ai", "ide")].forecast_tokens_per_second == 12_000.0, "the higher day"
+    # what the same windows said a lead ago (shifted by 600 s), and the recent peak
+    said_day = fleet_demand_forecast("vllm", "1m", start_s=87_000, end_s=86_400)
+    said_week = fleet_demand_forecast("vllm", "1m", start_s=605_400, end_s=604_800)
+    handler.answers.update({said_day: answer(7_000.0), said_week: answer(5_000.0),
+                            fleet_demand_peak("vllm", "1m"): answer(1_400.0)})
+    loads = read_loads(Prometheus(url), {("ai", "ide"): spec}, prewarm=windows).loads
+    assert loads[("ai", "ide")].forecast_said_tokens_per_second == 7_000.0
+    assert loads[("ai", "ide")].tokens_per_second_peak == 1_400.0
     off = spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"pre_warm": False})})
     assert read_loads(Prometheus(url), {("ai", "ide"): off}, prewarm=windows).loads[
         ("ai", "ide")].forecast_tokens_per_second is None

@@ -81,7 +81,9 @@ class ServingTierSpec(Spec):
     fallback_required: bool = False
     """Whether ``spec.fallback`` must be set."""
     headroom_percent: Percent = 20
-    """Spare capacity kept above measured demand during peaks."""
+    """Spare capacity kept above measured demand: the floor of the adaptive headroom (the
+    last 10 minutes' peak rate over the rate now, at most twice this), so bursty demand
+    keeps more."""
     scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
     """Scale down only after demand stayed lower for this long."""
     failback: Failback = Field(default_factory=Failback)

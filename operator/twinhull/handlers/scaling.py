@@ -34,6 +34,7 @@ from twinhull.metrics.presets import (
     FLEET_REVISIONS,
     PRESETS,
     fleet_demand_forecast,
+    fleet_demand_peak,
     fleet_demand_tokens,
     fleet_error_percent,
     fleet_latency_p95,
@@ -251,15 +252,23 @@ def read_loads(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
             zones.setdefault((ns, name), {})[f"{cluster}/{zone}"] = v
         running: dict[Key, float] = {}
         forecast: dict[Key, float] = {}
+        said: dict[Key, float] = {}
+        peak: dict[Key, float] = {}
         try:
             running = _cells(_ask(prometheus, fleet_running(runtime, window=window), FLEET,
                                   deadline, own=True))
+            peak = _cells(_ask(prometheus, fleet_demand_peak(runtime, window), FLEET,
+                               deadline, own=False))
             for start, end in prewarm or []:
-                past = _ask(prometheus, fleet_demand_forecast(runtime, window, start_s=start,
-                                                              end_s=end), FLEET, deadline,
-                            own=False)  # a subquery over days: may be slow, not a sign
-                for k, v in _cells(past).items():
-                    forecast[k] = max(v, forecast.get(k, 0.0))
+                lead = start - end
+                # what the windows forecast now, and what they forecast a lead ago for the
+                # minutes that have come since (pre-warm checks its own error)
+                for out, shift in ((forecast, 0.0), (said, lead)):
+                    past = _ask(prometheus, fleet_demand_forecast(
+                        runtime, window, start_s=start + shift, end_s=end + shift), FLEET,
+                        deadline, own=False)  # a subquery over days: may be slow, not a sign
+                    for k, v in _cells(past).items():
+                        out[k] = max(v, out.get(k, 0.0))
         except PrometheusDown:
             raise
         except MetricsUnavailable as exc:
@@ -282,7 +291,10 @@ def read_loads(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
             loads[key] = Load(tokens_per_second=tokens.get(key), waiting=waiting.get(key),
                               forecast_tokens_per_second=ahead, running=running.get(key),
                               latency_p95_seconds=latency.get(key),
-                              zones=zones.get(key, {}))
+                              zones=zones.get(key, {}),
+                              tokens_per_second_peak=peak.get(key),
+                              forecast_said_tokens_per_second=said.get(key)
+                              if ahead is not None else None)
     for key in sorted(custom, key=lambda k: (k in defer, k)):
         scaling = specs[key].scaling
         query = scaling.query if scaling is not None else None

@@ -229,6 +229,14 @@ def fleet_demand_forecast(runtime: Runtime, window: str, *, start_s: float, end_
             f"offset {max(0, round(end_s))}s)")
 
 
+def fleet_demand_peak(runtime: Runtime, window: str, *, over_s: float = 600) -> str:
+    """The highest tokens per second of every ModelDeployment of a runtime over the last
+    ``over_s`` seconds (its variability: adaptive headroom), as one subquery. Pure."""
+    length = max(1, round(over_s))
+    step = max(1, length // 20)
+    return f"max_over_time(({fleet_demand_tokens(runtime, window)})[{length}s:{step}s])"
+
+
 def fleet_error_percent(runtime: Runtime, window: str = "1m", failures: str | None = None,
                         by: tuple[str, ...] = FLEET) -> str:
     """Failed requests in percent of those that ended (failed or served to the end), per
