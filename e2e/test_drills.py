@@ -5,6 +5,7 @@ waits for its approval."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -171,6 +172,17 @@ def test_a_drain_drill_fails_west_over_and_back_through_every_step_and_passes(
     assert "Passed" in report and md in report
     assert (tmp_path / "drain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 'failures="0"' in (tmp_path / "junit.xml").read_text()
+    # every step, and the failover and failback it caused, in the deployment's audit record
+    run = subprocess.run(
+        [sys.executable, "-m", "twinhull.cli", "audit", f"{NS}/{md}", "-o", "json",
+         "--kubeconfig", str(lab.kubeconfig("hub")), "--namespace", "twinhull-system"],
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    records = json.loads(run.stdout)
+    steps = [r["inputs"]["to"] for r in records if r["kind"] == "DrillStep"
+             and r["inputs"]["drill"] == f"{NS}/drain"]
+    assert {"Detecting", "Mitigating", "Resolved"} <= set(steps), steps
+    assert any(r["kind"] == "Failover" for r in records), [r["kind"] for r in records]
 
 
 def test_an_abort_returns_traffic_at_once(lab, md):

@@ -18,9 +18,11 @@ import kopf
 import pydantic
 from cronsim import CronSim, CronSimError
 
+from twinhull import __version__
 from twinhull.api.annotations import APPROVE
 from twinhull.api.drill import FailoverDrillSpec
 from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.handlers import audit as audit_log
 from twinhull.handlers import events
 from twinhull.handlers.members import health_of
 from twinhull.handlers.runtime import Key, Runtime, as_list, as_mapping, parse_time, rfc3339
@@ -38,12 +40,15 @@ from twinhull.plan.drill import (
 )
 from twinhull.plan.fleet import (
     FALLBACK,
+    Decision,
     DeploymentInput,
     DeploymentPlan,
     DrillFault,
     Replicas,
+    decision_id,
     plan_fleet,
 )
+from twinhull.plan.record import record_of
 from twinhull.plan.rollout import Health
 
 log = logging.getLogger(__name__)
@@ -279,10 +284,30 @@ def _one(ctx: _Context, key: Key, body: dict[str, Any]) -> list[Any]:
                                "verdict": new.get("verdict"), "reasons": new.get("reasons"),
                                "message": last.get("message"), "time": rfc3339(t_now)},
                               sort_keys=True, default=str))
+        writes += _record_step(rt, me, phase, new, str(last.get("message", "")), t_now)
     if new.get("phase") == "Resolved" and new.get("verdict") == "Passed" and \
             spec.mode != "DryRun":
         writes += [_record_pass(rt, str(d), me, new.get("completionTime"))
                    for d in as_list(new.get("deployments"))]
+    return writes
+
+
+def _record_step(rt: Runtime, me: str, phase: str | None, new: Mapping[str, Any],
+                 message: str, t_now: datetime) -> list[Any]:
+    """A drill's step in the durable audit record of every deployment it acts on (what an
+    SRE reads with ``twinhull audit``). Effects: none until awaited."""
+    inputs = {"drill": me, "from": phase, "to": new.get("phase"),
+              "verdict": new.get("verdict"), "reasons": new.get("reasons")}
+    writes = []
+    for d in as_list(new.get("deployments")):
+        ns, _, name = str(d).partition("/")
+        decision = Decision(decision_id(ns, name, "DrillStep", {**inputs, "at": rfc3339(t_now)}),
+                            "DrillStep", message or f"drill {me}: {phase} -> {new.get('phase')}",
+                            inputs)
+        writes.append(audit_log.record(rt, (ns, name), [record_of(
+            decision, obj=f"ModelDeployment/{ns}/{name}", time=rfc3339(t_now) or "",
+            by=f"{rt.identity} (twinhull {__version__}) for FailoverDrill {me}",
+            version=__version__, replay=None)]))
     return writes
 
 
@@ -354,7 +379,10 @@ def _start(ctx: _Context, key: Key, body: dict[str, Any], spec: FailoverDrillSpe
                f"{'scaled to 0 and ' if spec.mode == 'Outage' else ''}treated as Down for "
                f"{len(scope)} deployments for {spec.duration_seconds}s")]}
     return [_write(rt, key, body, new),
-            events.post(rt, body, "Normal", "DrillStarted", new["timeline"][-1]["message"])]
+            events.post(rt, body, "Normal", "DrillStarted", new["timeline"][-1]["message"]),
+            *_record_step(rt, f"{key[0]}/{key[1]}", status.get("phase"),
+                          {**new, "deployments": [o.key for o in out]},
+                          new["timeline"][-1]["message"], t_now)]
 
 
 def _what_if(ctx: _Context, spec: FailoverDrillSpec, scope: list[str]) -> list[Observed]:
