@@ -629,3 +629,21 @@ def test_run_flags_set_the_installation_id_and_allow_exec_plugins(monkeypatch):
     assert main(["run"]) == 0
     assert got["settings"].installation_id is None
     assert got["settings"].allow_exec_plugins is False
+
+
+def test_a_call_that_stalls_is_given_up_at_its_timeout():
+    """A probe's health counts on its timeout: a stall urllib3 does not time out (a TLS
+    handshake behind a proxy whose upstream hangs) is given up at the timeout, not a
+    second later (freeze and partition took 3 s a probe instead of 2)."""
+    kube = Kube("east", configuration(_kubeconfig()), timeout=0.5)
+
+    async def main() -> float:
+        start = time.monotonic()
+        with pytest.raises(ClusterUnavailable, match=r"no answer within 0\.5s"):
+            await kube._run(lambda: time.sleep(1.5), 0.5, read=True)
+        return time.monotonic() - start
+
+    try:
+        assert asyncio.run(main()) < 0.8
+    finally:
+        kube.close()

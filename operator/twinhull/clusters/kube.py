@@ -240,10 +240,13 @@ class Kube:
         return redact(text, self._secrets)
 
     async def _run(self, fn: Callable[[], T], timeout: float, *, read: bool = False) -> T:
+        """``fn`` on a thread, given up at ``timeout``: urllib3's own timeouts do not cover
+        every stall (a TLS handshake behind a proxy whose upstream hangs waited a whole
+        second more), and a probe's timeout is what its health counts on."""
         loop = asyncio.get_running_loop()
         pool = self._read_pool if read else self._pool
         try:
-            return await asyncio.wait_for(loop.run_in_executor(pool, fn), timeout + 1.0)
+            return await asyncio.wait_for(loop.run_in_executor(pool, fn), timeout + 0.05)
         except TimeoutError as exc:
             raise ClusterUnavailable(f"{self.name}: no answer within {timeout:g}s") from exc
 
