@@ -116,7 +116,11 @@ def main() -> None:
             doc["spec"]["model"]["image"] = good_image
             doc["spec"]["fallback"]["model"]["image"] = good_image
     settle = 180 + 3 * args.load_seconds
-    with operator(env, policy=E2E / "tiers-fast.yaml"):
+    # the lab's Prometheus, read as the e2e operator reads it: verification needs the
+    # revision's own error rate (without it a revision is verified on readiness alone)
+    reads = ["--prometheus", env["TWINHULL_PROMETHEUS_URL"], "--metrics-interval", "2",
+             "--rate-window", "10s"]
+    with operator(env, policy=E2E / "tiers-fast.yaml", extra=reads):
         subprocess.run([*kubectl, "apply", "--server-side", "-f", "-"],
                        input=yaml.safe_dump_all(manifest), text=True, check=True,
                        capture_output=True)
