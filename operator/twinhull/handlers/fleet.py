@@ -725,9 +725,10 @@ async def reconcile(rt: Runtime) -> None:
             revs[key] = rev
         except Exception as exc:
             rnd.fail(key, bodies[key], "planning the revision", f"{type(exc).__name__}: {exc}")
-    inputs = [replace(d, spec=effective[(d.namespace, d.name)]) for d in inputs
-              if (d.namespace, d.name) in revs]  # as the fleet planner is given them
-    plans, failed = _plan_isolated(inputs, views, t_now)
+    inputs = [d for d in inputs if (d.namespace, d.name) in revs]
+    planned = {(d.namespace, d.name): replace(d, spec=effective[(d.namespace, d.name)])
+               for d in inputs}  # as the fleet planner is given them (and the audit records)
+    plans, failed = _plan_isolated(list(planned.values()), views, t_now)
     for key, error in failed.items():
         rnd.fail(key, bodies[key], "planning", error)
     inputs = [d for d in inputs if (d.namespace, d.name) in plans]
@@ -776,8 +777,8 @@ async def reconcile(rt: Runtime) -> None:
         try:
             _report(rt, rnd, d, bodies[key], plans[key], revs[key], snapshots.get(key, []),
                     notes[key], loads_missing, t)
-            rnd.writes.append(_audit(rt, d, plans[key], rev_inputs[key], revs[key], views,
-                                     t_now))
+            rnd.writes.append(_audit(rt, planned[key], plans[key], rev_inputs[key], revs[key],
+                                     views, t_now))
         except Exception as exc:
             rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
             continue
