@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "e2e" / "bench"), str(ROOT / "e2e")]
 
-from scaling_engine import floor_schedule, sliding_max  # noqa: E402
+from scaling_policies import floor_schedule, sliding_max  # noqa: E402
 from scaling_run import SLO, cases, cost_at_slo, mean_ci, run  # noqa: E402
 from servermodel import VllmParams, VllmPool  # noqa: E402
 from traces import VARIANTS, variant  # noqa: E402

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scaling_policies import Observation, Policy
+from scaling_policies import Observation, Policy, sliding_max
 from scaling_sim import reversals
 from servermodel import VllmParams, VllmPool
 
@@ -77,19 +77,6 @@ def tick_tokens(arrivals: Sequence[tuple[float, float]], ticks: int, start: floa
         k = int((t - start) // tick)
         if 0 <= k < ticks:
             out[k] += tokens
-    return out
-
-
-def sliding_max(xs: Sequence[float], width: int) -> list[float]:
-    """``out[k] = max(xs[k - width + 1 .. k])`` (fewer at the start). Pure."""
-    out, window = [], deque[int]()
-    for k, x in enumerate(xs):
-        while window and xs[window[-1]] <= x:
-            window.pop()
-        window.append(k)
-        while window[0] <= k - width:
-            window.popleft()
-        out.append(xs[window[0]])
     return out
 
 
@@ -193,28 +180,6 @@ def simulate(arrivals: Sequence[tuple[float, float]], policy: Policy, *, params:
                     low * gpus * hours, reversals(counts),
                     sum(1 for a, b in itertools.pairwise(counts) if a != b),
                     pool.ttft_late, pool.tpot_late)
-
-
-def floor_schedule(needed: Sequence[int], cold_ticks: int) -> list[int]:
-    """The cheapest replica schedule (replicas alive per tick, starting ones included)
-    whose Ready replicas cover ``needed`` at every tick, given that a replica is Ready
-    ``cold_ticks`` after its creation: per replica level, each interval where the need
-    reaches it is started ``cold_ticks`` ahead, and a gap shorter than a cold start is
-    bridged (keeping the replica costs less than restarting it); that is the maximum of
-    the need over ``[k, k + cold_ticks]``. Pure (a dynamic programme solved per level)."""
-    n = len(needed)
-    out, window = [], deque[int]()
-    for k in range(n + cold_ticks):
-        if k < n:
-            while window and needed[window[-1]] <= needed[k]:
-                window.pop()
-            window.append(k)
-        first = k - cold_ticks
-        if first >= 0:
-            while window[0] < first:
-                window.popleft()
-            out.append(needed[window[0]])
-    return out
 
 
 def needed_replicas(tokens_per_tick: Sequence[float], *, capacity: float, low: int,

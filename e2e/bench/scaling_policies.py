@@ -257,18 +257,17 @@ def oracle_schedule(tokens_per_tick: Sequence[float], *, tick: float, replica_to
         ahead[k] = acc
     capacity = window_ticks * tick * replica_tokens * utilisation
     needed = [min(max(math.ceil(d / capacity), low), high) for d in ahead]
-    out, window = [], deque[int]()  # sliding maximum over [k, k + cold_ticks]
-    for k in range(n + cold_ticks):
-        if k < n:
-            while window and needed[window[-1]] <= needed[k]:
-                window.pop()
-            window.append(k)
-        first = k - cold_ticks
-        if first >= 0:
-            while window[0] < first:
-                window.popleft()
-            out.append(needed[window[0]])
-    return out
+    return floor_schedule(needed, cold_ticks)  # the maximum over [k, k + cold_ticks]
+
+
+def floor_schedule(needed: Sequence[int], cold_ticks: int) -> list[int]:
+    """The cheapest replica schedule (replicas alive per tick, starting ones included)
+    whose Ready replicas cover ``needed`` at every tick, given that a replica is Ready
+    ``cold_ticks`` after its creation: per replica level, each interval where the need
+    reaches it is started ``cold_ticks`` ahead, and a gap shorter than a cold start is
+    bridged (keeping the replica costs less than restarting it); that is the maximum of
+    the need over ``[k, k + cold_ticks]``. Pure (a dynamic programme solved per level)."""
+    return [int(v) for v in sliding_max(list(reversed(needed)), cold_ticks + 1)][::-1]
 
 
 EPOCH = datetime(2025, 11, 3, tzinfo=UTC)
@@ -308,3 +307,16 @@ class Twinhull(Policy):
                            now=EPOCH + timedelta(seconds=obs.now))
         self.history = tuple(result.history)
         return result.replicas
+
+
+def sliding_max(xs: Sequence[float], width: int) -> list[float]:
+    """``out[k] = max(xs[k - width + 1 .. k])`` (fewer at the start). Pure."""
+    out, window = [], deque[int]()
+    for k, x in enumerate(xs):
+        while window and xs[window[-1]] <= x:
+            window.pop()
+        window.append(k)
+        while window[0] <= k - width:
+            window.popleft()
+        out.append(xs[window[0]])
+    return out

@@ -16,7 +16,6 @@ import yaml
 from scaling_engine import (
     TICK,
     Measures,
-    floor_schedule,
     forecasts,
     occupancy_needed,
     simulate,
@@ -27,6 +26,7 @@ from scaling_policies import (
     Policy,
     Static,
     Twinhull,
+    floor_schedule,
     hpa,
     hpa_tokens,
     keda_tokens_queue,

@@ -98,10 +98,7 @@ async def record(rt: Runtime, key: Key, records: Sequence[AuditRecord]) -> None:
     namespace = rt.settings.namespace
     cm_name = configmap_name(*key)
     data, binary = entries(records)
-    added: dict[str, int] = {}
-    for field in (data, binary):
-        for k, v in field.items():
-            added[k.rsplit(".", 1)[0]] = added.get(k.rsplit(".", 1)[0], 0) + len(k) + len(v)
+    added = keys_of({"data": data, "binaryData": binary})
     try:
         sizes = rt.audit.get(key)
         if sizes is None:
