@@ -152,3 +152,32 @@ def test_the_install_check_reads_the_lease(lease, ok, says):
 
     got, message = lease_health(lease, datetime(2026, 12, 1, 0, 0, 10, tzinfo=UTC))
     assert got is ok and says in message
+
+
+def test_the_leader_renews_while_its_event_loop_is_busy():
+    """Renewals run on a thread and loop of their own: thousands of handlers at start (a
+    loop busy for longer than the lease) must not end a healthy leader's term."""
+    import time
+
+    store = Store()
+    settings = LeaseSettings(namespace="twinhull-system", identity="a", lease_seconds=1.0,
+                             retry_seconds=0.1, margin_seconds=0.3)
+    a = Elector(store, settings)  # type: ignore[arg-type]
+    assert attempt(a)
+    lost: list[bool] = []
+    renewing = a.keep_in_thread(lambda: lost.append(True))
+
+    async def busy_loop() -> None:
+        time.sleep(2.5)  # the operator's loop blocked for 2.5 leases
+        await asyncio.sleep(0)
+
+    renewed = store.version
+    asyncio.run(busy_loop())
+    assert not lost and a.leading(), "the term ran out while the loop was busy"
+    assert store.version >= renewed + 10, "renewed every retry meanwhile"
+    a.stepping_down = True
+    renewing.join(timeout=2)
+    assert not renewing.is_alive(), "the renewals stop when stepping down"
+    after = store.version
+    time.sleep(0.3)
+    assert store.version == after

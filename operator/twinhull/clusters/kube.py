@@ -222,6 +222,8 @@ class Kube:
                  threads: int = 4, read_threads: int = 2) -> None:
         self.name = name
         self.timeout = timeout
+        self.configuration = config
+        """What this client was made from (another client for the same cluster)."""
         self._api = ApiClient(config)
         self._secrets = _secrets_of(config)
         self._pool = ThreadPoolExecutor(max_workers=threads,

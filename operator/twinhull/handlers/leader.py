@@ -25,6 +25,7 @@ the new leader's start-up.
 from __future__ import annotations
 
 import asyncio
+import threading
 import logging
 import time
 from collections.abc import Callable
@@ -183,14 +184,27 @@ class Elector:
 
     async def keep(self, lost: Callable[[], None]) -> None:
         """Renew every retry until the Lease is lost, then call ``lost`` (once) and
-        return. Effects: hub writes."""
-        while True:
+        return; return when stepping down. Effects: hub writes."""
+        while not self.stepping_down:
             await asyncio.sleep(self.settings.retry_seconds)
+            if self.stepping_down:
+                return
             if not await self.try_acquire_or_renew() and not self.leading():
                 log.error("lost the lease %s/%s (holder now %r): stopping at once",
                           self.settings.namespace, self.settings.name, self.holder)
                 lost()
                 return
+
+    def keep_in_thread(self, lost: Callable[[], None]) -> threading.Thread:
+        """:meth:`keep` on a thread of its own with its own event loop: the renewals never
+        wait behind the operator's work (thousands of handlers at start, a backlog of
+        writes), which would let the term run out on a busy but healthy leader. The hub
+        client given to this Elector should be its own too (its own threads). Effects: a
+        thread."""
+        thread = threading.Thread(target=lambda: asyncio.run(self.keep(lost)),
+                                  name="lease-renewal", daemon=True)
+        thread.start()
+        return thread
 
     async def release(self) -> None:
         """Give the Lease up (on a clean stop) so another replica takes it in one retry.

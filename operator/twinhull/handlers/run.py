@@ -94,9 +94,12 @@ async def _operate(hub: Kube, runtime: Runtime, lease: LeaseSettings | None,
     when the Lease is lost, release it on a clean stop. Effects: everything the operator
     does."""
     await _require_current_crds(hub)
-    elector = stop = None
+    elector = renewing = None
     if lease is not None:
-        elector = Elector(hub, lease)
+        # the Lease has a client of its own (its own threads): a backlog of the operator's
+        # writes to the hub never delays a renewal
+        elector = Elector(Kube("hub", hub.configuration, timeout=hub.timeout, threads=1,
+                               read_threads=1), lease)
         set_write_fence(elector.leading)
     if metrics:
         serve(runtime, metrics, lease.identity if lease is not None else "standalone",
@@ -122,16 +125,18 @@ async def _operate(hub: Kube, runtime: Runtime, lease: LeaseSettings | None,
             logging.shutdown()
             os._exit(EXIT_LOST_LEASE)
 
-        stop = asyncio.ensure_future(elector.keep(lost))
+        renewing = elector.keep_in_thread(lost)
         _watchdog(elector, lost)
     try:
         await kopf.operator(clusterwide=True, standalone=True, liveness_endpoint=liveness,
                             memo=kopf.Memo(runtime=runtime))
     finally:
-        if stop is not None:
-            stop.cancel()
         if elector is not None:
+            elector.stepping_down = True
+            if renewing is not None and lease is not None:  # a renewal under way ends first
+                await asyncio.to_thread(renewing.join, hub.timeout + lease.retry_seconds)
             await elector.release()
+            elector.hub.close()
 
 
 def _watchdog(elector: Elector, lost: Callable[[], None]) -> None:
