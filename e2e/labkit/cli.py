@@ -23,6 +23,10 @@ Environment:
   TWINHULL_LAB_PORT_BASE  first port (default 17400): API servers hub 17400, east 17410,
                           west 17420; Prometheus 17490; toxiproxy 17495, its proxies to
                           east 17496 and west 17497 (twinhull reaches members through them)
+  TWINHULL_LAB_MEMBERS    2 (default) or 3: a third member, south (zones south-a, south-b;
+                          API server 17430, proxy 17498), for the scale benchmark
+  TWINHULL_LAB_AUDIT      writes (default: the hub logs writes by ServiceAccounts) or
+                          requests (every API server logs every ServiceAccount request)
 """
 
 EPILOG = """\

@@ -157,11 +157,11 @@ def _apiserver(layout: Layout, cluster: Cluster, bin_dir: Path, pki: Pki, *,
         f"--default-unreachable-toleration-seconds={DEFAULT_TOLERATION_SECONDS}",
     ]
     if audit is None:  # who wrote what on the hub: tests count writers by credential
-        audit = not cluster.is_member
+        audit = layout.audit_requests or not cluster.is_member
     if audit:
         argv += [
             f"--audit-policy-file={layout.cluster_dir(cluster) / 'audit-policy.yaml'}",
-            f"--audit-log-path={layout.audit_log}",
+            f"--audit-log-path={layout.audit_log_of(cluster)}",
             "--audit-log-maxsize=200",
             "--audit-log-maxbackup=1",
             "--audit-log-mode=batch",
@@ -333,6 +333,18 @@ rules:
 """
 """The hub's audit policy: every write made as a ServiceAccount, at Metadata level (the
 user, with the token's credential id, the verb, the object and the time)."""
+
+AUDIT_REQUESTS_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  # every request made as a service account (twinhull's identities): reads, watches, writes
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+"""Every cluster's audit policy with TWINHULL_LAB_AUDIT=requests: each request made as a
+ServiceAccount (a watch logged once, when it ends), for request rates by identity."""
 
 
 class Prober:

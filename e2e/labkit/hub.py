@@ -33,6 +33,9 @@ def bootstrap(hub: Kubectl, layout: Layout, share: Path) -> str:
     )
     repo_files = [path for path in (*_POLICIES, _CLUSTERS_EXAMPLE) if path.is_file()]
     hub.apply_files(repo_files)
+    extra = [m for m in MEMBERS if m.name not in _EXAMPLE_MEMBERS]
+    if extra:
+        hub.apply_objects([serving_cluster(m.name, m.zones) for m in extra])
     if _POLICIES[1].is_file():
         wait_until(lambda: _admits(hub), 60.0, "the tier admission policy to be in force")
     return ", ".join(
@@ -41,6 +44,7 @@ def bootstrap(hub: Kubectl, layout: Layout, share: Path) -> str:
             f"{len(twinhull)} files from crds/",
             f"namespace {SYSTEM_NAMESPACE} with member kubeconfig Secrets",
             *(str(path.relative_to(REPO)) for path in repo_files),
+            *(f"ServingCluster {m.name} (as the example's)" for m in extra),
         ]
     )
 
@@ -70,6 +74,28 @@ def _admits(hub: Kubectl) -> bool:
 def namespace(name: str) -> dict[str, Any]:
     """A Namespace object (pure)."""
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+_EXAMPLE_MEMBERS = ("east", "west")
+"""The members examples/clusters.yaml declares; a third lab member gets one like them."""
+
+
+def serving_cluster(name: str, zones: tuple[str, ...]) -> dict[str, Any]:
+    """A ServingCluster like the example's east and west (pure)."""
+    return {
+        "apiVersion": "serving.twinhull.io/v1alpha1",
+        "kind": "ServingCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "kubeconfigSecretRef": {"namespace": SYSTEM_NAMESPACE,
+                                    "name": f"{name}-kubeconfig", "key": "kubeconfig"},
+            "region": name,
+            "zones": list(zones),
+            "capacity": {"gpus": 32},
+            "health": {"probeIntervalSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 3,
+                       "recoveryThreshold": 5},
+        },
+    }
 
 
 def member_secret(layout: Layout, member: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from . import hub, members
 from .components import (
     AUDIT_POLICY,
+    AUDIT_REQUESTS_POLICY,
     SHIPPED_SCRAPE_CONFIG,
     Component,
     Prober,
@@ -191,9 +192,13 @@ class Lab:
     def _write_run_dir(self) -> None:
         """Certificates, kubeconfigs, KWOK and Prometheus configuration (unchanged files stay)."""
         self.pki.ensure()
-        write_private(self.layout.cluster_dir(HUB) / "audit-policy.yaml", AUDIT_POLICY)
         for cluster in CLUSTERS:
             (self.layout.cluster_dir(cluster) / "logs").mkdir(parents=True, exist_ok=True)
+            if self.layout.audit_requests:
+                write_private(self.layout.cluster_dir(cluster) / "audit-policy.yaml",
+                              AUDIT_REQUESTS_POLICY)
+            elif cluster is HUB:
+                write_private(self.layout.cluster_dir(HUB) / "audit-policy.yaml", AUDIT_POLICY)
             write_private(
                 self.layout.kubeconfig(cluster),
                 self.pki.kubeconfig(cluster.name, self.layout.server_url(cluster)),
@@ -366,6 +371,9 @@ class Lab:
             "TWINHULL_DATAPLANE_DOWN": str(self.layout.dataplane_down_dir),
             "TWINHULL_PROMETHEUS_RULES": str(self.layout.rules_dir),
             "TWINHULL_HUB_AUDIT_LOG": str(self.layout.audit_log),
+            "TWINHULL_LAB_MEMBERS": str(len(MEMBERS)),
+            **({f"TWINHULL_{c.name.upper()}_AUDIT_LOG": str(self.layout.audit_log_of(c))
+                for c in MEMBERS} if self.layout.audit_requests else {}),
         }
         return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())
 

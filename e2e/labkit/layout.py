@@ -42,7 +42,28 @@ class Cluster:
 
 
 HUB = Cluster("hub", 0)
-MEMBERS = (Cluster("east", 1, ("east-a", "east-b")), Cluster("west", 2, ("west-a", "west-b")))
+_ALL_MEMBERS = (Cluster("east", 1, ("east-a", "east-b")), Cluster("west", 2, ("west-a", "west-b")),
+                Cluster("south", 3, ("south-a", "south-b")))
+"""Every member a lab can have; TWINHULL_LAB_MEMBERS=3 adds south (the scale benchmark's
+third member; tests and examples use east and west)."""
+
+
+def _member_count(environ: Mapping[str, str]) -> int:
+    """How many members TWINHULL_LAB_MEMBERS asks for (2, the default, or 3)."""
+    text = environ.get("TWINHULL_LAB_MEMBERS") or "2"
+    if text not in ("2", "3"):
+        raise LabError(f"TWINHULL_LAB_MEMBERS={text!r} must be 2 (east, west) or 3 (and south)")
+    return int(text)
+
+
+def _members(environ: Mapping[str, str]) -> tuple[Cluster, ...]:
+    try:
+        return _ALL_MEMBERS[:_member_count(environ)]
+    except LabError:  # Layout.from_env reports it before anything is started
+        return _ALL_MEMBERS[:2]
+
+
+MEMBERS = _members(os.environ)
 CLUSTERS = (HUB, *MEMBERS)
 
 # Each cluster owns a block of ten ports starting at base + 10 * index.
@@ -56,7 +77,8 @@ _PORT_OFFSETS = {
 }
 _PROMETHEUS_OFFSET = 90
 _TOXIPROXY_OFFSET = 95
-"""toxiproxy's API; each member's proxy listens on the next ports (east +96, west +97)."""
+"""toxiproxy's API; each member's proxy listens on the next ports (east +96, west +97,
+south +98)."""
 
 
 def cluster(name: str) -> Cluster:
@@ -83,6 +105,9 @@ class Layout:
     cache: Path
     run: Path
     port_base: int
+    audit_requests: bool = False
+    """TWINHULL_LAB_AUDIT=requests: every API server logs every request (reads too) made
+    as a ServiceAccount, not only the hub's writes (the scale benchmark's request rates)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Layout:
@@ -102,7 +127,13 @@ class Layout:
             raise LabError(
                 f"TWINHULL_LAB_PORT_BASE={base_text!r} must be a number between 1024 and 65000"
             )
-        return cls(cache=cache, run=run, port_base=int(base_text))
+        _member_count(environ)
+        audit = environ.get("TWINHULL_LAB_AUDIT") or "writes"
+        if audit not in ("writes", "requests"):
+            raise LabError(f"TWINHULL_LAB_AUDIT={audit!r} must be writes (the hub's, the "
+                           "default) or requests (every request by a ServiceAccount, everywhere)")
+        return cls(cache=cache, run=run, port_base=int(base_text),
+                   audit_requests=audit == "requests")
 
     def port(self, cluster: Cluster, component: str) -> int:
         """The fixed port of `component` in `cluster`."""
@@ -166,7 +197,11 @@ class Layout:
     @property
     def audit_log(self) -> Path:
         """The hub API server's audit log (JSON lines): writes made as ServiceAccounts."""
-        return self.run / "hub" / "logs" / "audit.log"
+        return self.audit_log_of(HUB)
+
+    def audit_log_of(self, cluster: Cluster) -> Path:
+        """A cluster's audit log (members have one with TWINHULL_LAB_AUDIT=requests)."""
+        return self.cluster_dir(cluster) / "logs" / "audit.log"
 
     def twinhull_kubeconfig_path(self, member: str) -> Path:
         """Kubeconfig of the least-privilege identity a member grants twinhull."""
