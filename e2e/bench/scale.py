@@ -1,23 +1,48 @@
-"""Benchmark: 200 ModelDeployments across east and west.
+"""Benchmark: thousands of ModelDeployments across every lab member, and a member lost.
 
-Creates the ModelDeployments (one replica in an east zone and one in a west zone each,
-best-effort, no GPUs, so capacity plays no part) with the operator stopped, then starts
-it and measures: seconds until every one is Ready (member Deployments created and their
-pods Ready, weights published, status written), the operator's resident memory then, and
-the write requests the API servers receive during 20 s of no-op resyncs (twinhull's
-resources only: members' Deployments, Services, PDBs, Namespaces, PriorityClasses; the
-hub's ModelDeployments, ModelSnapshots, HTTPRoutes and Events) once every first revision
-is verified Good.
+Creates the ModelDeployments (one replica in a zone of every member, best-effort, no
+GPUs, so capacity plays no part) with the operator stopped, then starts it (as the chart's
+ServiceAccount, as installed) and measures:
 
-Run: e2e/lab up && .venv/bin/python e2e/bench/scale.py [--objects 200]
-Last line: objects=200 converge_s=… rss_mb=… noop_writes=…
+* ``converge_s``: operator start until every one is Ready (member Deployments created and
+  their pods Ready, weights published, status written); ``verified_s`` until every first
+  revision is verified Good;
+* ``rss_mb``: the operator's resident memory at convergence; ``rss_peak_mb`` the highest
+  sampled (every second) until the end;
+* steady state, once every revision is verified, over ``--steady-seconds``: the requests the
+  operator's identities make to each API server per second (the API servers' audit logs,
+  every request by a ServiceAccount of twinhull-system: reads, watches when they end,
+  writes), and ``steady_writes``, its writes other than its leader Lease's renewals (the
+  goal: 0 when nothing changes);
+* a member lost (the last member's API server SIGKILLed): ``loss_detect_s`` until its
+  ServingCluster is Down, ``loss_weight0_s`` until every deployment's HTTPRoute gives it
+  weight 0, and the request rate and writes per second over ``--steady-seconds`` after
+  the fault (``loss_rps``, ``loss_writes_per_s``); then the member revived.
+
+It needs a lab whose API servers log every ServiceAccount request, best a separate one so
+the default lab's tests keep theirs (three members, its own ports and run directory)::
+
+    export TWINHULL_LAB_MEMBERS=3 TWINHULL_LAB_AUDIT=requests TWINHULL_LAB_PORT_BASE=17600 \\
+           TWINHULL_LAB_RUN=$HOME/.cache/twinhull/lab/run-scale
+    e2e/lab up && .venv/bin/python e2e/bench/scale.py [--objects 2000]; e2e/lab down
+
+Last line: ``objects=… members=… converge_s=… verified_s=… rss_mb=… rss_peak_mb=…
+steady_rps=… steady_writes=… lease_writes=… loss_detect_s=… loss_weight0_s=… loss_rps=…
+loss_writes_per_s=…``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
+import sys
+import threading
 import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import yaml
 from harness import (
@@ -25,91 +50,208 @@ from harness import (
     VERSION,
     api,
     clusters_healthy,
+    lab,
     lab_env,
     operator,
     rss_mb,
     wait,
-    write_requests,
 )
 from kubernetes import client
 
 NS = "bench-scale"
-MEMBER_KINDS = {"deployments", "services", "poddisruptionbudgets", "namespaces",
-                "priorityclasses"}
-HUB_KINDS = {"modeldeployments", "modelsnapshots", "httproutes", "events"}
+OPERATOR_USERS = "system:serviceaccount:twinhull-system:"
+"""The operator's identities: the chart's ServiceAccount on the hub, the one each member
+grants it."""
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 
 
-def manifests(count: int) -> list[dict]:
-    docs: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}]
+def manifests(count: int, members: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": NS}}]
     for i in range(count):
         docs.append({
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment",
-            "metadata": {"name": f"app-{i:03}", "namespace": NS},
+            "metadata": {"name": f"app-{i:04}", "namespace": NS},
             "spec": {"slaTier": "best-effort",
-                     "model": {"name": f"model-{i:03}", "image": "vllm/vllm-openai:v0.11.0",
+                     "model": {"name": f"model-{i:04}", "image": "vllm/vllm-openai:v0.11.0",
                                "resources": {"gpus": 0}},
-                     "placement": [{"cluster": "east", "zones": {f"east-{'ab'[i % 2]}": 1}},
-                                   {"cluster": "west", "zones": {f"west-{'ab'[i % 2]}": 1}}]},
+                     "placement": [{"cluster": name, "zones": {zones[i % len(zones)]: 1}}
+                                   for name, zones in members]},
         })
     return docs
 
 
+def audit_counts(logs: dict[str, Path], since: datetime, until: datetime
+                 ) -> dict[str, Counter[str]]:
+    """Per cluster, the operator's requests received in [since, until), by kind: ``read``
+    (get, list), ``watch``, ``write`` and ``lease`` (its leader Lease's writes); and each
+    write by verb and resource (``write:patch modeldeployments/status``)."""
+    found: dict[str, Counter[str]] = {}
+    for cluster, path in logs.items():
+        counts: Counter[str] = Counter()
+        for name in (path.with_name(path.name + ".1"), path):  # rotated first (older)
+            if not name.exists():
+                continue
+            with name.open() as lines:
+                for line in lines:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by rotation
+                    user = (event.get("user") or {}).get("username", "")
+                    if not user.startswith(OPERATOR_USERS):
+                        continue
+                    at = datetime.fromisoformat(event["requestReceivedTimestamp"])
+                    if not since <= at < until:
+                        continue
+                    verb = event.get("verb", "")
+                    ref = event.get("objectRef") or {}
+                    resource = ref.get("resource", "")
+                    if verb in WRITES:
+                        kind = "lease" if resource == "leases" else "write"
+                        counts[kind] += 1
+                        sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+                        counts[f"{kind}:{verb} {resource}{sub}"] += 1
+                    elif verb == "watch":
+                        counts["watch"] += 1
+                    else:
+                        counts["read"] += 1
+        found[cluster] = counts
+    return found
+
+
+def window(logs: dict[str, Path], seconds: float, label: str) -> dict[str, Counter[str]]:
+    """The operator's requests over the next ``seconds``, printed per cluster."""
+    since = datetime.now(UTC)
+    time.sleep(seconds)
+    until = datetime.now(UTC)
+    time.sleep(3)  # the audit log is written in batches (1 s)
+    counts = audit_counts(logs, since, until)
+    for cluster, c in counts.items():
+        print(f"  {label} {cluster}: {sum(c.values()) / seconds:.2f} requests/s "
+              f"(read {c['read']}, watch {c['watch']}, write {c['write']}, lease "
+              f"{c['lease']} in {seconds:g}s)", flush=True)
+        writes = sorted(((n, k[6:]) for k, n in c.items() if k.startswith("write:")),
+                        reverse=True)
+        if writes:
+            print("    writes: " + ", ".join(f"{what} {n}" for n, what in writes[:6]),
+                  flush=True)
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=200)
-    parser.add_argument("--noop-seconds", type=float, default=20.0)
+    parser.add_argument("--objects", type=int, default=2000)
+    parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds to wait for convergence and verification each")
     args = parser.parse_args()
     env = lab_env()
+    members = [(c, [f"{c}-a", f"{c}-b"])
+               for c in ("east", "west", "south")[:int(env.get("TWINHULL_LAB_MEMBERS", "2"))]]
+    names = [m for m, _ in members]
+    logs = {"hub": Path(env["TWINHULL_HUB_AUDIT_LOG"])}
+    logs |= {m: Path(env.get(f"TWINHULL_{m.upper()}_AUDIT_LOG", "")) for m in names}
+    if not all(str(p) for p in logs.values()):
+        sys.exit("the members log no requests: start a lab with TWINHULL_LAB_AUDIT=requests "
+                 "(see this file's docstring)")
     hub = api(env["TWINHULL_HUB_KUBECONFIG"])
     kubectl = [f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
                env["TWINHULL_HUB_KUBECONFIG"]]
-    wait(lambda: clusters_healthy(hub), 120, "both clusters Healthy")
+    began = time.monotonic()
     subprocess.run([*kubectl, "apply", "--server-side", "-f", "-"],
-                   input=yaml.safe_dump_all(manifests(args.objects)), text=True, check=True,
-                   capture_output=True)
+                   input=yaml.safe_dump_all(manifests(args.objects, members)), text=True,
+                   check=True, capture_output=True)
+    print(f"applied {args.objects} ModelDeployments over {', '.join(names)} in "
+          f"{time.monotonic() - began:.0f}s", flush=True)
     objects = client.CustomObjectsApi(hub)
 
+    def statuses() -> list[dict[str, Any]]:
+        items = objects.list_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments",
+                                                      _request_timeout=60)["items"]
+        return [dict(i.get("status") or {}) for i in items]
+
     def ready() -> int:
-        items = objects.list_namespaced_custom_object(GROUP, VERSION, NS,
-                                                      "modeldeployments")["items"]
         return sum(any(c["type"] == "Ready" and c["status"] == "True"
-                       for c in (i.get("status") or {}).get("conditions") or [])
-                   for i in items)
+                       for c in s.get("conditions") or []) for s in statuses())
 
     def verified() -> int:
-        items = objects.list_namespaced_custom_object(GROUP, VERSION, NS,
-                                                      "modeldeployments")["items"]
         return sum(bool(s.get("lastGoodSnapshot")) and not s.get("rollout")
-                   for s in ((i.get("status") or {}) for i in items))
+                   for s in statuses())
 
+    def routes_without(member: str) -> int:
+        """HTTPRoutes that give ``member`` weight 0 (or no backend)."""
+        items = objects.list_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", NS, "httproutes", _request_timeout=60)["items"]
+        return sum(all(r.get("weight", 1) == 0 for rule in i["spec"].get("rules") or []
+                       for r in rule.get("backendRefs") or [] if r["name"].endswith(f"-{member}"))
+                   for i in items)
+
+    def phase(member: str) -> str | None:
+        sc = objects.get_cluster_custom_object(GROUP, VERSION, "servingclusters", member)
+        return (sc.get("status") or {}).get("phase")
+
+    lost = names[-1]
+    peak = [0.0]
+    stop = threading.Event()
     try:
         with operator(env) as process:
             start = time.monotonic()
-            wait(lambda: ready() == args.objects, 600, "every ModelDeployment Ready",
-                 interval=0.5)
+
+            def sample() -> None:
+                while not stop.wait(1.0):
+                    try:
+                        peak[0] = max(peak[0], rss_mb(process.pid))
+                    except OSError:
+                        return
+
+            threading.Thread(target=sample, daemon=True).start()
+            wait(lambda: ready() == args.objects, args.timeout, "every ModelDeployment Ready",
+                 interval=2.0)
             converge = time.monotonic() - start
             rss = rss_mb(process.pid)
             print(f"converged {args.objects} in {converge:.1f}s; operator RSS {rss:.0f} MiB",
                   flush=True)
-            # steady state: every first revision verified Good (the tier's window), then the
-            # last status writes and observations settle
-            wait(lambda: verified() == args.objects, 600, "every revision verified Good",
-                 interval=1.0)
-            time.sleep(5)
-            clusters = ("hub", "east", "west")
-            kinds = {"hub": HUB_KINDS, "east": MEMBER_KINDS, "west": MEMBER_KINDS}
-            before = {c: write_requests(env, c, kinds[c]) for c in clusters}
-            time.sleep(args.noop_seconds)
-            after = {c: write_requests(env, c, kinds[c]) for c in clusters}
-            noop = {c: after[c] - before[c] for c in clusters}
-            print(f"writes during {args.noop_seconds:g}s of no-op resyncs: {noop}", flush=True)
-            subprocess.run([*kubectl, "delete", "namespace", NS, "--wait=true",
-                            "--timeout=300s"], capture_output=True)
+            if not clusters_healthy(hub, tuple(names)):
+                sys.exit(f"not every member of {names} is Healthy; see the ServingClusters")
+            wait(lambda: verified() == args.objects, args.timeout,
+                 "every revision verified Good", interval=2.0)
+            verified_s = time.monotonic() - start
+            print(f"every first revision verified Good at {verified_s:.1f}s", flush=True)
+            time.sleep(10)  # the last status writes and observations settle
+            steady = window(logs, args.steady_seconds, "steady")
+            t0 = time.monotonic()
+            lab("kill", lost)
+            try:
+                wait(lambda: phase(lost) == "Down", 120, f"{lost} Down", interval=0.5)
+                loss_detect = time.monotonic() - t0
+                wait(lambda: routes_without(lost) == args.objects, args.timeout,
+                     f"every HTTPRoute without {lost}", interval=2.0)
+                loss_weight0 = time.monotonic() - t0
+                print(f"{lost} lost: Down at {loss_detect:.1f}s, weight 0 in every route at "
+                      f"{loss_weight0:.1f}s", flush=True)
+                loss = window(logs, args.steady_seconds, f"{lost} down")
+            finally:
+                lab("revive", lost)
+            stop.set()
     finally:
+        stop.set()
+        # the lab is this benchmark's own (see the docstring): deleting 2,000 deployments'
+        # member objects is not what is measured, so the namespace goes without waiting
         subprocess.run([*kubectl, "delete", "namespace", NS, "--wait=false",
                         "--ignore-not-found"], capture_output=True)
-    print(f"objects={args.objects} converge_s={converge:.1f} rss_mb={rss:.0f} "
-          f"noop_writes={sum(noop.values())}")
+
+    def total(counts: dict[str, Counter[str]], *kinds: str) -> int:
+        return sum(c[k] for c in counts.values() for k in kinds)
+
+    every = ("read", "watch", "write", "lease")
+    print(f"objects={args.objects} members={len(names)} converge_s={converge:.1f} "
+          f"verified_s={verified_s:.1f} rss_mb={rss:.0f} rss_peak_mb={peak[0]:.0f} "
+          f"steady_rps={total(steady, *every) / args.steady_seconds:.2f} "
+          f"steady_writes={total(steady, 'write')} lease_writes={total(steady, 'lease')} "
+          f"loss_detect_s={loss_detect:.1f} loss_weight0_s={loss_weight0:.1f} "
+          f"loss_rps={total(loss, *every) / args.steady_seconds:.2f} "
+          f"loss_writes_per_s={total(loss, 'write') / args.steady_seconds:.2f}")
 
 
 if __name__ == "__main__":
