@@ -88,7 +88,7 @@ def sweep(args: argparse.Namespace) -> int:
               "respect_modes": args.respect_modes,
               "policies": [p for p in args.policies.split(",") if p],
               "rows_dir": str(args.rows_dir) if args.rows_dir else None}
-    seeds = list(range(1, args.seeds + 1))
+    seeds = list(range(args.first_seed, args.seeds + 1))
     jobs = [(v, s) for s in seeds for v in (volumes if s % 2 else volumes[::-1])]
     print(f"e2e/bench/scaling --sweep: {len(seeds)} seeds x volumes {volumes} x cold starts "
           f"{colds}, {args.days} day(s) measured each, factors {factors}, trace variants "
