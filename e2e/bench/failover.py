@@ -40,7 +40,8 @@ or ``both``. p50 and p95 over the runs of each fault.
 Run: e2e/lab up && .venv/bin/python e2e/bench/failover.py [--runs 20] [--faults kill,freeze]
 Last line: key=value pairs, per probes setting and fault: ``<probes>_<fault>_detect_p50_s``,
 ``_detect_p95_s``, ``_weight0_p50_s``, ``_weight0_p95_s``, ``_act_p95_s`` (detection to
-weight 0), ``_capacity_p50_s``, ``_dropped_p50``, ``_failed_p50``, ``_fallback_p50``; and
+weight 0), ``_capacity_p50_s``, ``_dropped_p50``, ``_dropped_p95``, ``_dropped_runs`` (runs
+that dropped any), ``_failed_p50``, ``_fallback_p50``; and
 ``runs``, ``load_seconds``, ``blip_failovers``.
 """
 
@@ -271,6 +272,8 @@ def main() -> None:
                   f"{key}_act_p95_s={quantile(m['act'], .95):.2f}",
                   f"{key}_capacity_p50_s={quantile(m['capacity'], .5):.2f}",
                   f"{key}_dropped_p50={quantile(m['dropped'], .5):.0f}",
+                  f"{key}_dropped_p95={quantile(m['dropped'], .95):.0f}",
+                  f"{key}_dropped_runs={sum(d > 0 for d in m['dropped'])}",
                   f"{key}_failed_p50={quantile(m['failed'], .5):.0f}",
                   f"{key}_fallback_p50={quantile(m['fallback'], .5):.0f}"]
     hostile_count = sum(o["kind"] in ("ModelDeployment", "ServingCluster")
