@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,15 @@ def main() -> None:
                         return
 
             threading.Thread(target=sample, daemon=True).start()
+
+            def running(count: Callable[[], int]) -> Callable[[], int]:
+                def check() -> int:
+                    if process.poll() is not None:  # nothing restarts it here
+                        sys.exit(f"the operator exited ({process.returncode}); see its log")
+                    return count()
+                return check
+
+            ready, verified = running(ready), running(verified)
             wait(lambda: ready() == args.objects, args.timeout, "every ModelDeployment Ready",
                  interval=2.0)
             converge = time.monotonic() - start
