@@ -150,6 +150,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if ok and not verdict else EXIT_INVALID
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, or a message saying so."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _identity() -> str:
     """This replica's name in the Lease: the pod's name (HOSTNAME in a pod) and a random
     part, so a restarted process is a new candidate. Effects: reads the environment."""
@@ -172,7 +183,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         prewarm_period_seconds=args.prewarm_period,
                         prewarm_lead_seconds=args.prewarm_lead,
                         installation_id=args.installation_id or None,
-                        allow_exec_plugins=args.allow_exec_plugins)
+                        allow_exec_plugins=args.allow_exec_plugins,
+                        max_workers=args.max_workers)
     lease = None if args.no_leader_election else LeaseSettings(
         namespace=args.namespace, name=args.lease_name, identity=args.identity or _identity(),
         lease_seconds=args.lease_seconds, retry_seconds=args.lease_retry,
@@ -420,6 +432,10 @@ def parser() -> argparse.ArgumentParser:
                      help="seconds ahead pre-warm provisions for (about a replica's start-up)")
     run.add_argument("--resync", type=float, default=10.0,
                      help="seconds between full re-plans when nothing changes")
+    run.add_argument("--max-workers", type=_positive_int, default=20,
+                     help="objects of one kind handled at once (default 20): bounds the "
+                          "requests in flight to the hub, so starting with thousands of "
+                          "ModelDeployments does not flood it into 429s")
     run.add_argument("--installation-id", default=os.environ.get("TWINHULL_INSTALLATION_ID", ""),
                      help="this installation's identity, labelled on every member object so "
                           "hubs sharing a member never touch each other's objects (default: "

@@ -25,8 +25,8 @@ the new leader's start-up.
 from __future__ import annotations
 
 import asyncio
-import threading
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -47,6 +47,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING  # Events only for decisions and problems
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
+    settings.queueing.worker_limit = rt.settings.max_workers  # bounded requests in flight
     for tier in rt.policy.objects():
         try:
             await rt.hub.apply(tier)

@@ -36,6 +36,10 @@ class Settings:
     """The fleet is re-planned at least this often, even without a change."""
     hub_timeout_seconds: float = 5.0
     """Timeout of every call to the hub."""
+    max_workers: int = 20
+    """Objects of one kind kopf handles at once: bounds the requests in flight to the hub
+    (unbounded, a start with 2,000 ModelDeployments patched them all at once, the hub
+    answered 429 and the Lease could not be renewed)."""
     prometheus_url: str | None = field(default=None, repr=False)
     """Where load is read for scaling; None: scaling holds (MetricsAvailable=False)."""
     metrics_seconds: float = 10.0

@@ -1,0 +1,21 @@
+"""`twinhull run`'s settings from the command line (pure: nothing runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from twinhull.cli import parser
+
+
+def test_max_workers_defaults_to_a_bound_and_takes_a_positive_whole_number() -> None:
+    assert parser().parse_args(["run"]).max_workers == 20
+    assert parser().parse_args(["run", "--max-workers", "5"]).max_workers == 5
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten", "2.5"])
+def test_a_max_workers_that_is_not_a_positive_whole_number_is_refused(
+        value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parser().parse_args(["run", "--max-workers", value])
+    assert raised.value.code == 2
+    assert "--max-workers" in capsys.readouterr().err
