@@ -647,3 +647,47 @@ def test_a_call_that_stalls_is_given_up_at_its_timeout():
         assert asyncio.run(main()) < 0.8
     finally:
         kube.close()
+
+
+def test_a_round_of_many_writes_all_land_on_a_cluster_that_answers_each_in_time():
+    """A write's timeout starts when a thread takes it: 60 writes of 50 ms each on 4 threads
+    (0.75 s in all) against a 0.3 s timeout all succeed; counting their time in the queue
+    failed every write past the first two dozen, round after round."""
+    def slow(method, url, **kw):
+        time.sleep(0.05)
+        return _Response(200, b"{}")
+
+    kube = _kube_answering(slow)
+    kube.timeout = 0.3
+
+    async def round_of_writes() -> list[Any]:
+        return await asyncio.gather(
+            *(kube.request("PATCH", f"/api/v1/namespaces/n/configmaps/c{i}", body={})
+              for i in range(60)), return_exceptions=True)
+
+    results = asyncio.run(round_of_writes())
+    assert [r for r in results if isinstance(r, Exception)] == []
+
+
+def test_a_read_still_ends_within_its_timeout_behind_a_backlog():
+    """A probe's timeout counts from the call, queue included: its health counts on it."""
+    release = threading.Event()
+
+    def hung(method, url, **kw):
+        release.wait(5)
+        return _Response(200, b"{}")
+
+    kube = _kube_answering(hung)
+    kube.timeout = 0.3
+
+    async def reads() -> list[Any]:
+        return await asyncio.gather(*(kube.request("GET", "/readyz") for _ in range(4)),
+                                    return_exceptions=True)
+
+    began = time.monotonic()
+    try:
+        results = asyncio.run(reads())
+    finally:
+        release.set()
+    assert time.monotonic() - began < 1.0
+    assert all(isinstance(r, ClusterUnavailable) for r in results)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -206,6 +207,12 @@ def set_write_fence(allowed: Callable[[], bool] | None) -> None:
     _write_fence = allowed
 
 
+WRITE_QUEUE_SECONDS = 30.0
+"""How long a write waits for one of its cluster's write threads before it fails (its own
+timeout starts once it has one): a round of thousands of writes finishes, and a slow
+cluster fails a round's writes in bounded time."""
+
+
 class NotLeading(ClusterUnavailable):
     """A write refused because this replica does not hold the leader Lease."""
 
@@ -226,8 +233,14 @@ class Kube:
         """What this client was made from (another client for the same cluster)."""
         self._api = ApiClient(config)
         self._secrets = _secrets_of(config)
+        self._threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads,
                                         thread_name_prefix=f"kube-{name}-write")
+        self._write_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                                     asyncio.Semaphore] = \
+            weakref.WeakKeyDictionary()
+        """Per event loop: the write threads free, so a queued write's timeout has not
+        started."""
         self._read_pool = ThreadPoolExecutor(max_workers=read_threads,
                                              thread_name_prefix=f"kube-{name}-read")
 
@@ -244,13 +257,34 @@ class Kube:
     async def _run(self, fn: Callable[[], T], timeout: float, *, read: bool = False) -> T:
         """``fn`` on a thread, given up at ``timeout``: urllib3's own timeouts do not cover
         every stall (a TLS handshake behind a proxy whose upstream hangs waited a whole
-        second more), and a probe's timeout is what its health counts on."""
+        second more), and a probe's timeout is what its health counts on.
+
+        A read's timeout counts from the call (a probe must end within it). A write's
+        counts from when a thread takes it: a round that writes thousands of objects
+        queues them, and counting the queue made all but the first few hundred fail at
+        their timeout, round after round (2,000 ModelDeployments never converged). A
+        write waits at most :data:`WRITE_QUEUE_SECONDS` for a thread."""
         loop = asyncio.get_running_loop()
-        pool = self._read_pool if read else self._pool
+        if read:
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(self._read_pool, fn),
+                                              timeout + 0.05)
+            except TimeoutError as exc:
+                raise ClusterUnavailable(f"{self.name}: no answer within {timeout:g}s") from exc
+        slots = self._write_slots.get(loop)
+        if slots is None:
+            slots = self._write_slots[loop] = asyncio.Semaphore(self._threads)
         try:
-            return await asyncio.wait_for(loop.run_in_executor(pool, fn), timeout + 0.05)
+            await asyncio.wait_for(slots.acquire(), WRITE_QUEUE_SECONDS)
+        except TimeoutError as exc:
+            raise ClusterUnavailable(f"{self.name}: writes queued; none free for "
+                                     f"{WRITE_QUEUE_SECONDS:g}s") from exc
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn), timeout + 0.05)
         except TimeoutError as exc:
             raise ClusterUnavailable(f"{self.name}: no answer within {timeout:g}s") from exc
+        finally:
+            slots.release()
 
     def _request_sync(self, method: str, resource: str, *, query: Mapping[str, str] | None,
                       body: Any, content_type: str | None, timeout: float) -> Any:
