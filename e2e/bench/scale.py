@@ -144,6 +144,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--operator-args", default="",
+                        help="more `twinhull run` arguments, e.g. '--lease-seconds 15'")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds to wait for convergence and verification each")
     args = parser.parse_args()
@@ -197,7 +199,7 @@ def main() -> None:
     peak = [0.0]
     stop = threading.Event()
     try:
-        with operator(env) as process:
+        with operator(env, extra=args.operator_args.split()) as process:
             start = time.monotonic()
 
             def sample() -> None:
