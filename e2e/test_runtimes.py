@@ -193,11 +193,12 @@ def test_tgi_series_that_appear_late_drop_no_zone_and_scale_nothing_down(lab, op
         # demand: generated tokens are recorded when a request ends), so the count goes
         # up to what they ask for, 0.8 x 16,000 x 1.2 (the adaptive headroom's floor) /
         # 2,500 = 6.1: 7 or more, and catches up with the whole demand once requests
-        # complete. It never goes down while the series are appearing, nor ever below
-        # what the prompt tokens ask for once there. (Once requests complete, TGI records
-        # each request's generated tokens at its end, so the measured rate swings and
-        # the count may step down by one after the 20 s stabilization window: demand,
-        # not a dropped zone.)
+        # complete. It reaches that before any completion (the late series stall nothing)
+        # and never falls below it once there: a zone dropped from the sum would ask for
+        # 0.75 x 6.1 = 4.6. (It may step down by one after the 20 s stabilization window:
+        # the first readings of a new series overshoot and the adaptive headroom follows
+        # them, 8 then 7 in one CI run; and once requests complete, TGI records each
+        # request's generated tokens at its end, so the measured rate swings.)
         before: list[int] = []
         deadline = time.monotonic() + 50
         while time.monotonic() < deadline:
@@ -207,9 +208,10 @@ def test_tgi_series_that_appear_late_drop_no_zone_and_scale_nothing_down(lab, op
                     f"{fresh(success, WINDOW)}", FLEET, name) is None):
                 before = list(seen)  # no completion yet
             time.sleep(2)
-        assert before == sorted(before), f"went down before any completion: {seen}"
-        reached = next((i for i, n in enumerate(seen) if n >= 6), None)
-        assert reached is not None, f"never scaled to what the prompt tokens ask for: {seen}"
+        reached = next((i for i, n in enumerate(before) if n >= 6), None)
+        assert reached is not None, (
+            f"the prompt tokens alone did not scale it to their ask before any completion: "
+            f"{before} of {seen}")
         assert min(seen[reached:]) >= 6, f"below the prompt tokens' ask after: {seen}"
     finally:
         kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=false",
