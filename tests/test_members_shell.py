@@ -649,6 +649,19 @@ def test_a_call_that_stalls_is_given_up_at_its_timeout():
         kube.close()
 
 
+def _at_once(kube: Kube, method: str, count: int) -> list[Any]:
+    """``count`` requests issued together with a 0.3 s timeout, as a round does."""
+    kube.timeout = 0.3
+
+    async def round_of() -> list[Any]:
+        return await asyncio.gather(
+            *(kube.request(method, f"/api/v1/namespaces/n/configmaps/c{i}",
+                           body=None if method == "GET" else {})
+              for i in range(count)), return_exceptions=True)
+
+    return asyncio.run(round_of())
+
+
 def test_a_round_of_many_writes_all_land_on_a_cluster_that_answers_each_in_time():
     """A write's timeout starts when a thread takes it: 60 writes of 50 ms each on 4 threads
     (0.75 s in all) against a 0.3 s timeout all succeed; counting their time in the queue
@@ -657,15 +670,7 @@ def test_a_round_of_many_writes_all_land_on_a_cluster_that_answers_each_in_time(
         time.sleep(0.05)
         return _Response(200, b"{}")
 
-    kube = _kube_answering(slow)
-    kube.timeout = 0.3
-
-    async def round_of_writes() -> list[Any]:
-        return await asyncio.gather(
-            *(kube.request("PATCH", f"/api/v1/namespaces/n/configmaps/c{i}", body={})
-              for i in range(60)), return_exceptions=True)
-
-    results = asyncio.run(round_of_writes())
+    results = _at_once(_kube_answering(slow), "PATCH", 60)
     assert [r for r in results if isinstance(r, Exception)] == []
 
 
@@ -677,16 +682,9 @@ def test_a_read_still_ends_within_its_timeout_behind_a_backlog():
         release.wait(5)
         return _Response(200, b"{}")
 
-    kube = _kube_answering(hung)
-    kube.timeout = 0.3
-
-    async def reads() -> list[Any]:
-        return await asyncio.gather(*(kube.request("GET", "/readyz") for _ in range(4)),
-                                    return_exceptions=True)
-
     began = time.monotonic()
     try:
-        results = asyncio.run(reads())
+        results = _at_once(_kube_answering(hung), "GET", 4)
     finally:
         release.set()
     assert time.monotonic() - began < 1.0

@@ -109,23 +109,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def write_requests(env: dict[str, str], cluster: str, resources: set[str]) -> int:
-    """Write requests the API server has served for ``resources`` (its own metrics)."""
-    import re
-
-    text = subprocess.run(
-        [f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
-         env[f"TWINHULL_{cluster.upper()}_KUBECONFIG"], "get", "--raw", "/metrics"],
-        capture_output=True, text=True, check=True).stdout
-    total = 0
-    for labels, value in re.findall(r'^apiserver_request_total\{([^}]*)\} (\S+)$', text, re.M):
-        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        if fields.get("verb") in {"POST", "PUT", "PATCH", "DELETE", "APPLY"} and \
-                fields.get("resource") in resources and not fields.get("dry_run"):
-            total += int(float(value))
-    return total
-
-
 def clusters_healthy(hub: client.ApiClient, names: tuple[str, ...] = ("east", "west")) -> bool:
     """Whether the lab's member ServingClusters are Healthy (not merely back: past their
     recovery count); others (e.g. the hostile corpus's, never reachable) do not count."""

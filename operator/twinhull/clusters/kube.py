@@ -265,26 +265,24 @@ class Kube:
         their timeout, round after round (2,000 ModelDeployments never converged). A
         write waits at most :data:`WRITE_QUEUE_SECONDS` for a thread."""
         loop = asyncio.get_running_loop()
-        if read:
+        slots = None
+        if not read:
+            slots = self._write_slots.get(loop)
+            if slots is None:
+                slots = self._write_slots[loop] = asyncio.Semaphore(self._threads)
             try:
-                return await asyncio.wait_for(loop.run_in_executor(self._read_pool, fn),
-                                              timeout + 0.05)
+                await asyncio.wait_for(slots.acquire(), WRITE_QUEUE_SECONDS)
             except TimeoutError as exc:
-                raise ClusterUnavailable(f"{self.name}: no answer within {timeout:g}s") from exc
-        slots = self._write_slots.get(loop)
-        if slots is None:
-            slots = self._write_slots[loop] = asyncio.Semaphore(self._threads)
+                raise ClusterUnavailable(f"{self.name}: writes queued; none free for "
+                                         f"{WRITE_QUEUE_SECONDS:g}s") from exc
+        pool = self._read_pool if read else self._pool
         try:
-            await asyncio.wait_for(slots.acquire(), WRITE_QUEUE_SECONDS)
-        except TimeoutError as exc:
-            raise ClusterUnavailable(f"{self.name}: writes queued; none free for "
-                                     f"{WRITE_QUEUE_SECONDS:g}s") from exc
-        try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn), timeout + 0.05)
+            return await asyncio.wait_for(loop.run_in_executor(pool, fn), timeout + 0.05)
         except TimeoutError as exc:
             raise ClusterUnavailable(f"{self.name}: no answer within {timeout:g}s") from exc
         finally:
-            slots.release()
+            if slots is not None:
+                slots.release()
 
     def _request_sync(self, method: str, resource: str, *, query: Mapping[str, str] | None,
                       body: Any, content_type: str | None, timeout: float) -> Any:

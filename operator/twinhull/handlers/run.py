@@ -133,8 +133,9 @@ async def _operate(hub: Kube, runtime: Runtime, lease: LeaseSettings | None,
     finally:
         if elector is not None:
             elector.stepping_down = True
-            if renewing is not None and lease is not None:  # a renewal under way ends first
-                await asyncio.to_thread(renewing.join, hub.timeout + lease.retry_seconds)
+            if renewing is not None:  # a renewal under way ends first
+                await asyncio.to_thread(renewing.join,
+                                        hub.timeout + elector.settings.retry_seconds)
             await elector.release()
             elector.hub.close()
 
