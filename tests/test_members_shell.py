@@ -191,7 +191,8 @@ def _labelled(obj: dict[str, Any], installation: str | None) -> dict[str, Any]:
 
 
 class FakeKube:
-    """The async methods of Kube the member uses, over an in-memory cluster."""
+    """The methods of Kube the member uses, over an in-memory cluster whose changes are
+    kept as a log of watch events (a resourceVersion is a position in it)."""
 
     name = "east"
 
@@ -199,24 +200,75 @@ class FakeKube:
         self.objects = {key_of(o): o for o in objects}
         self.fail = set(fail)
         self.deleted: list[tuple[str, str]] = []
+        self.log: list[tuple[str, dict[str, Any]]] = []
+        self.changed = threading.Condition()
+        self.closed = False
+
+    def _matches(self, o: dict[str, Any], api_version: str, kind: str, selector: str) -> bool:
+        wanted = dict(part.split("=") for part in (selector or "").split(",") if part)
+        return ((o["apiVersion"], o["kind"]) == (api_version, kind) and
+                all(o["metadata"].get("labels", {}).get(a) == b for a, b in wanted.items()))
 
     async def list(self, api_version: str, kind: str, *, selector: str | None = None,
                    namespace: str | None = None, timeout: float | None = None
                    ) -> list[dict[str, Any]]:
-        wanted = dict(part.split("=") for part in (selector or "").split(",") if part)
-        return [o for (v, k, _, _), o in self.objects.items() if (v, k) == (api_version, kind)
-                and all(o["metadata"].get("labels", {}).get(a) == b for a, b in wanted.items())]
+        return self.list_sync(api_version, kind, selector=selector or "")[0]
+
+    def list_sync(self, api_version: str, kind: str, *, selector: str
+                  ) -> tuple[list[dict[str, Any]], str]:
+        with self.changed:
+            return ([o for o in self.objects.values()
+                     if self._matches(o, api_version, kind, selector)], str(len(self.log)))
+
+    def watch_sync(self, api_version: str, kind: str, *, selector: str, resource_version: str,
+                   seconds: int, opened: Any = None) -> Any:
+        at, end = int(resource_version), time.monotonic() + 0.5
+        while not self.closed and time.monotonic() < end:
+            with self.changed:
+                self.changed.wait_for(lambda at=at: len(self.log) > at or self.closed, 0.05)
+                events = self.log[at:]
+            for i, (type_, obj) in enumerate(events, start=at + 1):
+                if self._matches(obj, api_version, kind, selector):
+                    yield type_, {**obj, "metadata": {**obj["metadata"],
+                                                      "resourceVersion": str(i)}}
+            at += len(events)
+
+    def _changed(self, type_: str, obj: dict[str, Any]) -> None:
+        with self.changed:
+            self.log.append((type_, obj))
+            self.changed.notify_all()
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         if f"{obj['kind']}/{obj['metadata']['name']}" in self.fail:
             raise ClusterUnavailable(f"east: PATCH {obj['metadata']['name']}: HTTP 422: no")
         self.objects[key_of(obj)] = obj
+        self._changed("MODIFIED", obj)
         return obj
 
     async def delete(self, api_version: str, kind: str, name: str, *,
                      namespace: str | None = None) -> None:
         self.deleted.append((kind, name))
-        self.objects.pop((api_version, kind, namespace or "", name), None)
+        obj = self.objects.pop((api_version, kind, namespace or "", name), None)
+        if obj is not None:
+            self._changed("DELETED", obj)
+
+    def close(self) -> None:
+        self.closed = True
+        with self.changed:
+            self.changed.notify_all()
+
+
+async def _observed(member: Member, kube: FakeKube) -> None:
+    """Observe once every informer has applied the fake's whole log (a watch delivers a
+    write soon after it, not within it)."""
+    await member.observe(1.0)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if all(sum(1 for _, o in kube.log if (o["apiVersion"], o["kind"]) ==
+                   (i.api_version, i.kind)) <= i.events for i in member.informers):
+            break
+        await asyncio.sleep(0.01)
+    await member.observe(1.0)
 
 
 def _member(kube: FakeKube, installation: str = "hub-a") -> Member:
@@ -245,6 +297,7 @@ def test_another_installations_objects_are_never_deleted_nor_overwritten():
         await member.converge()
         member.publish(OBJECTS)  # hub-a wants the same names: reported, not taken
         await member.converge()
+        member.close()
 
     asyncio.run(main())
     assert kube.deleted == []
@@ -262,9 +315,10 @@ def test_objects_of_this_installation_or_unlabelled_ones_are_adopted_and_collect
         await member.observe(1.0)
         member.publish(OBJECTS)
         await member.converge()  # adopt: stamp the label on what was there
-        await member.observe(1.0)
+        await _observed(member, kube)
         member.publish([])
         await member.converge()
+        member.close()
 
     asyncio.run(main())
     assert {k for k, _ in kube.deleted} == {"Deployment", "PodDisruptionBudget", "Service"}
@@ -305,6 +359,7 @@ def test_observation_sorts_objects_by_installation():
                     + [_labelled(o, "hub-a") for o in OBJECTS[2:]])
     member = _member(kube)
     asyncio.run(member.observe(1.0))
+    member.close()
     assert set(member.foreign) == {key_of(o) for o in OBJECTS[:2]}
     assert set(member.observed) == {key_of(o) for o in OBJECTS[2:]}
     assert all(seen_of(_labelled(o, "hub-a")).installation == "hub-a" for o in OBJECTS)
@@ -325,15 +380,12 @@ class ClusterKube(FakeKube):
     def __init__(self, broken_lists: set[str] = ()) -> None:  # type: ignore[assignment]
         super().__init__([_node("east-a")])
         self.broken_lists = set(broken_lists)
-        self.closed = False
 
-    async def list(self, api_version: str, kind: str, **kw: Any) -> list[dict[str, Any]]:
+    def list_sync(self, api_version: str, kind: str, *, selector: str
+                  ) -> tuple[list[dict[str, Any]], str]:
         if kind in self.broken_lists:
             raise ClusterUnavailable(f"east: GET {kind}: HTTP 500: etcd timeout")
-        return await super().list(api_version, kind, **kw)
-
-    def close(self) -> None:
-        self.closed = True
+        return super().list_sync(api_version, kind, selector=selector)
 
 
 class FakeHub:

@@ -20,12 +20,13 @@ def test_every_kind_the_member_shell_writes_is_granted_its_verbs_and_no_more():
     granted = _granted()
     for api_version, kind in WORKLOAD_KINDS:
         group = api_version.rpartition("/")[0]
-        assert granted.pop((group, PLURALS[kind])) == {"list", "create", "patch", "delete"}
+        assert granted.pop((group, PLURALS[kind])) == {"list", "watch", "create", "patch", "delete"}
     for api_version, kind in SHARED_KINDS:
         group = api_version.rpartition("/")[0]
-        assert granted.pop((group, PLURALS[kind])) == {"list", "create", "patch"}, \
+        assert granted.pop((group, PLURALS[kind])) == {"list", "watch", "create", "patch"}, \
             "shared kinds are never deleted"
-    assert granted == {("", "nodes"): {"list"}}, "nothing else: no get, watch, secrets"
+    assert granted == {("", "nodes"): {"list"}}, \
+        "nothing else: no get, no secrets, watch only on its own kinds"
 
 
 def test_the_binding_names_the_service_account_and_the_role():

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import re
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -74,6 +75,25 @@ class ClusterUnavailable(TwinhullError):
 
 class NotFound(ClusterUnavailable):
     """The object does not exist."""
+
+
+class Gone(ClusterUnavailable):
+    """A watch's resourceVersion is too old (HTTP 410): list again."""
+
+
+STREAMS = 8
+"""Watches one client keeps open at most without opening a connection per event."""
+
+
+def parse_line(line: bytes | str) -> tuple[str, dict[str, Any]] | None:
+    """One line of a watch stream as (type, object); None when it is not one. Pure."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+        return None
+    return str(event.get("type", "")), event["object"]
 
 
 def path(api_version: str, kind: str, *, namespace: str | None = None, name: str | None = None,
@@ -241,6 +261,7 @@ class Kube:
             weakref.WeakKeyDictionary()
         """Per event loop: the write threads free, so a queued write's timeout has not
         started."""
+        self._streams: ApiClient | None = None
         self._read_pool = ThreadPoolExecutor(max_workers=read_threads,
                                              thread_name_prefix=f"kube-{name}-read")
 
@@ -249,6 +270,8 @@ class Kube:
         timeout at the latest). Effects: threads."""
         self._pool.shutdown(wait=False)
         self._read_pool.shutdown(wait=False)
+        if self._streams is not None:
+            self._streams.close()  # type: ignore[no-untyped-call]
 
     def redact(self, text: str) -> str:
         """``text`` without this client's credentials (see :func:`redact`). Pure."""
@@ -316,6 +339,85 @@ class Kube:
             raise ClusterUnavailable(self.redact(
                 f"{self.name}: {method} {resource}: HTTP {status}: {message}"))
         return json.loads(data) if data else None
+
+    def _stream_api(self) -> ApiClient:
+        """A client of its own for watches (each holds a connection while it is open), so
+        they never take the connections of reads and writes. Effects: memory."""
+        if self._streams is None:
+            config = copy.deepcopy(self.configuration)
+            config.connection_pool_maxsize = STREAMS
+            self._streams = ApiClient(config)
+        return self._streams
+
+    def list_sync(self, api_version: str, kind: str, *, selector: str, page: int = 500,
+                  timeout: float = 30.0) -> tuple[list[dict[str, Any]], str]:
+        """Every object with the label ``selector``, read in pages (a consistent read: the
+        version returned is where a watch resumes), and the list's resourceVersion. Blocks
+        (an informer's thread). Effects: network."""
+        items: list[dict[str, Any]] = []
+        cont = ""
+        while True:
+            query = {"labelSelector": selector, "limit": str(page)}
+            if cont:
+                query["continue"] = cont
+            data = self._request_sync("GET", path(api_version, kind), query=query, body=None,
+                                      content_type=None, timeout=timeout) or {}
+            items += data.get("items") or []
+            meta = data.get("metadata") or {}
+            cont = meta.get("continue") or ""
+            if not cont:
+                return items, str(meta.get("resourceVersion") or "")
+
+    def watch_sync(self, api_version: str, kind: str, *, selector: str, resource_version: str,
+                   seconds: int, opened: Callable[[Any], None] = lambda _: None
+                   ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The events of a watch from ``resource_version`` (with bookmarks) until the API
+        server ends it after ``seconds``; ``opened`` gets the response (to shut it down
+        from another thread). A read that waits 30 s past that fails. Blocks (an
+        informer's thread). Raises :class:`ClusterUnavailable` (``Gone`` on HTTP 410).
+        Effects: network."""
+        resource = path(api_version, kind)
+        query = {"watch": "true", "labelSelector": selector, "allowWatchBookmarks": "true",
+                 "resourceVersion": resource_version, "timeoutSeconds": str(seconds)}
+        api = self._stream_api()
+        _, url, headers, _, _ = api.param_serialize(
+            method="GET", resource_path=resource, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        try:
+            response = api.rest_client.request(  # type: ignore[no-untyped-call]
+                "GET", url + "?" + urlencode(query), headers=headers,
+                _request_timeout=(min(self.timeout, 5.0), seconds + 30)).response
+        except ApiException as exc:
+            raise ClusterUnavailable(self.redact(
+                f"{self.name}: watch {resource}: {exc.reason}")) from None
+        except Exception as exc:  # urllib3 and socket errors: the cluster is unreachable
+            raise ClusterUnavailable(f"{self.name}: watch {resource}: "
+                                     f"{type(exc).__name__}") from None
+        opened(response)
+        try:
+            if response.status == 410:
+                raise Gone(f"{self.name}: watch {resource}: version too old")
+            if response.status >= 400:
+                message = _message(response.data)
+                hint = (" (grant watch on it: policies/member-rbac.yaml)"
+                        if response.status == 403 else "")
+                raise ClusterUnavailable(self.redact(
+                    f"{self.name}: watch {resource}: HTTP {response.status}: {message}{hint}"))
+            buffer = b""
+            for chunk in response.stream(amt=None, decode_content=False):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    event = parse_line(line) if line.strip() else None
+                    if event is not None:
+                        yield event
+        except ClusterUnavailable:
+            raise
+        except Exception as exc:  # the stream broke (reset, read timeout, shut down)
+            raise ClusterUnavailable(f"{self.name}: watch {resource}: "
+                                     f"{type(exc).__name__}") from None
+        finally:
+            response.release_conn()
 
     async def request(self, method: str, resource: str, *, query: Mapping[str, str] | None = None,
                       body: Any = None, content_type: str | None = None,

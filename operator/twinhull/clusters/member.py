@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from twinhull.clusters.informer import Informer
 from twinhull.clusters.kube import ClusterUnavailable, Kube
 from twinhull.plan.render import DEPLOYMENT, HASH, INSTALLATION, MANAGED_BY, OPERATOR, REVISION
 
@@ -180,6 +182,8 @@ class Member:
         from the last converge: the cluster's problem, for the ServingCluster's status."""
         self.failed_writes = 0
         """Writes that failed in the last converge."""
+        self.informers: list[Informer] = []
+        """One per observed kind, started by the first :meth:`observe`."""
 
     async def probe(self, timeout: float) -> ProbeResult:
         """List the nodes: reachable, Ready per zone, GPUs. Effects: one read."""
@@ -193,25 +197,49 @@ class Member:
                            zones=zones)
 
     async def observe(self, timeout: float) -> None:
-        """List twinhull's objects in the cluster. Effects: reads. Raises
-        :class:`ClusterUnavailable`; the previous observation stays until one succeeds."""
-        kinds = (*WORKLOAD_KINDS, *SHARED_KINDS)
-        lists = await asyncio.gather(*(self.kube.list(v, k, selector=SELECTOR, timeout=timeout)
-                                       for v, k in kinds))
+        """Take the current observation of twinhull's objects from the member's informers
+        (a LIST, then a WATCH, per kind, started on the first call: the cost follows what
+        changes, not the fleet's size). Raises :class:`ClusterUnavailable` while any of
+        them is not synced (its first list, or after a failure until it has listed again);
+        the previous observation stays until one succeeds; a first list is waited for up
+        to ``timeout``. Effects: threads (the first call), memory."""
+        if not self.informers:
+            self.informers = [Informer(self.kube, v, k, SELECTOR, seen_of, key_of)
+                              for v, k in (*WORKLOAD_KINDS, *SHARED_KINDS)]
+            for informer in self.informers:
+                informer.start()
+        deadline = time.monotonic() + timeout
+        while any(i.lists == 0 for i in self.informers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         observed: dict[ObjectKey, Seen] = {}
         foreign: dict[ObjectKey, str] = {}
-        for (api_version, kind), items in zip(kinds, lists, strict=True):
-            for item in items:
-                item = {**item, "apiVersion": api_version, "kind": kind}
-                seen = seen_of(item)
+        for informer in self.informers:
+            items = informer.snapshot()
+            if items is None:
+                raise ClusterUnavailable(f"{self.name}: {informer.kind}s not observed: "
+                                         f"{informer.error}")
+            for key, seen in items.items():
                 owner = seen.installation
                 if self.installation and owner is not None and owner != self.installation:
-                    foreign[key_of(item)] = owner
+                    foreign[key] = owner
                 else:
-                    observed[key_of(item)] = seen
+                    observed[key] = seen
         self.observed = observed
         self.foreign = foreign
         self.observed_round += 1
+
+    def close(self) -> None:
+        """Stop the informers and release the client. Effects: threads."""
+        for informer in self.informers:
+            informer.stop()
+        self.informers = []
+        self.kube.close()
+
+    def reconnect(self, kube: Kube) -> None:
+        """Use a new client (rotated credentials): the old one and its informers stop, new
+        ones start at the next :meth:`observe`. Effects: threads."""
+        self.close()
+        self.kube = kube
 
     def publish(self, desired: Iterable[Mapping[str, Any]],
                 keep: Iterable[tuple[str, str]] = ()) -> bool:

@@ -5,11 +5,11 @@ cannot drift from the code. Pure.
 
 * nodes: ``list`` (the health probe: Ready nodes and GPUs per zone);
 * the kinds twinhull owns per ModelDeployment (Deployments, PodDisruptionBudgets,
-  Services): ``list`` (observation, by label, in every namespace), ``create`` and
-  ``patch`` (server-side apply: a patch that creates needs both), ``delete`` (garbage
-  collection of what no plan wants);
-* the shared kinds (Namespaces, PriorityClasses): ``list``, ``create``, ``patch``, never
-  ``delete``.
+  Services): ``list`` and ``watch`` (observation, by label, in every namespace: a list,
+  then a watch from it), ``create`` and ``patch`` (server-side apply: a patch that
+  creates needs both), ``delete`` (garbage collection of what no plan wants);
+* the shared kinds (Namespaces, PriorityClasses): ``list``, ``watch``, ``create``,
+  ``patch``, never ``delete``.
 
 RBAC cannot narrow a rule to objects with a label, so the namespaced kinds are granted in
 every namespace: twinhull only writes objects labelled ``app.kubernetes.io/managed-by:
@@ -47,8 +47,8 @@ def member_rules() -> list[dict[str, Any]]:
     """The ClusterRole rules a member grants twinhull. Pure."""
     return [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
-        *_rules(WORKLOAD_KINDS, ["list", "create", "patch", "delete"]),
-        *_rules(SHARED_KINDS, ["list", "create", "patch"]),
+        *_rules(WORKLOAD_KINDS, ["list", "watch", "create", "patch", "delete"]),
+        *_rules(SHARED_KINDS, ["list", "watch", "create", "patch"]),
     ]
 
 

@@ -267,8 +267,7 @@ class MemberDaemon:
                 supervised(self.rt, self.writer_loop, lambda: _writer(self.rt, member)),
                 name=f"writer-{self.name}")
         else:  # rotated credentials: reconnect
-            old, self.member.kube = self.member.kube, kube
-            old.close()
+            self.member.reconnect(kube)
             log.info("cluster %s: kubeconfig Secret changed, reconnected", self.name)
         await self._credentials_ok(current)
 
@@ -445,7 +444,7 @@ class MemberDaemon:
         forget(rt, self.loop)
         forget(rt, self.writer_loop)
         if self.member is not None:
-            self.member.kube.close()
+            self.member.close()
 
 
 @kopf.daemon(GROUP, VERSION, "servingclusters", cancellation_timeout=5.0)
