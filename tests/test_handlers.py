@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from twinhull.api.annotations import APPROVE, MAX_BYTES, ROLLBACK, parse
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.handlers import fleet, revisions, supervise
-from twinhull.handlers.runtime import Runtime, Settings, now
+from twinhull.handlers.runtime import Runtime, Settings, deployment_spec, now
 from twinhull.plan.fleet import ClusterView
 from twinhull.plan.scaling import Load
 from twinhull.policy import load_file
@@ -526,3 +527,19 @@ def test_a_snapshot_that_cannot_be_rendered_fails_only_its_own_deployment(monkey
     assert ready(hub(rt).last_status("boom"))["reason"] == "PlanningFailed"
     assert hub(rt).last_status("calm")["traffic"]
     assert ("ModelSnapshot", hub(rt).last_status("calm")["currentSnapshot"]) in hub(rt).objects
+
+
+def test_a_spec_is_validated_again_only_when_it_changed():
+    rt = Runtime(hub=Hub(), policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    md = body("ide")
+    key = ("ai", "ide")
+    first = deployment_spec(rt, key, md)
+    assert deployment_spec(rt, key, copy.deepcopy(md)) is first  # equal: the same model
+    md["spec"]["placement"][0]["zones"] = {"east-a": 3}
+    changed = deployment_spec(rt, key, md)
+    assert changed is not first and changed.placement[0].zones == {"east-a": 3}
+    md["spec"]["placement"] = "nowhere"
+    with pytest.raises(pydantic.ValidationError):
+        deployment_spec(rt, key, md)
+    with pytest.raises(pydantic.ValidationError):  # an invalid spec is never cached
+        deployment_spec(rt, key, md)

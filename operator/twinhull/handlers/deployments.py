@@ -30,6 +30,7 @@ async def deployment_event(event: kopf.RawEvent, body: kopf.Body, namespace: str
         rt.route_versions.pop(key, None)
         rt.backoff.pop(key, None)
         rt.load_errors.pop(key, None)
+        rt.specs.pop(key, None)
         rt.poke()
         return
     old = rt.deployments.get(key)

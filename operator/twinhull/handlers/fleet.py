@@ -37,6 +37,7 @@ from twinhull.handlers.runtime import (
     Runtime,
     as_list,
     as_mapping,
+    deployment_spec,
     now,
     parse_time,
     rfc3339,
@@ -664,7 +665,7 @@ async def reconcile(rt: Runtime) -> None:
         if rnd.backing_off(key):
             continue
         try:
-            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+            spec = deployment_spec(rt, key, body)
             tier = rt.policy.resolve(spec.sla_tier)
         except (pydantic.ValidationError, UnknownTierError) as exc:
             reason = "UnknownTier" if isinstance(exc, UnknownTierError) else "InvalidSpec"

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.deployment import Runtime as ServingRuntime
 from twinhull.clusters.kube import ClusterUnavailable
-from twinhull.handlers.runtime import Key, Runtime, Settings, now, parse_time
+from twinhull.handlers.runtime import Key, Runtime, Settings, deployment_spec, now, parse_time
 from twinhull.handlers.supervise import beat
 from twinhull.metrics.presets import (
     FLEET,
@@ -119,7 +119,7 @@ def _specs(rt: Runtime) -> dict[Key, ModelDeploymentSpec]:
     out = {}
     for key, body in list(rt.deployments.items()):
         try:
-            out[key] = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+            out[key] = deployment_spec(rt, key, body)
         except (ValueError, TypeError, AttributeError):
             continue  # the fleet reports an invalid spec on its object
     return out
