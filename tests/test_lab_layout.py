@@ -29,6 +29,8 @@ def test_two_members_by_default_and_a_third_on_request() -> None:
 @pytest.mark.parametrize("name, value, words", [
     ("TWINHULL_LAB_MEMBERS", "4", "must be 2 (east, west) or 3"),
     ("TWINHULL_LAB_AUDIT", "all", "must be writes"),
+    ("TWINHULL_LAB_NODES_PER_ZONE", "0", "must be a number from 1 to 20"),
+    ("TWINHULL_LAB_NODES_PER_ZONE", "lots", "must be a number from 1 to 20"),
 ])
 def test_a_bad_setting_is_refused_naming_it(name: str, value: str, words: str) -> None:
     with pytest.raises(layout.LabError, match=name) as raised:
@@ -58,3 +60,12 @@ def test_a_third_member_gets_a_serving_cluster_like_the_examples() -> None:
     assert {k: v for k, v in south.items() if k not in ("zones", "region",
                                                         "kubeconfigSecretRef")} == \
         {k: v for k, v in west.items() if k not in ("zones", "region", "kubeconfigSecretRef")}
+
+
+def test_nodes_per_zone_is_two_unless_asked_and_each_node_gets_its_own_pod_network() -> None:
+    assert layout._nodes_per_zone({}) == 2
+    assert layout._nodes_per_zone({"TWINHULL_LAB_NODES_PER_ZONE": "10"}) == 10
+    south = layout._members({"TWINHULL_LAB_MEMBERS": "3"})[-1]
+    from labkit import members
+    cidrs = {members.pod_cidr(south, z, n) for z in south.zones for n in range(20)}
+    assert len(cidrs) == 40  # 20 nodes in each of two zones: no two share a /24

@@ -20,15 +20,25 @@ ServiceAccount, as installed) and measures:
   the fault (``loss_rps``, ``loss_writes_per_s``); then the member revived.
 
 It needs a lab whose API servers log every ServiceAccount request, best a separate one so
-the default lab's tests keep theirs (three members, its own ports and run directory)::
+the default lab's tests keep theirs (three members, its own ports and run directory), and
+ten nodes a zone (two hold 440 pods a member, fewer than 2,000 deployments need)::
 
-    export TWINHULL_LAB_MEMBERS=3 TWINHULL_LAB_AUDIT=requests TWINHULL_LAB_PORT_BASE=17600 \\
+    export TWINHULL_LAB_MEMBERS=3 TWINHULL_LAB_NODES_PER_ZONE=10 TWINHULL_LAB_AUDIT=requests \\
+           TWINHULL_LAB_PORT_BASE=17600 \\
            TWINHULL_LAB_RUN=$HOME/.cache/twinhull/lab/run-scale
     e2e/lab up && .venv/bin/python e2e/bench/scale.py [--objects 2000]; e2e/lab down
 
-Last line: ``objects=… members=… converge_s=… verified_s=… rss_mb=… rss_peak_mb=…
-steady_rps=… steady_writes=… lease_writes=… loss_detect_s=… loss_weight0_s=… loss_rps=…
-loss_writes_per_s=…``.
+Every minute while it waits for convergence it prints how many are Ready and how many
+member Deployments are made and Ready. Last line: ``objects=… members=… converge_s=…
+verified_s=… rss_mb=… rss_peak_mb=… steady_rps=… steady_writes=… lease_writes=…
+loss_detect_s=… loss_weight0_s=… loss_rps=… loss_writes_per_s=…``; when not every one is
+Ready within ``--timeout``: ``objects=… members=… converged=0 ready_at_timeout=…
+timeout_s=… rss_mb=… rss_peak_mb=…`` (exit 1).
+
+``--floor`` runs no operator: it applies the member objects twinhull would render for the
+same deployments straight to every member (16 requests at a time per member) and times
+until every Deployment is Ready, the lab's own share of ``converge_s``. Last line:
+``objects=… members=… floor_apply_s=… floor_ready_s=…``.
 """
 
 from __future__ import annotations
@@ -140,6 +150,131 @@ def window(logs: dict[str, Path], seconds: float, label: str) -> dict[str, Count
     return counts
 
 
+def ready_deployments(member: client.ApiClient) -> tuple[int, int]:
+    """(Deployments, Deployments with every replica Ready) in the benchmark's namespace."""
+    items = client.AppsV1Api(member).list_namespaced_deployment(
+        NS, _request_timeout=60).items
+    return len(items), sum((d.status.ready_replicas or 0) >= (d.spec.replicas or 0)
+                           for d in items)
+
+
+def progress(start: float, ready: Callable[[], int], members: dict[str, client.ApiClient],
+             total: int, every: float = 60.0) -> Callable[[], bool]:
+    """A check that every deployment is Ready, printing how far it got every ``every``
+    seconds (ModelDeployments Ready, member Deployments and Ready ones)."""
+    last = [start]
+
+    def check() -> bool:
+        count = ready()
+        if time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            seen = []
+            for name, member in members.items():
+                try:
+                    made, up = ready_deployments(member)
+                    seen.append(f"{name} {up}/{made}")
+                except Exception:  # a member that does not answer: say so, keep waiting
+                    seen.append(f"{name} ?")
+            print(f"  {time.monotonic() - start:.0f}s: {count}/{total} Ready; Deployments "
+                  f"Ready/made: {', '.join(seen)}", flush=True)
+        return count == total
+    return check
+
+
+def floor(members: list[tuple[str, list[str]]], apis: dict[str, client.ApiClient], count: int,
+          timeout: float) -> None:
+    """The lab's own time for what twinhull asks of the members: the objects it renders
+    for ``count`` deployments (twinhull.plan.render, as the operator would), applied
+    server-side straight to every member at once, 16 requests at a time per member, then
+    until every Deployment is Ready. Prints ``floor_apply_s`` and ``floor_ready_s``."""
+    import asyncio
+
+    from twinhull.api.deployment import ModelDeploymentSpec
+    from twinhull.clusters.kube import Kube, configuration
+    from twinhull.plan.render import member_objects, priority_class
+    from twinhull.policy import load_file
+
+    env = lab_env()
+    tiers = load_file()
+    docs = manifests(count, members)[1:]
+    per_member: dict[str, list[dict[str, Any]]] = {m: [] for m, _ in members}
+    for doc in docs:
+        spec = ModelDeploymentSpec.model_validate(doc["spec"])
+        tier = tiers.resolve(spec.sla_tier)
+        pc = priority_class(spec.sla_tier, tier)  # the fleet adds its tier's class first
+        for p in spec.placement:
+            if pc is not None and not per_member[p.cluster]:
+                per_member[p.cluster].append(pc)
+        replicas = {(p.cluster, "primary", z): n for p in spec.placement
+                    for z, n in p.zones.items()}
+        for p in spec.placement:
+            per_member[p.cluster] += member_objects(doc["metadata"]["name"], NS, p.cluster,
+                                                    spec, tier, replicas)
+    kubes = {m: Kube(m, configuration(yaml.safe_load(Path(
+        env[f"TWINHULL_{m.upper()}_KUBECONFIG"]).read_text())), timeout=30.0, threads=16)
+        for m in per_member}
+
+    async def apply_all() -> None:
+        gates = {m: asyncio.Semaphore(16) for m in per_member}
+
+        async def one(kube: Kube, obj: dict[str, Any]) -> None:
+            error = ""
+            for _ in range(5):
+                try:
+                    async with gates[kube.name]:
+                        await kube.apply(obj)
+                    return
+                except Exception as exc:  # a busy member: try again
+                    error = str(exc)
+                    await asyncio.sleep(1.0)
+            raise RuntimeError(f"could not apply {obj['kind']} {obj['metadata']['name']}: "
+                               f"{error}")
+
+        async def member(name: str) -> None:
+            objects = per_member[name]
+            unique = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+                      for o in objects}
+            first = [o for o in unique.values() if o["kind"] in ("Namespace", "PriorityClass")]
+            for o in first:
+                await one(kubes[name], o)
+            await asyncio.gather(*(one(kubes[name], o) for o in unique.values()
+                                   if o not in first))
+        await asyncio.gather(*(member(m) for m in per_member))
+
+    began = time.monotonic()
+    asyncio.run(apply_all())
+    applied = time.monotonic() - began
+    unique = sum(len({(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+                      for o in v}) for v in per_member.values())
+    print(f"floor: applied {unique} objects to "
+          f"{len(per_member)} members in {applied:.1f}s", flush=True)
+    last = [began]
+
+    def all_ready() -> bool:
+        counts = {m: ready_deployments(a) for m, a in apis.items()}
+        if time.monotonic() - last[0] >= 30:
+            last[0] = time.monotonic()
+            print(f"  {time.monotonic() - began:.0f}s: " + ", ".join(
+                f"{m} {up}/{made}" for m, (made, up) in counts.items()), flush=True)
+        return all(made == count and up == count for made, up in counts.values())
+
+    try:
+        wait(all_ready, timeout, "every member Deployment Ready", interval=5.0)
+        print(f"objects={count} members={len(per_member)} floor_apply_s={applied:.1f} "
+              f"floor_ready_s={time.monotonic() - began:.1f}", flush=True)
+    except TimeoutError:
+        print(f"objects={count} members={len(per_member)} floor_apply_s={applied:.1f} "
+              f"floor_ready_s=none timeout_s={timeout:.0f}", flush=True)
+        sys.exit(1)
+    finally:
+        for kube in kubes.values():
+            kube.close()
+        for m in per_member:
+            subprocess.run([f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
+                            env[f"TWINHULL_{m.upper()}_KUBECONFIG"], "delete", "namespace",
+                            NS, "--wait=false", "--ignore-not-found"], capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=2000)
@@ -148,6 +283,10 @@ def main() -> None:
                         help="more `twinhull run` arguments, e.g. '--lease-seconds 15'")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds to wait for convergence and verification each")
+    parser.add_argument("--floor", action="store_true",
+                        help="no operator: apply the member objects twinhull would write "
+                             "straight to every member (16 at a time per member) and time "
+                             "until every Deployment is Ready: what the lab itself needs")
     args = parser.parse_args()
     env = lab_env()
     members = [(c, [f"{c}-a", f"{c}-b"])
@@ -158,6 +297,10 @@ def main() -> None:
     if not all(str(p) for p in logs.values()):
         sys.exit("the members log no requests: start a lab with TWINHULL_LAB_AUDIT=requests "
                  "(see this file's docstring)")
+    member_apis = {m: api(env[f"TWINHULL_{m.upper()}_KUBECONFIG"]) for m in names}
+    if args.floor:
+        floor(members, member_apis, args.objects, args.timeout)
+        return
     hub = api(env["TWINHULL_HUB_KUBECONFIG"])
     kubectl = [f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
                env["TWINHULL_HUB_KUBECONFIG"]]
@@ -219,8 +362,15 @@ def main() -> None:
                 return check
 
             ready, verified = running(ready), running(verified)
-            wait(lambda: ready() == args.objects, args.timeout, "every ModelDeployment Ready",
-                 interval=every)
+            try:
+                wait(progress(start, ready, member_apis, args.objects), args.timeout,
+                     "every ModelDeployment Ready", interval=every)
+            except TimeoutError:
+                rss = rss_mb(process.pid)
+                print(f"objects={args.objects} members={len(names)} converged=0 "
+                      f"ready_at_timeout={ready()} timeout_s={args.timeout:.0f} "
+                      f"rss_mb={rss:.0f} rss_peak_mb={peak[0]:.0f}", flush=True)
+                sys.exit(1)
             converge = time.monotonic() - start
             rss = rss_mb(process.pid)
             print(f"converged {args.objects} in {converge:.1f}s; operator RSS {rss:.0f} MiB",

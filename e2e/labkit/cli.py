@@ -27,6 +27,7 @@ Environment:
                           API server 17430, proxy 17498), for the scale benchmark
   TWINHULL_LAB_AUDIT      writes (default: the hub logs writes by ServiceAccounts) or
                           requests (every API server logs every ServiceAccount request)
+  TWINHULL_LAB_NODES_PER_ZONE  KWOK nodes per zone, 110 pods each (default 2, up to 20)
 """
 
 EPILOG = """\

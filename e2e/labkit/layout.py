@@ -16,7 +16,27 @@ REPO = LABKIT.parent.parent
 BUILD_SCRIPT = LABKIT / "build.sh"
 HOST = "127.0.0.1"
 DEFAULT_PORT_BASE = 17400
-NODES_PER_ZONE = 2
+
+
+MAX_NODES_PER_ZONE = 20
+"""Each node's pod network is its own /24 (see members.pod_cidr), at most this many a zone."""
+
+
+def _nodes_per_zone(environ: Mapping[str, str]) -> int:
+    """How many KWOK nodes each zone has: TWINHULL_LAB_NODES_PER_ZONE, 2 by default, up to
+    20. Each takes 110 pods, as a real kubelet by default: the scale benchmark's 2,000
+    deployments need 1,000 pods per zone, more than two nodes hold."""
+    text = environ.get("TWINHULL_LAB_NODES_PER_ZONE") or "2"
+    if not text.isdigit() or not 1 <= int(text) <= MAX_NODES_PER_ZONE:
+        raise LabError(f"TWINHULL_LAB_NODES_PER_ZONE={text!r} must be a number from 1 to 20 "
+                       "(each node holds 110 pods)")
+    return int(text)
+
+
+try:
+    NODES_PER_ZONE = _nodes_per_zone(os.environ)
+except LabError:  # Layout.from_env reports it before anything is started
+    NODES_PER_ZONE = 2
 
 
 class LabError(Exception):
@@ -128,6 +148,7 @@ class Layout:
                 f"TWINHULL_LAB_PORT_BASE={base_text!r} must be a number between 1024 and 65000"
             )
         _member_count(environ)
+        _nodes_per_zone(environ)
         audit = environ.get("TWINHULL_LAB_AUDIT") or "writes"
         if audit not in ("writes", "requests"):
             raise LabError(f"TWINHULL_LAB_AUDIT={audit!r} must be writes (the hub's, the "
