@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from twinhull.clusters import informer as informer_module
 from twinhull.clusters.informer import Informer
-from twinhull.clusters.kube import ClusterUnavailable, parse_line
+from twinhull.clusters.kube import ClusterUnavailable, Forbidden, parse_line
 
 
 def _obj(name: str, version: int, value: int = 0) -> dict[str, Any]:
@@ -138,3 +139,21 @@ def test_watch_lines_that_are_not_events_are_skipped():
     assert parse_line(b'{"type":"ADDED","object":"x"}') is None
     assert parse_line(b"[1]") is None
 
+
+
+def test_a_forbidden_watch_falls_back_to_listing_on_a_period(monkeypatch):
+    monkeypatch.setattr(informer_module, "POLL_SECONDS", 0.01)
+    source = Script()
+    source.lists = [([_obj("a", 5, 1)], "10")] + [([_obj("a", 6, 2)], "11")] * 100
+    source.watches = [Forbidden("east: watch /apis/apps/v1/deployments: HTTP 403: forbidden")]
+    informer = _informer(source)
+    informer.start()
+    try:
+        _until(lambda: informer.lists >= 3)
+        # still synced: what a list gives is current, only not as soon as a watch would be
+        assert informer.snapshot() is not None and informer.error == ""
+        assert "403" in informer.polling
+        assert informer.snapshot() == {(*KEY, "a"): 2}  # from the lists after the first
+        assert ("watch", "10") in source.asked
+    finally:
+        informer.stop()

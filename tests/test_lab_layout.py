@@ -62,10 +62,16 @@ def test_a_third_member_gets_a_serving_cluster_like_the_examples() -> None:
         {k: v for k, v in west.items() if k not in ("zones", "region", "kubeconfigSecretRef")}
 
 
-def test_nodes_per_zone_is_two_unless_asked_and_each_node_gets_its_own_pod_network() -> None:
+def test_nodes_per_zone_is_two_unless_asked_and_each_node_gets_its_own_pod_network(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     assert layout._nodes_per_zone({}) == 2
     assert layout._nodes_per_zone({"TWINHULL_LAB_NODES_PER_ZONE": "10"}) == 10
     south = layout._members({"TWINHULL_LAB_MEMBERS": "3"})[-1]
     from labkit import members
-    cidrs = {members.pod_cidr(south, z, n) for z in south.zones for n in range(20)}
-    assert len(cidrs) == 40  # 20 nodes in each of two zones: no two share a /24
+    # two nodes a zone keep the addresses labs made before the setting (a node's podCIDR
+    # never changes): east-b-0 is 127.x.3.0/24
+    assert members.pod_cidr(south, "south-b", 0) == "127.13.3.0/24"
+    monkeypatch.setattr(layout, "NODES_PER_ZONE", layout.MAX_NODES_PER_ZONE)
+    cidrs = {members.pod_cidr(south, z, n) for z in south.zones
+             for n in range(layout.MAX_NODES_PER_ZONE)}
+    assert len(cidrs) == 2 * layout.MAX_NODES_PER_ZONE  # no two nodes share a /24

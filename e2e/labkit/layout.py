@@ -18,8 +18,13 @@ HOST = "127.0.0.1"
 DEFAULT_PORT_BASE = 17400
 
 
+class LabError(Exception):
+    """A lab operation failed; the message says what and where to look."""
+
+
 MAX_NODES_PER_ZONE = 20
-"""Each node's pod network is its own /24 (see members.pod_cidr), at most this many a zone."""
+"""At most this many nodes a zone (each node's pod network is its own /24 of the member's
+127.x.0.0/16, see members.pod_cidr)."""
 
 
 def _nodes_per_zone(environ: Mapping[str, str]) -> int:
@@ -37,10 +42,6 @@ try:
     NODES_PER_ZONE = _nodes_per_zone(os.environ)
 except LabError:  # Layout.from_env reports it before anything is started
     NODES_PER_ZONE = 2
-
-
-class LabError(Exception):
-    """A lab operation failed; the message says what and where to look."""
 
 
 @dataclass(frozen=True)

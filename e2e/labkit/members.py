@@ -6,8 +6,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import layout
 from .components import KWOK_NODE_ANNOTATION, NODE_LEASE_SECONDS
-from .layout import LABKIT, MAX_NODES_PER_ZONE, Cluster, LabError
+from .layout import LABKIT, Cluster, LabError
 from .pki import PROMETHEUS_USER
 
 NODE_CAPACITY = {
@@ -35,7 +36,7 @@ def pod_cidr(cluster: Cluster, zone: str, node: int) -> str:
     """The pod CIDR of one node: a /24 inside 127.0.0.0/8, so that every pod's IP is a
     loopback address the data-plane simulator can serve the pod's /metrics on (Linux
     routes all of 127/8 to lo). Pure."""
-    subnet = cluster.zones.index(zone) * MAX_NODES_PER_ZONE + node + 1
+    subnet = cluster.zones.index(zone) * layout.NODES_PER_ZONE + node + 1
     return f"127.{pod_network_octet(cluster)}.{subnet}.0/24"
 
 

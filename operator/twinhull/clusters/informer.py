@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from twinhull.clusters.kube import ClusterUnavailable, Gone
+from twinhull.clusters.kube import ClusterUnavailable, Forbidden, Gone
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ WATCH_SECONDS = 300
 resumes from the last version it saw)."""
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 """Seconds between failed attempts to list or watch, growing up to the last."""
+POLL_SECONDS = 2.0
+"""How often the objects are listed instead when watching them is forbidden (a member
+whose RBAC predates the watch verb): as often as a default probe, as before informers."""
+RETRY_WATCH = 6
+"""While polling, every this many lists the watch is tried again (RBAC granted since)."""
 
 Key = tuple[str, str, str, str]
 Event = tuple[str, Mapping[str, Any]]
@@ -72,6 +77,9 @@ class Informer:
         """Complete lists so far (1 plus one per resync after a failure)."""
         self.events = 0
         """Watch events applied so far."""
+        self.polling = ""
+        """Why it lists every :data:`POLL_SECONDS` instead of watching ("" when it
+        watches): the identity may list but not watch."""
 
     def start(self) -> None:
         """Start the thread (once). Effects: a thread."""
@@ -97,14 +105,28 @@ class Informer:
             return dict(self._items) if self.synced else None
 
     def _run(self) -> None:
-        failures = 0
+        failures = polls = 0
         version = ""
         while not self._stop.is_set():
             try:
                 if not version:
                     version = self._list()
-                version = self._watch(version)
+                if self.polling and polls % RETRY_WATCH:
+                    polls += 1
+                    version = ""
+                    self._stop.wait(POLL_SECONDS)
+                    continue
+                version = self._watch(version)  # every RETRY_WATCH polls: granted since?
                 failures = 0
+                self.polling = ""
+            except Forbidden as exc:  # may list, may not watch: list on a period instead
+                if not self.polling and not polls:
+                    log.warning("cluster %s: %s; listing them every %gs instead (grant watch "
+                                "on it: policies/member-rbac.yaml)", self.source.name, exc,
+                                POLL_SECONDS)
+                self.polling = str(exc)
+                polls += 1
+                version = ""
             except Gone:
                 version = ""  # too old: list again at once
             except Exception as exc:  # the cluster failed; list again after a backoff

@@ -81,6 +81,10 @@ class Gone(ClusterUnavailable):
     """A watch's resourceVersion is too old (HTTP 410): list again."""
 
 
+class Forbidden(ClusterUnavailable):
+    """The identity may not do this (HTTP 403)."""
+
+
 STREAMS = 8
 """Watches one client keeps open at most without opening a connection per event."""
 
@@ -399,10 +403,9 @@ class Kube:
                 raise Gone(f"{self.name}: watch {resource}: version too old")
             if response.status >= 400:
                 message = _message(response.data)
-                hint = (" (grant watch on it: policies/member-rbac.yaml)"
-                        if response.status == 403 else "")
-                raise ClusterUnavailable(self.redact(
-                    f"{self.name}: watch {resource}: HTTP {response.status}: {message}{hint}"))
+                error = Forbidden if response.status == 403 else ClusterUnavailable
+                raise error(self.redact(
+                    f"{self.name}: watch {resource}: HTTP {response.status}: {message}"))
             buffer = b""
             for chunk in response.stream(amt=None, decode_content=False):
                 buffer += chunk

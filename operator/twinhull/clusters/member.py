@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twinhull.clusters.informer import Informer
+from twinhull.clusters.informer import POLL_SECONDS, Informer
 from twinhull.clusters.kube import ClusterUnavailable, Kube
 from twinhull.plan.render import DEPLOYMENT, HASH, INSTALLATION, MANAGED_BY, OPERATOR, REVISION
 
@@ -227,6 +227,13 @@ class Member:
         self.observed = observed
         self.foreign = foreign
         self.observed_round += 1
+
+    def observe_note(self) -> str:
+        """How observation falls short of watching ("" when every kind is watched): the
+        kinds listed on a period because watching them is forbidden. Pure."""
+        polled = [i.kind for i in self.informers if i.polling]
+        return (f"; {', '.join(polled)} listed every {POLL_SECONDS:g}s: watching them is "
+                "forbidden (grant watch: policies/member-rbac.yaml)") if polled else ""
 
     def close(self) -> None:
         """Stop the informers and release the client. Effects: threads."""

@@ -332,7 +332,7 @@ class MemberDaemon:
                 "Observed", "False" if self.observe_error else "True",
                 "ObserveFailed" if self.observe_error else "Observed",
                 self.observe_error or f"{len(member.observed)} object(s) of this "
-                                      "installation observed"))
+                                      "installation observed" + member.observe_note()))
             failed = member.failed_writes
             out.append(self._condition(
                 "Synced", "False" if failed else "True",
