@@ -11,7 +11,10 @@ never whole objects. When the watch ends it resumes from the last resourceVersio
 API server ends watches after ``timeoutSeconds``; bookmarks keep the version fresh); when
 the version is too old (410 Gone) or the cluster fails, it lists again, retrying with
 backoff. Until its first list and after any failure it is not synced, and the member's
-observation fails instead of reporting what may be stale. Effects: network I/O, a thread.
+observation fails instead of reporting what may be stale. An identity that may list but
+not watch (a member role from before the watch verb) gets a list every
+:data:`POLL_SECONDS` instead, the cost of observing before informers. Effects: network
+I/O, a thread.
 """
 
 from __future__ import annotations
