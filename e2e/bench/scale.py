@@ -191,25 +191,24 @@ def floor(members: list[tuple[str, list[str]]], apis: dict[str, client.ApiClient
 
     from twinhull.api.deployment import ModelDeploymentSpec
     from twinhull.clusters.kube import Kube, configuration
+    from twinhull.clusters.member import key_of
     from twinhull.plan.render import member_objects, priority_class
     from twinhull.policy import load_file
 
     env = lab_env()
     tiers = load_file()
     docs = manifests(count, members)[1:]
-    per_member: dict[str, list[dict[str, Any]]] = {m: [] for m, _ in members}
-    for doc in docs:
+    per_member: dict[str, dict[Any, dict[str, Any]]] = {m: {} for m, _ in members}
+    for doc in docs:  # by key, as the member writer keeps them (one namespace, one class)
         spec = ModelDeploymentSpec.model_validate(doc["spec"])
         tier = tiers.resolve(spec.sla_tier)
-        pc = priority_class(spec.sla_tier, tier)  # the fleet adds its tier's class first
-        for p in spec.placement:
-            if pc is not None and not per_member[p.cluster]:
-                per_member[p.cluster].append(pc)
+        pc = priority_class(spec.sla_tier, tier)  # the fleet adds its tier's class too
         replicas = {(p.cluster, "primary", z): n for p in spec.placement
                     for z, n in p.zones.items()}
         for p in spec.placement:
-            per_member[p.cluster] += member_objects(doc["metadata"]["name"], NS, p.cluster,
-                                                    spec, tier, replicas)
+            objects = member_objects(doc["metadata"]["name"], NS, p.cluster, spec, tier,
+                                     replicas) + ([pc] if pc is not None else [])
+            per_member[p.cluster].update((key_of(o), o) for o in objects)
     kubes = {m: Kube(m, configuration(yaml.safe_load(Path(
         env[f"TWINHULL_{m.upper()}_KUBECONFIG"]).read_text())), timeout=30.0, threads=16)
         for m in per_member}
@@ -231,22 +230,17 @@ def floor(members: list[tuple[str, list[str]]], apis: dict[str, client.ApiClient
                                f"{error}")
 
         async def member(name: str) -> None:
-            objects = per_member[name]
-            unique = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
-                      for o in objects}
-            first = [o for o in unique.values() if o["kind"] in ("Namespace", "PriorityClass")]
+            objects = list(per_member[name].values())
+            first = [o for o in objects if o["kind"] in ("Namespace", "PriorityClass")]
             for o in first:
                 await one(kubes[name], o)
-            await asyncio.gather(*(one(kubes[name], o) for o in unique.values()
-                                   if o not in first))
+            await asyncio.gather(*(one(kubes[name], o) for o in objects if o not in first))
         await asyncio.gather(*(member(m) for m in per_member))
 
     began = time.monotonic()
     asyncio.run(apply_all())
     applied = time.monotonic() - began
-    unique = sum(len({(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
-                      for o in v}) for v in per_member.values())
-    print(f"floor: applied {unique} objects to "
+    print(f"floor: applied {sum(map(len, per_member.values()))} objects to "
           f"{len(per_member)} members in {applied:.1f}s", flush=True)
     last = [began]
 

@@ -311,28 +311,39 @@ class Kube:
             if slots is not None:
                 slots.release()
 
-    def _request_sync(self, method: str, resource: str, *, query: Mapping[str, str] | None,
-                      body: Any, content_type: str | None, timeout: float) -> Any:
+    def _send(self, api: ApiClient, method: str, resource: str, *,
+              query: Mapping[str, str] | None, body: Any, content_type: str | None,
+              timeouts: tuple[float, float], label: str) -> Any:
+        """One HTTP request through ``api``; its response, not read yet. Raises
+        :class:`ClusterUnavailable` (message redacted) when it could not be sent."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        _, url, headers, _, _ = self._api.param_serialize(
+        _, url, headers, _, _ = api.param_serialize(
             method=method, resource_path=resource, header_params=headers,
             auth_settings=["BearerToken"],
         )
         if query:
             url += "?" + urlencode(query)
         try:
-            response = self._api.rest_client.request(  # type: ignore[no-untyped-call]
-                method, url, headers=headers, body=body,
-                _request_timeout=(min(timeout, 2.0), timeout),
-            )
-            data = response.read() if hasattr(response, "read") else response.data
+            return api.rest_client.request(  # type: ignore[no-untyped-call]
+                method, url, headers=headers, body=body, _request_timeout=timeouts)
         except ApiException as exc:
             raise ClusterUnavailable(self.redact(
-                f"{self.name}: {method} {resource}: {exc.reason}")) from None
+                f"{self.name}: {label} {resource}: {exc.reason}")) from None
         except Exception as exc:  # urllib3 and socket errors: the cluster is unreachable
             # the type only: urllib3's messages repeat the URL (user info included)
+            raise ClusterUnavailable(f"{self.name}: {label} {resource}: "
+                                     f"{type(exc).__name__}") from None
+
+    def _request_sync(self, method: str, resource: str, *, query: Mapping[str, str] | None,
+                      body: Any, content_type: str | None, timeout: float) -> Any:
+        response = self._send(self._api, method, resource, query=query, body=body,
+                              content_type=content_type,
+                              timeouts=(min(timeout, 2.0), timeout), label=method)
+        try:
+            data = response.read() if hasattr(response, "read") else response.data
+        except Exception as exc:  # the answer broke off
             raise ClusterUnavailable(f"{self.name}: {method} {resource}: "
                                      f"{type(exc).__name__}") from None
         status = response.status
@@ -383,20 +394,9 @@ class Kube:
         resource = path(api_version, kind)
         query = {"watch": "true", "labelSelector": selector, "allowWatchBookmarks": "true",
                  "resourceVersion": resource_version, "timeoutSeconds": str(seconds)}
-        api = self._stream_api()
-        _, url, headers, _, _ = api.param_serialize(
-            method="GET", resource_path=resource, header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"])
-        try:
-            response = api.rest_client.request(  # type: ignore[no-untyped-call]
-                "GET", url + "?" + urlencode(query), headers=headers,
-                _request_timeout=(min(self.timeout, 5.0), seconds + 30)).response
-        except ApiException as exc:
-            raise ClusterUnavailable(self.redact(
-                f"{self.name}: watch {resource}: {exc.reason}")) from None
-        except Exception as exc:  # urllib3 and socket errors: the cluster is unreachable
-            raise ClusterUnavailable(f"{self.name}: watch {resource}: "
-                                     f"{type(exc).__name__}") from None
+        response = self._send(self._stream_api(), "GET", resource, query=query, body=None,
+                              content_type=None, label="watch",
+                              timeouts=(min(self.timeout, 5.0), seconds + 30)).response
         opened(response)
         try:
             if response.status == 410:
