@@ -114,14 +114,16 @@ def member_up(lab: Lab, member: Cluster) -> None:
 
 
 def revive(lab: Lab, cluster: Cluster) -> None:
-    """Restart a killed API server or thaw a frozen one; wait until it and its nodes are ready."""
+    """Restart a killed API server or thaw a frozen one; wait until it and its nodes are
+    ready, and a member's controllers run new pods again (their watches back off while the
+    API server is away)."""
     lab.start([lab.component(cluster.name, "kube-apiserver")])
     say(f"{cluster.name}: kube-apiserver ready")
     if cluster.is_member:
         lab.start([lab.component(cluster.name, "prometheus")])
         say(f"{cluster.name}: prometheus ready")
-    if cluster.is_member:
         lab.wait_nodes(cluster)
+        lab.wait_controllers(cluster)
 
 
 def zone_down(lab: Lab, cluster: Cluster, zone: str) -> None:

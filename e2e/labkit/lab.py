@@ -49,6 +49,12 @@ START_TIMEOUT = 120.0
 SCRATCH_INDEX = 5
 """Port block of a scratch API server (:meth:`Lab.scratch`): after hub, east and west."""
 NODES_TIMEOUT = 60.0
+CONTROLLERS_TIMEOUT = 150.0
+"""How long a revived member may take to run a new pod again: its controller-manager,
+scheduler and KWOK retry their watches with client-go's backoff (up to 30 s each, longer
+the more often the API server went away), so a Deployment created right after a revive can
+take a minute to become Ready, as in a real cluster."""
+CANARY = "lab-canary"
 
 
 def say(message: str) -> None:
@@ -265,6 +271,25 @@ class Lab:
             lambda: self._nodes_settled(member), NODES_TIMEOUT, f"{member.name} nodes to be Ready"
         )
         say(f"{member.name}: nodes Ready ({took:.1f}s)")
+
+    def wait_controllers(self, member: Cluster) -> None:
+        """Wait until `member`'s control plane runs a new pod again: a canary Deployment
+        in kube-system (outside every zone that is down) becomes Ready, then is deleted.
+        A revived API server answers long before its controllers, whose watches back off,
+        act again; tests and benchmarks that start right after a revive need both."""
+        kubectl = self.kubectl(member)
+        kubectl.run("delete", "deployment", CANARY, "-n", "kube-system", "--ignore-not-found",
+                    "--wait=true")
+        kubectl.apply_objects([members.canary_deployment(CANARY)])
+        try:
+            took = wait_until(
+                lambda: (kubectl.get("deployment", CANARY, "-n", "kube-system")
+                         .get("status", {}).get("readyReplicas") == 1),
+                CONTROLLERS_TIMEOUT, f"{member.name} controllers to run a new pod")
+        finally:
+            kubectl.run("delete", "deployment", CANARY, "-n", "kube-system",
+                        "--ignore-not-found", "--wait=false")
+        say(f"{member.name}: controllers run new pods ({took:.1f}s)")
 
     def _nodes_settled(self, member: Cluster) -> bool:
         """True when KWOK renews every node lease and nodes are Ready (except in a downed zone)."""

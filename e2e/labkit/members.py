@@ -72,6 +72,40 @@ def node_objects(cluster: Cluster) -> list[dict[str, Any]]:
     ]
 
 
+def canary_deployment(name: str) -> dict[str, Any]:
+    """A one-pod Deployment in kube-system that any Ready node may run (no requests, every
+    taint tolerated, never a downed zone's node): it becomes Ready only when the
+    controller-manager, the scheduler and KWOK all act. Pure."""
+    labels = {"app.kubernetes.io/name": name}
+    anywhere_up = {
+        "matchExpressions": [
+            {"key": "type", "operator": "In", "values": ["kwok"]},
+            {"key": ZONE_DOWN_NODE_LABEL, "operator": "DoesNotExist"},
+        ]
+    }
+    pod = {
+        "containers": [{"name": "canary", "image": "lab.invalid/canary"}],
+        "tolerations": [{"operator": "Exists"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [anywhere_up]
+                }
+            }
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
 MEMBER_RBAC = LABKIT.parent.parent / "policies" / "member-rbac.yaml"
 """What a member grants twinhull, generated from the operator's code (`twinhull crds`)."""
 TWINHULL_ACCOUNT = ("twinhull-system", "twinhull-member")
