@@ -157,3 +157,20 @@ def test_a_forbidden_watch_falls_back_to_listing_on_a_period(monkeypatch):
         assert ("watch", "10") in source.asked
     finally:
         informer.stop()
+
+
+def test_a_forbidden_list_is_a_failure_not_a_reason_to_stop_watching(monkeypatch):
+    """A restarted API server answers 403 until its RBAC is loaded: the informer is not
+    synced meanwhile and watches again once a list succeeds, it never polls for that."""
+    monkeypatch.setattr(informer_module, "BACKOFF", (0.01,))
+    source = Script()
+    source.lists = [Forbidden("east: GET /apis/apps/v1/deployments: HTTP 403: forbidden"),
+                    ([_obj("a", 5, 1)], "10")]
+    informer = _informer(source)
+    informer.start()
+    try:
+        _until(lambda: informer.lists == 1 and ("watch", "10") in source.asked)
+        assert informer.polling == "" and informer.error == ""
+        assert informer.snapshot() == {(*KEY, "a"): 1}
+    finally:
+        informer.stop()

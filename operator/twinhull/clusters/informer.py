@@ -119,17 +119,19 @@ class Informer:
                     version = ""
                     self._stop.wait(POLL_SECONDS)
                     continue
-                version = self._watch(version)  # every RETRY_WATCH polls: granted since?
+                try:
+                    version = self._watch(version)  # every RETRY_WATCH polls: granted since?
+                except Forbidden as exc:  # may list, may not watch: list on a period instead
+                    if not self.polling and not polls:
+                        log.warning("cluster %s: %s; listing them every %gs instead (grant "
+                                    "watch on it: policies/member-rbac.yaml)",
+                                    self.source.name, exc, POLL_SECONDS)
+                    self.polling = str(exc)
+                    polls += 1
+                    version = ""
+                    continue
                 failures = 0
                 self.polling = ""
-            except Forbidden as exc:  # may list, may not watch: list on a period instead
-                if not self.polling and not polls:
-                    log.warning("cluster %s: %s; listing them every %gs instead (grant watch "
-                                "on it: policies/member-rbac.yaml)", self.source.name, exc,
-                                POLL_SECONDS)
-                self.polling = str(exc)
-                polls += 1
-                version = ""
             except Gone:
                 version = ""  # too old: list again at once
             except Exception as exc:  # the cluster failed; list again after a backoff
