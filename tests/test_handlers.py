@@ -543,3 +543,27 @@ def test_a_spec_is_validated_again_only_when_it_changed():
         deployment_spec(rt, key, md)
     with pytest.raises(pydantic.ValidationError):  # an invalid spec is never cached
         deployment_spec(rt, key, md)
+
+
+def test_member_objects_are_rendered_again_only_when_their_inputs_change():
+    rt = Runtime(hub=Hub(), policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    key = ("ai", "ide")
+    spec = deployment_spec(rt, key, body("ide"))
+    tier = rt.policy.resolve(spec.sla_tier)
+    replicas = {("east", "primary", "east-a"): 1, ("west", "primary", "west-a"): 1}
+    first = fleet.rendered_objects(rt, key, "east", spec, tier, replicas)
+    assert any(o["kind"] == "Deployment" for o in first)
+    again = fleet.rendered_objects(rt, key, "east", spec.model_copy(deep=True), tier,
+                                   dict(replicas))
+    assert again is first  # equal inputs: the same objects
+    # another cluster's replicas are not this cluster's input
+    other = {**replicas, ("west", "primary", "west-a"): 3}
+    assert fleet.rendered_objects(rt, key, "east", spec, tier, other) is first
+    more = {**replicas, ("east", "primary", "east-a"): 2}
+    grown = fleet.rendered_objects(rt, key, "east", spec, tier, more)
+    assert grown is not first
+    assert [o["spec"]["replicas"] for o in grown if o["kind"] == "Deployment"] == [2]
+    md = body("ide")
+    md["spec"]["model"]["image"] = md["spec"]["model"]["image"] + "-next"
+    changed = deployment_spec(rt, key, md)
+    assert fleet.rendered_objects(rt, key, "east", changed, tier, more) is not grown

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import threading
 import time
 from pathlib import Path
@@ -281,6 +282,25 @@ def test_every_published_object_carries_the_installation_label():
     assert all(o["metadata"]["labels"][INSTALLATION] == "hub-a"
                for o in member.desired.values())
     assert all(INSTALLATION not in o["metadata"].get("labels", {}) for o in OBJECTS)
+
+
+def test_publishing_the_same_objects_again_keeps_their_stamped_copies():
+    member = _member(FakeKube())
+    assert member.publish(OBJECTS)
+    first = dict(member.desired)
+    assert not member.publish(OBJECTS)  # the same objects: nothing changed
+    assert all(member.desired[k] is first[k] for k in first)
+    changed = [copy.deepcopy(o) if o["kind"] == "Deployment" else o for o in OBJECTS]
+    for o in changed:
+        if o["kind"] == "Deployment":
+            o["spec"]["replicas"] = 7
+    assert member.publish(changed)  # an equal copy would say False; a changed one True
+    deployments = [k for k in first if k[1] == "Deployment"]
+    assert deployments and all(member.desired[k]["spec"]["replicas"] == 7
+                               and member.desired[k] is not first[k] for k in deployments)
+    assert all(member.desired[k] is first[k] for k in first if k[1] != "Deployment")
+    assert all(o["metadata"]["labels"][INSTALLATION] == "hub-a"
+               for o in member.desired.values())
 
 
 def test_another_installations_objects_are_never_deleted_nor_overwritten():

@@ -172,6 +172,8 @@ class Member:
         """(namespace, ModelDeployment) whose objects stay as they are: its spec cannot be
         planned now (e.g. an unknown tier), which must not tear down what runs."""
         self._applied: dict[ObjectKey, tuple[str | None, int, int | None]] = {}
+        self._sources: dict[ObjectKey, Mapping[str, Any]] = {}
+        """The object each desired one was stamped from (see :meth:`publish`)."""
         self.writes = 0
         """Write requests sent (for tests and benchmarks)."""
         self.errors: dict[tuple[str, str], str] = {}
@@ -251,9 +253,20 @@ class Member:
     def publish(self, desired: Iterable[Mapping[str, Any]],
                 keep: Iterable[tuple[str, str]] = ()) -> bool:
         """Replace the desired objects, keeping those of the ``keep`` deployments untouched;
-        return whether anything changed. Effects: memory."""
-        new = {key_of(o): stamped(o, self.installation) if self.installation else dict(o)
-               for o in desired}
+        return whether anything changed. An object published again as the same object
+        (a render that was cached) keeps its stamped copy, so comparing stops at identity.
+        Effects: memory."""
+        new: dict[ObjectKey, dict[str, Any]] = {}
+        sources: dict[ObjectKey, Mapping[str, Any]] = {}
+        for o in desired:
+            key = key_of(o)
+            before = self.desired.get(key)
+            if before is not None and self._sources.get(key) is o:
+                new[key] = before
+            else:
+                new[key] = stamped(o, self.installation) if self.installation else dict(o)
+            sources[key] = o
+        self._sources = sources
         kept = set(keep)
         changed = new != self.desired or kept != self.kept or not self.desired_published
         self.desired = new

@@ -152,6 +152,10 @@ class Runtime:
     specs: dict[Key, tuple[dict[str, Any], ModelDeploymentSpec]] = field(default_factory=dict)
     """Per ModelDeployment: the raw spec last validated and its model (see
     :func:`deployment_spec`)."""
+    rendered: dict[Key, dict[str, tuple[Any, list[dict[str, Any]]]]] = \
+        field(default_factory=dict)
+    """Per ModelDeployment and member: what its objects were last rendered from and the
+    objects (see ``fleet.rendered_objects``)."""
 
     def poke(self) -> None:
         """Wake the fleet loop. Effects: memory."""
