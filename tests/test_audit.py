@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import json
 import re
 from datetime import timedelta
+from typing import Any
 
 from test_fleet import T0, cluster, steady
 from twinhull.auditcmd import parse_duration, records_in
+from twinhull.clusters.kube import ClusterUnavailable, NotFound
 from twinhull.handlers.audit import (
     KEEP,
     MAX_BYTES,
@@ -16,11 +20,16 @@ from twinhull.handlers.audit import (
     entries,
     evictions,
     keys_of,
+    record,
     record_key,
+    retries,
+    waiting,
 )
 from twinhull.handlers.events import event_for
+from twinhull.handlers.runtime import Runtime, Settings
 from twinhull.plan.fleet import plan_fleet
 from twinhull.plan.record import Replay, decode_replay, explain, record_of
+from twinhull.policy import load_file
 
 
 def failover_record():
@@ -107,3 +116,67 @@ def test_binary_data_is_base64_of_gzip():
     _, binary = entries([failover_record()])
     (raw,) = binary.values()
     assert base64.b64decode(raw)[:2] == b"\x1f\x8b"
+
+
+class FlakyHub:
+    """The hub's ConfigMap API for the audit record, failing the first ``failures``
+    writes as a hub shedding load does (the ``Kube`` seam)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.data: dict[str, Any] = {}
+
+    async def get(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise NotFound("no ConfigMap yet")
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return obj
+
+    async def request(self, method: str, resource: str, *, body: Any = None,
+                      **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise ClusterUnavailable("hub: writes queued; none free for 30s")
+        for k, v in body["data"].items():
+            if v is None:
+                self.data.pop(k, None)
+            else:
+                self.data[k] = v
+        return {}
+
+
+def _record(i: int):
+    r = failover_record()
+    return dataclasses.replace(r, id=f"{r.id[:8]}{i:04d}",
+                               time=(T0 + timedelta(seconds=i)).isoformat())
+
+
+def test_records_whose_write_failed_are_written_with_the_next_round_not_lost():
+    hub = FlakyHub(failures=2)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    key = ("ai", "ide")
+    first, second = _record(1), _record(2)
+    asyncio.run(record(rt, key, [first]))
+    assert [r.id for r in rt.audit_pending[key]] == [first.id] and hub.data == {}
+    asyncio.run(record(rt, key, [second]))  # fails again: both wait
+    assert [r.id for r in rt.audit_pending[key]] == [first.id, second.id]
+    assert retries(rt, busy={key}) == []  # its own write this round takes them along
+    (retry,) = retries(rt, busy=set())
+    asyncio.run(retry)
+    assert rt.audit_pending == {}
+    assert sorted(hub.data) == sorted(f"{record_key(r)}.json" for r in (first, second))
+    assert rt.telemetry.audit_errors._value.get() == 3  # 1 + 2 records in failed writes
+    assert rt.telemetry.audit_records._value.get() == 2
+    assert rt.telemetry.audit_dropped._value.get() == 0
+
+
+def test_at_most_what_the_configmap_keeps_waits_and_the_oldest_are_dropped():
+    records = [_record(i) for i in range(KEEP + 3)]
+    kept, dropped = waiting(records)
+    assert [r.id for r in dropped] == [r.id for r in records[:3]]
+    assert [r.id for r in kept] == [r.id for r in records[3:]]
+    hub = FlakyHub(failures=1)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    asyncio.run(record(rt, ("ai", "ide"), records))
+    assert len(rt.audit_pending[("ai", "ide")]) == KEEP
+    assert rt.telemetry.audit_dropped._value.get() == 3

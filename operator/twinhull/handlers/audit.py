@@ -13,15 +13,21 @@ annotations naming the deployment):
 
 Records are added with JSON merge patches (no read before a write); past
 :data:`KEEP` records or :data:`MAX_BYTES`, the oldest are removed in the same patch.
-Effects: hub reads and writes (failures are logged, never raised: an audit write never
-stops a decision, and is retried with the next decision)."""
+A write that fails keeps its records in memory (:attr:`Runtime.audit_pending`) and they
+are written with the deployment's next records or by :func:`retries` in the next round, so
+a hub that sheds writes delays the audit record but does not lose it; at most what the
+ConfigMap would keep waits (:data:`KEEP` records, :data:`MAX_BYTES`), and older records
+are dropped as the ConfigMap would evict them (counted as ``result="dropped"``). Records
+still waiting when the replica stops are lost (their decisions' Events and audit log lines
+were emitted). Effects: hub reads and writes (failures are logged, never raised: an audit
+write never stops a decision)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -90,9 +96,29 @@ def keys_of(cm: Mapping[str, Any]) -> dict[str, int]:
     return sizes
 
 
-async def record(rt: Runtime, key: Key, records: Sequence[AuditRecord]) -> None:
-    """Add ``records`` to the deployment's audit ConfigMap. Effects: hub reads (the first
+def waiting(records: Sequence[AuditRecord]) -> tuple[list[AuditRecord], list[AuditRecord]]:
+    """(kept, dropped): the newest of ``records`` that the ConfigMap would keep, to wait
+    for the next write, and the older ones it would have evicted. Pure."""
+    sizes = {record_key(r): n for r, n in zip(
+        records, (sum(keys_of({"data": d, "binaryData": b}).values())
+                  for d, b in (entries([r]) for r in records)), strict=True)}
+    drop = set(evictions([], sorted(sizes.items())))
+    return ([r for r in records if record_key(r) not in drop],
+            [r for r in records if record_key(r) in drop])
+
+
+def retries(rt: Runtime, busy: set[Key]) -> list[Coroutine[Any, Any, None]]:
+    """Writes of the records still waiting for deployments without a write of their own
+    this round (``busy`` have one, which takes theirs along). Effects: none until
+    awaited."""
+    return [record(rt, key, []) for key in list(rt.audit_pending) if key not in busy]
+
+
+async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
+    """Add ``new`` and the deployment's records still waiting to its audit ConfigMap; when
+    the write fails, keep them waiting (see the module). Effects: hub reads (the first
     time), one write."""
+    records = [*rt.audit_pending.pop(key, []), *new]
     if not records:
         return
     namespace = rt.settings.namespace
@@ -133,9 +159,15 @@ async def record(rt: Runtime, key: Key, records: Sequence[AuditRecord]) -> None:
         rt.telemetry.audit_records.inc(len(records))
     except ClusterUnavailable as exc:
         rt.audit.pop(key, None)  # read again next time: the write may have half-landed
+        kept, dropped = waiting(records)
+        if kept:
+            rt.audit_pending[key] = kept
         rt.telemetry.audit_errors.inc(len(records))
-        log.warning("%s/%s: cannot write %d audit record(s) (%s): %s", key[0], key[1],
-                    len(records), ", ".join(r.id for r in records), exc)
+        rt.telemetry.audit_dropped.inc(len(dropped))
+        log.warning("%s/%s: cannot write %d audit record(s) (%s), retrying next round%s: %s",
+                    key[0], key[1], len(records), ", ".join(r.id for r in records),
+                    f"; dropped the {len(dropped)} oldest ({', '.join(r.id for r in dropped)})"
+                    if dropped else "", exc)
 
 
 def _configmap(namespace: str, cm_name: str, key: Key) -> dict[str, Any]:

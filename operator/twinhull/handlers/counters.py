@@ -51,6 +51,7 @@ class Telemetry:
         audit = Counter(name(n.AUDIT_RECORDS_TOTAL), n.AUDIT_RECORDS_TOTAL.help,
                         n.AUDIT_RECORDS_TOTAL.labels, registry=self.registry)
         self.audit_records, self.audit_errors = audit.labels("written"), audit.labels("failed")
+        self.audit_dropped = audit.labels("dropped")
         for outcome in ("Recorded", "Good", "Bad"):
             self.snapshots.labels(outcome)
         self.known: set[tuple[str, str]] = set()

@@ -773,6 +773,7 @@ async def reconcile(rt: Runtime) -> None:
         if rt.members[cluster].publish(objects, keep=rnd.held):
             rt.poke_member(cluster)
 
+    audited: set[Key] = set()
     for d in rendered:
         key = (d.namespace, d.name)
         try:
@@ -780,11 +781,13 @@ async def reconcile(rt: Runtime) -> None:
                     notes[key], loads_missing, t)
             rnd.writes.append(_audit(rt, planned[key], plans[key], rev_inputs[key], revs[key],
                                      views, t_now))
+            audited.add(key)
         except Exception as exc:
             rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
             continue
         rt.backoff.pop(key, None)
     rnd.writes += drills.step(rt, rendered, plans, views, t_now)
+    rnd.writes += audit_log.retries(rt, audited)
     results = await asyncio.gather(*rnd.writes, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):

@@ -150,8 +150,11 @@ back; the cardinality is deployments times five."""
 AUDIT_RECORDS_TOTAL = Metric(
     "twinhull_audit_records_total", "counter", ("result",),
     "Decisions written to the durable audit record, and writes that failed.")
-"""``result`` is ``written`` or ``failed`` (a failed write is logged with the decision ids;
-the decision itself stands, and its Event and audit log line were emitted)."""
+"""``result`` is ``written``, ``failed`` (records in a write that failed, counted at every
+attempt: they wait in memory and are written with the next round) or ``dropped`` (never
+written: more waited than the deployment's audit keeps, the oldest went). A failed write
+is logged with the decision ids; the decision itself stands, and its Event and audit log
+line were emitted."""
 
 LEADER = Metric(
     "twinhull_leader", "gauge", ("identity",),

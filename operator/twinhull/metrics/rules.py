@@ -480,6 +480,7 @@ def operator_group(policy: TierPolicy, options: Options) -> dict[str, Any]:
     TwinhullDeploymentFailedOver        P2        a cluster stays out for 15 minutes
     TwinhullDeploymentDegraded          P2        replicas without capacity or a zone down
     TwinhullDeploymentMetricsMissing    P2        scaling, verification and SLO alerts blind
+    TwinhullAuditWritesFailing          P3        decisions wait unrecorded in memory
     TwinhullRollback                    P3        handled automatically; find out why
     ==================================  ========  =========================================
     """
@@ -488,6 +489,7 @@ def operator_group(policy: TierPolicy, options: Options) -> dict[str, Any]:
     condition = names.DEPLOYMENT_CONDITION.name
     beat = names.LOOP_LAST_BEAT_TIMESTAMP_SECONDS.name
     rollbacks = names.ROLLBACKS_TOTAL.name
+    audit = names.AUDIT_RECORDS_TOTAL.name
     created = names.DEPLOYMENT_CREATED_TIMESTAMP_SECONDS.name
     who = "{{ $labels.namespace }}/{{ $labels.twinhull_deployment }}"
     failover = f"{runbook}#active-active-failover-and-failback"
@@ -580,6 +582,17 @@ def operator_group(policy: TierPolicy, options: Options) -> dict[str, Any]:
                "nothing fails over, scales or rolls back. See `twinhull check` and the "
                "operator's pods.",
                loops, for_="5m"),
+        _alert("TwinhullAuditWritesFailing",
+               f'sum(increase({audit}{{result=~"failed|dropped"}}[15m])) > 0',
+               _labels("P3"),
+               "The operator cannot write its audit records",
+               "Writes of decisions to the durable audit record (ConfigMaps in the "
+               "operator's namespace) have failed for 15 minutes: the records wait in the "
+               "replica's memory and are retried every round, past 200 a deployment the "
+               "oldest are dropped (result=\"dropped\"), and those waiting are lost if the "
+               "replica stops. Check the hub API server's load and the operator's RBAC on "
+               "ConfigMaps; `twinhull audit` shows what was written.",
+               f"{runbook}#observability-and-alerting", for_="15m"),
         _alert("TwinhullRollback",
                _tiered(f"sum by ({BY}, reason) (increase({rollbacks}[15m])) > 0\nor\n"
                        f"sum by ({BY}, reason) ({rollbacks} unless {rollbacks} offset 15m)"
