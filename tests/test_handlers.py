@@ -567,3 +567,22 @@ def test_member_objects_are_rendered_again_only_when_their_inputs_change():
     md["spec"]["model"]["image"] = md["spec"]["model"]["image"] + "-next"
     changed = deployment_spec(rt, key, md)
     assert fleet.rendered_objects(rt, key, "east", changed, tier, more) is not grown
+
+
+def test_status_writes_past_the_rounds_budget_wait_for_the_next_round(monkeypatch):
+    monkeypatch.setattr(fleet, "STATUS_WRITES_PER_ROUND", 2)
+    names = [f"md{i}" for i in range(5)]
+    rt = runtime(*(body(n, example_spec("aiops-platform")) for n in names))
+    rt.deployments[("ai", "bad")] = body("bad", {"slaTier": "platinum"})
+    run(rt)
+    written = set(hub(rt).status)
+    assert len(written) == 2 and ("ai", "bad") in written  # the invalid one is urgent
+    assert rt.wake.is_set()  # another round at once for those that wait
+    for _ in range(3):
+        rt.wake.clear()
+        run(rt)
+    assert {n for _, n in hub(rt).status} == {*names, "bad"}
+    assert all(len(v) == 1 for v in hub(rt).status.values())  # each written once
+    assert not rt.wake.is_set()
+    routes = [o for o in hub(rt).applied if o["kind"] == "HTTPRoute"]
+    assert len(routes) == 5  # traffic is not held back by the status budget

@@ -595,6 +595,13 @@ def _plan_isolated(inputs: list[DeploymentInput], views: Mapping[str, ClusterVie
 
 BACKOFF_MAX = 300.0
 """The longest a ModelDeployment whose round failed waits before it is tried again."""
+STATUS_WRITES_PER_ROUND = 400
+"""At most this many status writes start in one round; the others wait for the next round
+(started at once), those of deployments with a decision or a changed Ready condition
+first. A status is recomputed every round, so a deferred one is never lost. Unbounded, a
+start with 2,000 ModelDeployments queued thousands of status writes behind the hub's
+write threads each round; most waited out their queue time and failed, and the round
+(routes and member objects included) waited for them."""
 
 
 class _Round:
@@ -607,6 +614,27 @@ class _Round:
         self.now = t_now
         self.writes: list[Any] = []
         self.held: set[Key] = set()
+        self.statuses: list[tuple[bool, Key, dict[str, Any]]] = []
+        """(urgent, deployment, status) to write, at most
+        :data:`STATUS_WRITES_PER_ROUND` of them this round (see :meth:`status_writes`)."""
+        self.events: list[Any] = []
+        """Event posts, sent after every other write of the round."""
+
+    def status(self, key: Key, status: dict[str, Any], *, urgent: bool) -> None:
+        """Queue a status write; ``urgent`` ones (a decision, a changed Ready condition)
+        go first."""
+        self.statuses.append((urgent, key, status))
+
+    def status_writes(self) -> list[Any]:
+        """This round's status writes, urgent first, within the budget; when some wait,
+        the fleet loop is woken for another round. Effects: memory."""
+        ordered = sorted(self.statuses, key=lambda s: not s[0])  # stable: urgent first
+        now, later = (ordered[:STATUS_WRITES_PER_ROUND], ordered[STATUS_WRITES_PER_ROUND:])
+        if later:
+            log.info("%d status writes wait for the next round (at most %d a round)",
+                     len(later), STATUS_WRITES_PER_ROUND)
+            self.rt.poke()
+        return [_patch_status(self.rt, key, status) for _, key, status in now]
 
     def report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
         """Hold the deployment with Ready=False, ``reason`` and ``message``, and post a
@@ -616,9 +644,9 @@ class _Round:
         before = next((c for c in as_list(as_mapping(body.get("status")).get("conditions"))
                        if isinstance(c, dict) and c.get("type") == "Ready"), {})
         if _differs(status, as_mapping(body.get("status"))):
-            self.writes.append(_patch_status(self.rt, key, status))
+            self.status(key, status, urgent=True)
         if (before.get("reason"), before.get("message")) != (reason, message):
-            self.writes.append(events.post(self.rt, body, "Warning", reason, message))
+            self.events.append(events.post(self.rt, body, "Warning", reason, message))
 
     def fail(self, key: Key, body: dict[str, Any], stage: str, error: str) -> None:
         """A deployment's round raised: report it, keep what runs, back off (1 s doubling
@@ -672,7 +700,7 @@ async def reconcile(rt: Runtime) -> None:
             rnd.held.add(key)
             status = _invalid_status(body, reason, f"{exc}; what runs is left as it is")
             if _differs(status, as_mapping(body.get("status"))):
-                rnd.writes.append(_patch_status(rt, key, status))
+                rnd.status(key, status, urgent=True)
             continue
         except Exception as exc:
             rnd.fail(key, body, "reading the spec", f"{type(exc).__name__}: {exc}")
@@ -788,7 +816,9 @@ async def reconcile(rt: Runtime) -> None:
         rt.backoff.pop(key, None)
     rnd.writes += drills.step(rt, rendered, plans, views, t_now)
     rnd.writes += audit_log.retries(rt, audited)
-    results = await asyncio.gather(*rnd.writes, return_exceptions=True)
+    # routes were queued first (traffic), then statuses within the budget, Events last
+    writes = [*rnd.writes, *rnd.status_writes(), *rnd.events]
+    results = await asyncio.gather(*writes, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):
             log.warning("hub write failed, retrying next round: %s", result)
@@ -858,13 +888,18 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     status = _status(rt, body, d.spec, plan, dict(d.observed), t, rev, note)
     old = as_mapping(body.get("status"))
     if _differs(status, old):
-        rnd.writes.append(_patch_status(rt, key, status))
+        was = next((c for c in as_list(old.get("conditions"))
+                    if isinstance(c, dict) and c.get("type") == "Ready"), {})
+        now_ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        changed = (was.get("status"), was.get("reason")) != (now_ready.get("status"),
+                                                             now_ready.get("reason"))
+        rnd.status(key, status, urgent=bool(plan.decisions or rev.decisions or changed))
     old_problems = next((c.get("message") for c in as_list(old.get("conditions"))
                          if isinstance(c, dict) and c.get("reason") == "InvalidAnnotation"), None)
     if parsed.problems:
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         if ready["message"] != old_problems:
-            rnd.writes.append(events.post(rt, body, "Warning", "InvalidAnnotation",
+            rnd.events.append(events.post(rt, body, "Warning", "InvalidAnnotation",
                                           ready["message"]))
     if rev.outcomes:
         rnd.writes.append(revisions.write_outcomes(rt, d.namespace, rev, t))
@@ -874,7 +909,7 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     rt.telemetry.deployment(d.namespace, d.name)
     for decision in [*plan.decisions, *rev.decisions]:
         rt.telemetry.decided(d.namespace, d.name, decision)
-        rnd.writes.append(events.post(rt, body, _event_type(decision), reason_of(decision),
+        rnd.events.append(events.post(rt, body, _event_type(decision), reason_of(decision),
                                       _event_text(decision), action=decision.kind))
         log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
                  decision.reason)
@@ -886,7 +921,7 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
                               sort_keys=True, default=str))
     old_pending = as_mapping(old.get("pending")).get("id")
     if plan.pending is not None and old_pending != plan.pending.id:
-        rnd.writes.append(events.post(
+        rnd.events.append(events.post(
             rt, body, "Warning", "ApprovalRequired",
             f"{plan.pending.reason}; approve with: kubectl annotate --overwrite md/{d.name} -n "
             f"{d.namespace} {APPROVE}={plan.pending.id}"))
