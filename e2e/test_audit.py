@@ -59,6 +59,13 @@ def test_decisions_are_recorded_listed_and_replayed_to_the_same_decision(lab, op
 
         wait_for(lambda: "RolloutComplete" in kinds(), timeout=30,
                  what="the verification recorded")
+        # a fleet decision for certain (whether the first weights shifted depends on which
+        # cluster's pods were Ready first): twice the replicas in east take twice the share
+        kubectl(lab, "hub", "patch", "modeldeployment", name, "-n", NS, "--type=merge", "-p",
+                json.dumps({"spec": {"placement": [
+                    {"cluster": "east", "zones": {"east-a": 2, "east-b": 2}},
+                    {"cluster": "west", "zones": {"west-a": 1, "west-b": 1}}]}}))
+        wait_for(lambda: "ShiftTraffic" in kinds(), timeout=60, what="the shift recorded")
         records = audit(lab, name)
         for r in records:
             assert r["object"] == f"ModelDeployment/{NS}/{name}", r

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 import yaml
@@ -112,6 +114,32 @@ def test_examples_run_in_both_clusters_and_are_removed_on_delete(lab, operator):
         assert deployments(lab, cluster, "ai-platform") == {}
 
 
+@contextmanager
+def sampled(read: Callable[[], int], interval: float = 0.3) -> Iterator[list[int]]:
+    """The distinct successive values of ``read()``, sampled on a thread while the block
+    runs (a failed read is skipped); the thread is stopped on the way out."""
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                value = read()
+            except Exception:  # kubectl failed once: the next sample counts
+                value = None
+            if value is not None and (not seen or seen[-1] != value):
+                seen.append(value)
+            stop.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def _fail_over_and_back(lab, name: str, fault: tuple[str, ...], heal: tuple[str, ...]) -> None:
     lab.run(*fault)
     try:
@@ -121,16 +149,15 @@ def _fail_over_and_back(lab, name: str, fault: tuple[str, ...], heal: tuple[str,
                  timeout=30, what="east carrying the whole capacity")
         assert condition(lab, NS, name, "FailedOver") == "True"
         assert weights(lab, name) == {"east": 100, "west": 0, "fallback": 0}
-    finally:
+    except BaseException:
         lab.run(*heal)
-    seen: list[int] = []
-
-    def back() -> bool:
-        w = weights(lab, name)["west"]
-        if not seen or seen[-1] != w:
-            seen.append(w)
-        return w == 50
-    wait_for(back, timeout=90, what="west back to 50", interval=0.3)
+        raise
+    # sampled from the moment the heal begins: a revive returns once the member's
+    # controllers run pods again, and failback steps on while it waits
+    with sampled(lambda: weights(lab, name)["west"]) as seen:
+        lab.run(*heal)
+        wait_for(lambda: bool(seen) and seen[-1] == 50, timeout=90, what="west back to 50",
+                 interval=0.3)
     assert any(0 < w < 50 for w in seen), f"no intermediate failback step in {seen}"
     # Failback never goes backwards, unless west failed again meanwhile: after an API
     # server outage the nodes' leases can expire once it is back (seen in the lab; most

@@ -135,7 +135,7 @@ def test_pre_warm_raises_replicas_before_a_recurring_peak(lab, operator, simulat
         began = simulator([
             {"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 2000},
             {"at": first, "deployment": f"{NS}/{name}", "tokensPerSecond": 15000},
-            {"at": first + 20, "deployment": f"{NS}/{name}", "tokensPerSecond": 2000},
+            {"at": first + 30, "deployment": f"{NS}/{name}", "tokensPerSecond": 2000},
             {"at": second, "deployment": f"{NS}/{name}", "tokensPerSecond": 15000},
         ], 20, "--replica-tokens", "5000")  # served in full: measured = offered
         wait_for(lambda: condition(lab, NS, name, "MetricsAvailable") == "True",
@@ -152,7 +152,7 @@ def test_pre_warm_raises_replicas_before_a_recurring_peak(lab, operator, simulat
         s = status(lab, NS, name)
         last = [d for d in s["decisions"] if d["kind"] == "Scale"][-1]
         assert last["reason"].startswith("pre-warm"), last
-        # the forecast saw the last "day"'s peak (a 20 s peak read through a 10 s rate and
+        # the forecast saw the last "day"'s peak (a 30 s peak read through a 10 s rate and
         # the subquery's steps: not all of its 15,000), the load now is still low
         now_tps = float(last["inputs"]["tokensPerSecond"])
         assert now_tps < 5000, "load now is still low"
