@@ -180,3 +180,16 @@ def test_at_most_what_the_configmap_keeps_waits_and_the_oldest_are_dropped():
     asyncio.run(record(rt, ("ai", "ide"), records))
     assert len(rt.audit_pending[("ai", "ide")]) == KEEP
     assert rt.telemetry.audit_dropped._value.get() == 3
+
+
+def test_two_failed_writes_of_one_deployment_in_a_round_both_keep_their_records():
+    hub = FlakyHub(failures=2)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    key = ("ai", "ide")
+    first, second = _record(1), _record(2)
+
+    async def round_() -> None:  # the fleet's and a drill's write, concurrently
+        await asyncio.gather(record(rt, key, [second]), record(rt, key, [first]))
+
+    asyncio.run(round_())
+    assert [r.id for r in rt.audit_pending[key]] == [first.id, second.id]

@@ -159,7 +159,10 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
         rt.telemetry.audit_records.inc(len(records))
     except ClusterUnavailable as exc:
         rt.audit.pop(key, None)  # read again next time: the write may have half-landed
-        kept, dropped = waiting(records)
+        # another write of this deployment's records in the same round may have failed
+        # and left its own waiting: keep both
+        kept, dropped = waiting(sorted([*rt.audit_pending.pop(key, []), *records],
+                                       key=record_key))
         if kept:
             rt.audit_pending[key] = kept
         rt.telemetry.audit_errors.inc(len(records))
