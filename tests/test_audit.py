@@ -17,6 +17,7 @@ from twinhull.handlers.audit import (
     KEEP,
     MAX_BYTES,
     configmap_name,
+    encoded,
     entries,
     evictions,
     keys_of,
@@ -172,7 +173,7 @@ def test_records_whose_write_failed_are_written_with_the_next_round_not_lost():
 
 def test_at_most_what_the_configmap_keeps_waits_and_the_oldest_are_dropped():
     records = [_record(i) for i in range(KEEP + 3)]
-    kept, dropped = waiting(records)
+    kept, dropped = waiting([encoded(r) for r in records])
     assert [r.id for r in dropped] == [r.id for r in records[:3]]
     assert [r.id for r in kept] == [r.id for r in records[3:]]
     hub = FlakyHub(failures=1)

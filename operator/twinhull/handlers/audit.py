@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -96,15 +97,33 @@ def keys_of(cm: Mapping[str, Any]) -> dict[str, int]:
     return sizes
 
 
-def waiting(records: Sequence[AuditRecord]) -> tuple[list[AuditRecord], list[AuditRecord]]:
+@dataclass(frozen=True)
+class Encoded:
+    """One record as it is written: encoded once (the replay is gzip-compressed JSON), so
+    a record that waits is not encoded again at every attempt."""
+
+    key: str
+    """:func:`record_key`."""
+    id: str
+    """The decision id."""
+    data: dict[str, str]
+    binary: dict[str, str]
+    size: int
+    """Bytes it takes in the ConfigMap (as :func:`keys_of` counts them)."""
+
+
+def encoded(record: AuditRecord) -> Encoded:
+    """``record`` as it is written. Pure."""
+    data, binary = entries([record])
+    size = sum(keys_of({"data": data, "binaryData": binary}).values())
+    return Encoded(record_key(record), record.id, data, binary, size)
+
+
+def waiting(records: Sequence[Encoded]) -> tuple[list[Encoded], list[Encoded]]:
     """(kept, dropped): the newest of ``records`` that the ConfigMap would keep, to wait
     for the next write, and the older ones it would have evicted. Pure."""
-    sizes = {record_key(r): n for r, n in zip(
-        records, (sum(keys_of({"data": d, "binaryData": b}).values())
-                  for d, b in (entries([r]) for r in records)), strict=True)}
-    drop = set(evictions([], sorted(sizes.items())))
-    return ([r for r in records if record_key(r) not in drop],
-            [r for r in records if record_key(r) in drop])
+    drop = set(evictions([], sorted((e.key, e.size) for e in records)))
+    return ([e for e in records if e.key not in drop], [e for e in records if e.key in drop])
 
 
 def retries(rt: Runtime, busy: set[Key]) -> list[Coroutine[Any, Any, None]]:
@@ -118,13 +137,14 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
     """Add ``new`` and the deployment's records still waiting to its audit ConfigMap; when
     the write fails, keep them waiting (see the module). Effects: hub reads (the first
     time), one write."""
-    records = [*rt.audit_pending.pop(key, []), *new]
+    records: list[Encoded] = [*rt.audit_pending.pop(key, []), *(encoded(r) for r in new)]
     if not records:
         return
     namespace = rt.settings.namespace
     cm_name = configmap_name(*key)
-    data, binary = entries(records)
-    added = keys_of({"data": data, "binaryData": binary})
+    data = {k: v for e in records for k, v in e.data.items()}
+    binary = {k: v for e in records for k, v in e.binary.items()}
+    added = {e.key: e.size for e in records}
     try:
         sizes = rt.audit.get(key)
         if sizes is None:
@@ -162,7 +182,7 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
         # another write of this deployment's records in the same round may have failed
         # and left its own waiting: keep both
         kept, dropped = waiting(sorted([*rt.audit_pending.pop(key, []), *records],
-                                       key=record_key))
+                                       key=lambda e: e.key))
         if kept:
             rt.audit_pending[key] = kept
         rt.telemetry.audit_errors.inc(len(records))

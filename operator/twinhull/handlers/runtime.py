@@ -18,7 +18,6 @@ from twinhull.clusters.kube import Kube
 from twinhull.clusters.member import Member
 from twinhull.handlers.counters import Telemetry
 from twinhull.plan.fleet import ClusterView
-from twinhull.plan.record import AuditRecord
 from twinhull.plan.rollout import Health, Snapshot
 from twinhull.plan.scaling import Load
 from twinhull.policy.tiers import TierPolicy
@@ -132,9 +131,9 @@ class Runtime:
     audit: dict[Key, dict[str, int]] = field(default_factory=dict)
     """Per ModelDeployment: its audit records' keys and bytes, as written (see
     ``handlers.audit``); missing until read from the hub."""
-    audit_pending: dict[Key, list[AuditRecord]] = field(default_factory=dict)
-    """Per ModelDeployment: audit records whose write failed, written with the next
-    (see ``handlers.audit``)."""
+    audit_pending: dict[Key, list[Any]] = field(default_factory=dict)
+    """Per ModelDeployment: audit records whose write failed, encoded
+    (``handlers.audit.Encoded``), written with the next (see ``handlers.audit``)."""
     view_times: dict[str, datetime] = field(default_factory=dict)
     """When each cluster's view was last produced by a completed probe; a view older than
     the cluster's probe bound is treated as Suspect, never as Healthy."""
