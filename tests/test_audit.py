@@ -194,3 +194,21 @@ def test_two_failed_writes_of_one_deployment_in_a_round_both_keep_their_records(
 
     asyncio.run(round_())
     assert [r.id for r in rt.audit_pending[key]] == [first.id, second.id]
+
+
+def test_at_most_a_rounds_worth_of_deployments_is_retried_oldest_first(monkeypatch):
+    import twinhull.handlers.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "RETRIES_PER_ROUND", 2)
+    rt = Runtime(hub=FlakyHub(failures=0), policy=load_file(),  # type: ignore[arg-type]
+                 settings=Settings())
+    for i in (3, 1, 2):
+        rt.audit_pending[("ai", f"md{i}")] = [encoded(_record(i))]
+    due = retries(rt, busy=set())
+    assert len(due) == 2
+
+    async def run_all() -> None:
+        await asyncio.gather(*due)
+
+    asyncio.run(run_all())
+    assert list(rt.audit_pending) == [("ai", "md3")]  # the newest waits for the next round

@@ -126,11 +126,19 @@ def waiting(records: Sequence[Encoded]) -> tuple[list[Encoded], list[Encoded]]:
     return ([e for e in records if e.key not in drop], [e for e in records if e.key in drop])
 
 
+RETRIES_PER_ROUND = 100
+"""At most this many deployments' waiting records are retried in one round (those waiting
+longest first): a hub that sheds writes is not sent thousands more each round (at 2,000
+deployments, retrying all of them every round queued 2,000 writes that failed again)."""
+
+
 def retries(rt: Runtime, busy: set[Key]) -> list[Coroutine[Any, Any, None]]:
     """Writes of the records still waiting for deployments without a write of their own
-    this round (``busy`` have one, which takes theirs along). Effects: none until
-    awaited."""
-    return [record(rt, key, []) for key in list(rt.audit_pending) if key not in busy]
+    this round (``busy`` have one, which takes theirs along), at most
+    :data:`RETRIES_PER_ROUND`, oldest first. Effects: none until awaited."""
+    due = sorted((min(e.key for e in waiting_), key)
+                 for key, waiting_ in rt.audit_pending.items() if key not in busy and waiting_)
+    return [record(rt, key, []) for _, key in due[:RETRIES_PER_ROUND]]
 
 
 async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
