@@ -136,8 +136,9 @@ def retries(rt: Runtime, busy: set[Key]) -> list[Coroutine[Any, Any, None]]:
     """Writes of the records still waiting for deployments without a write of their own
     this round (``busy`` have one, which takes theirs along), at most
     :data:`RETRIES_PER_ROUND`, oldest first. Effects: none until awaited."""
-    due = sorted((min(e.key for e in waiting_), key)
-                 for key, waiting_ in rt.audit_pending.items() if key not in busy and waiting_)
+    # what waits is kept sorted oldest first (see :func:`record`)
+    due = sorted((waits[0].key, key) for key, waits in rt.audit_pending.items()
+                 if key not in busy)
     return [record(rt, key, []) for _, key in due[:RETRIES_PER_ROUND]]
 
 

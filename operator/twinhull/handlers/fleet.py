@@ -604,6 +604,13 @@ write threads each round; most waited out their queue time and failed, and the r
 (routes and member objects included) waited for them."""
 
 
+def _ready_of(status: Any) -> dict[str, Any]:
+    """The Ready condition of a status ({} when it has none or the status is not a
+    mapping: status is read, never trusted). Pure."""
+    return next((c for c in as_list(as_mapping(status).get("conditions"))
+                 if isinstance(c, dict) and c.get("type") == "Ready"), {})
+
+
 class _Round:
     """The writes of one fleet round and the deployments held (whose member objects stay
     as they are). A deployment that fails is reported on itself and backs off; the others
@@ -641,8 +648,7 @@ class _Round:
         Warning Event when that is news."""
         self.held.add(key)
         status = _invalid_status(body, reason, message)
-        before = next((c for c in as_list(as_mapping(body.get("status")).get("conditions"))
-                       if isinstance(c, dict) and c.get("type") == "Ready"), {})
+        before = _ready_of(body.get("status"))
         if _differs(status, as_mapping(body.get("status"))):
             self.status(key, status, urgent=True)
         if (before.get("reason"), before.get("message")) != (reason, message):
@@ -888,16 +894,14 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     status = _status(rt, body, d.spec, plan, dict(d.observed), t, rev, note)
     old = as_mapping(body.get("status"))
     if _differs(status, old):
-        was = next((c for c in as_list(old.get("conditions"))
-                    if isinstance(c, dict) and c.get("type") == "Ready"), {})
-        now_ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        was, now_ready = _ready_of(old), _ready_of(status)
         changed = (was.get("status"), was.get("reason")) != (now_ready.get("status"),
                                                              now_ready.get("reason"))
         rnd.status(key, status, urgent=bool(plan.decisions or rev.decisions or changed))
     old_problems = next((c.get("message") for c in as_list(old.get("conditions"))
                          if isinstance(c, dict) and c.get("reason") == "InvalidAnnotation"), None)
     if parsed.problems:
-        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        ready = _ready_of(status)
         if ready["message"] != old_problems:
             rnd.events.append(events.post(rt, body, "Warning", "InvalidAnnotation",
                                           ready["message"]))

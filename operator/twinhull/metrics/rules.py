@@ -588,10 +588,10 @@ def operator_group(policy: TierPolicy, options: Options) -> dict[str, Any]:
                "The operator cannot write its audit records",
                "Writes of decisions to the durable audit record (ConfigMaps in the "
                "operator's namespace) have failed for 15 minutes: the records wait in the "
-               "replica's memory and are retried every round, past 200 a deployment the "
-               "oldest are dropped (result=\"dropped\"), and those waiting are lost if the "
-               "replica stops. Check the hub API server's load and the operator's RBAC on "
-               "ConfigMaps; `twinhull audit` shows what was written.",
+               "replica's memory and are retried (at most 100 deployments a round), past "
+               "200 a deployment the oldest are dropped (result=\"dropped\"), and those "
+               "waiting are lost if the replica stops. Check the hub API server's load and "
+               "the operator's RBAC on ConfigMaps; `twinhull audit` shows what was written.",
                f"{runbook}#observability-and-alerting", for_="15m"),
         _alert("TwinhullRollback",
                _tiered(f"sum by ({BY}, reason) (increase({rollbacks}[15m])) > 0\nor\n"
