@@ -175,6 +175,7 @@ def main() -> None:
         with simulator(env, f"{NS}/{NAME}", args.tokens_per_second) as counts:
             wait(lambda: weight("west") == 50 and east_ready(1), 120 + 2 * args.load_seconds,
                  "initial 50/50")
+            undoing: tuple[str, ...] = ()
             try:
                 for setting in settings:
                     set_probes(setting)
@@ -187,6 +188,7 @@ def main() -> None:
                                  300 + 2 * args.load_seconds,
                                  "both clusters Healthy, the deployment Ready, 50/50")
                             before = counts()
+                            undoing = undo  # undone in `finally` if stopped meanwhile
                             t0 = time.monotonic()  # zone-down returns once the nodes are
                             lab(*inject)           # NotReady: its clock starts before
                             def since(start: float = t0) -> float:
@@ -206,6 +208,7 @@ def main() -> None:
                                 capacity = since()
                             after = counts()
                             lab(*undo)
+                            undoing = ()
                             delta = {k: after.get(k, 0.0) - before.get(k, 0.0)
                                      for k in set(after) | set(before)}
                             dropped = sum(v for (n, _, _), v in delta.items()
@@ -228,6 +231,7 @@ def main() -> None:
                     set_probes("default")
                     wait(lambda: clusters_healthy(hub) and steady() and weight("west") == 50,
                          300, "steady before a blip")
+                    undoing = ("heal", "west")
                     lab("partition", "west")
                     end = time.monotonic() + args.blip_seconds
                     moved = False
@@ -235,6 +239,7 @@ def main() -> None:
                         moved = moved or weight("west") != 50
                         time.sleep(0.1)
                     lab("heal", "west")
+                    undoing = ()
                     end = time.monotonic() + 10
                     while time.monotonic() < end:
                         moved = moved or weight("west") != 50
@@ -243,6 +248,8 @@ def main() -> None:
                     print(f"blip {args.blip_seconds:g}s: {'FAILED OVER' if moved else 'held'}",
                           flush=True)
             finally:
+                if undoing:
+                    subprocess.run([str(E2E / "lab"), *undoing], capture_output=True)
                 set_probes("default")
                 namespaces = [NS] + [o["metadata"]["name"] for o in hostile_objects
                                      if o["kind"] == "Namespace"]

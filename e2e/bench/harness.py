@@ -26,6 +26,17 @@ E2E = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+# A benchmark stopped with SIGTERM (kill, a CI timeout) runs its `finally` blocks as on
+# Ctrl-C: the operator and the simulator it started are stopped and the fault it injected
+# is undone. Python's default SIGTERM ends the process at once, which left a frozen west
+# API server and an orphaned operator behind.
+signal.signal(signal.SIGTERM, _stop)
+
+
 def lab_env() -> dict[str, str]:
     """The lab's settings (`e2e/lab env`); the lab must be up (`e2e/lab up`)."""
     if subprocess.run([str(E2E / "lab"), "status"], capture_output=True).returncode != 0:
