@@ -130,7 +130,7 @@ class FlakyHub:
     async def get(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         raise NotFound("no ConfigMap yet")
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return obj
 
     async def request(self, method: str, resource: str, *, body: Any = None,

@@ -9,6 +9,7 @@ import asyncio
 import copy
 import json
 import re
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from twinhull.api.annotations import APPROVE, MAX_BYTES, ROLLBACK, parse
-from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.clusters.kube import NOTICE, TRAFFIC, ClusterUnavailable
 from twinhull.handlers import fleet, revisions, supervise
 from twinhull.handlers.runtime import Runtime, Settings, deployment_spec, now
 from twinhull.plan.fleet import ClusterView
@@ -40,16 +41,19 @@ class Hub:
         self.events: list[dict[str, Any]] = []
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.fail_create: ClusterUnavailable | None = None
+        self.priorities: dict[str, set[int | None]] = {}
 
     async def patch_status(self, api_version: str, kind: str, name: str, status: Any, *,
-                           namespace: str | None = None) -> None:
+                           namespace: str | None = None, **kw: Any) -> None:
         self.status.setdefault((namespace or "", name), []).append(copy.deepcopy(status))
 
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def apply(self, obj: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        self.priorities.setdefault(obj["kind"], set()).add(kw.get("priority"))
         self.applied.append(copy.deepcopy(obj))
         return obj
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, obj: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        self.priorities.setdefault(obj["kind"], set()).add(kw.get("priority"))
         if obj["kind"] == "Event":
             self.events.append(obj)
             return obj
@@ -586,3 +590,31 @@ def test_status_writes_past_the_rounds_budget_wait_for_the_next_round(monkeypatc
     assert not rt.wake.is_set()
     routes = [o for o in hub(rt).applied if o["kind"] == "HTTPRoute"]
     assert len(routes) == 5  # traffic is not held back by the status budget
+
+
+def test_events_past_the_rounds_budget_are_dropped_warnings_first_and_counted(monkeypatch):
+    monkeypatch.setattr(fleet, "EVENTS_PER_ROUND", 3)
+    names = [f"md{i}" for i in range(4)]
+    rt = runtime(*(body(n) for n in names))
+    run(rt)  # serving in both clusters
+    hub(rt).events.clear()
+    for name in ("east", "west"):  # a larger east: traffic shifts (Normal Events)...
+        rt.views[name] = replace(rt.views[name], phase="Down" if name == "west" else "Healthy")
+    rt.deployments[("ai", "bad")] = body("bad", annotations={APPROVE: 7})  # ...and Warnings
+    run(rt)
+    posted = hub(rt).events
+    assert len(posted) == 3
+    assert {e["type"] for e in posted} == {"Warning"}
+    dropped = rt.telemetry.events_dropped._value.get()  # type: ignore[attr-defined]
+    assert dropped >= 4 - 3  # four Failovers at least, three posted
+    assert rt.telemetry.events_posted._value.get() == 3  # type: ignore[attr-defined]
+    # what the budget drops is only the Event: every decision is in its status
+    for n in names:
+        assert any(d["kind"] == "Failover" for d in hub(rt).last_status(n)["decisions"])
+
+
+def test_routes_and_events_are_written_at_their_priorities():
+    rt = runtime(body("md"), body("bad", annotations={APPROVE: 7}))
+    run(rt)
+    assert hub(rt).priorities["HTTPRoute"] == {TRAFFIC}
+    assert hub(rt).priorities["Event"] == {NOTICE}

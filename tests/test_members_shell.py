@@ -429,10 +429,10 @@ class FakeHub:
         return self.secret
 
     async def patch_status(self, api_version: str, kind: str, name: str, status: Any, *,
-                           namespace: str | None = None) -> None:
+                           namespace: str | None = None, **kw: Any) -> None:
         self.statuses.append(status)
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, obj: dict[str, Any], **kw: Any) -> dict[str, Any]:
         self.events.append(obj)
         return obj
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from twinhull.clusters.kube import ClusterUnavailable, NotFound, path
+from twinhull.clusters.kube import RECORD, ClusterUnavailable, NotFound, path
 from twinhull.handlers.runtime import Key, Runtime
 from twinhull.plan.record import AuditRecord, b64, encode_replay
 
@@ -162,7 +162,7 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
                 sizes = keys_of(cm)
             except NotFound:
                 sizes = {}
-                await rt.hub.create(_configmap(namespace, cm_name, key))
+                await rt.hub.create(_configmap(namespace, cm_name, key), priority=RECORD)
                 rt.hub_writes += 1
             rt.audit[key] = sizes
         drop = evictions(sorted(sizes.items()), sorted(added.items()))
@@ -175,12 +175,12 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
             await rt.hub.request(
                 "PATCH", path("v1", "ConfigMap", namespace=namespace, name=cm_name),
                 body={"data": patch_data, "binaryData": patch_binary},
-                content_type="application/merge-patch+json")
+                content_type="application/merge-patch+json", priority=RECORD)
         except NotFound:  # deleted by hand meanwhile: start it again
             sizes.clear()
             drop = []
             await rt.hub.create({**_configmap(namespace, cm_name, key), "data": data,
-                                 "binaryData": binary})
+                                 "binaryData": binary}, priority=RECORD)
         rt.hub_writes += 1
         for k in drop:
             sizes.pop(k, None)

@@ -52,6 +52,10 @@ class Telemetry:
                         n.AUDIT_RECORDS_TOTAL.labels, registry=self.registry)
         self.audit_records, self.audit_errors = audit.labels("written"), audit.labels("failed")
         self.audit_dropped = audit.labels("dropped")
+        posted = Counter(name(n.EVENTS_TOTAL), n.EVENTS_TOTAL.help, n.EVENTS_TOTAL.labels,
+                         registry=self.registry)
+        self.events_posted, self.events_failed, self.events_dropped = (
+            posted.labels(r) for r in ("posted", "failed", "dropped"))
         for outcome in ("Recorded", "Good", "Bad"):
             self.snapshots.labels(outcome)
         self.known: set[tuple[str, str]] = set()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.clusters.kube import NOTICE, ClusterUnavailable
 from twinhull.handlers.runtime import Runtime, now
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,9 @@ async def post(rt: Runtime, body: Mapping[str, Any], type_: Literal["Normal", "W
     """Post one Event. Effects: one hub write."""
     try:
         await rt.hub.create(event_for(body, type_, reason, message, time=now(),
-                                      instance=rt.identity, action=action))
+                                      instance=rt.identity, action=action), priority=NOTICE)
         rt.hub_writes += 1
+        rt.telemetry.events_posted.inc()
     except ClusterUnavailable as exc:
+        rt.telemetry.events_failed.inc()
         log.warning("cannot post Event %s on %s: %s", reason, body["metadata"]["name"], exc)

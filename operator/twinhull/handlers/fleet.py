@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from twinhull.api.annotations import APPROVE, Annotations
 from twinhull.api.annotations import parse as parse_annotations
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
-from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.clusters.kube import TRAFFIC, ClusterUnavailable
 from twinhull.errors import UnknownTierError
 from twinhull.handlers import audit as audit_log
 from twinhull.handlers import drills, events, revisions
@@ -490,7 +491,7 @@ async def _write_route(rt: Runtime, key: Key, route: dict[str, Any]) -> None:
     # arrive first and must not count as an edit
     rt.route_live[key] = route_projection(route)
     rt.route_hashes.pop(key, None)  # written again next round unless this write lands
-    written = await rt.hub.apply(route)
+    written = await rt.hub.apply(route, priority=TRAFFIC, queue_seconds=ROUTE_QUEUE_SECONDS)
     rt.hub_writes += 1
     rt.route_hashes[key] = want
     version = resource_version(written)
@@ -604,6 +605,20 @@ write threads each round; most waited out their queue time and failed, and the r
 (routes and member objects included) waited for them."""
 
 
+EVENTS_PER_ROUND = 100
+"""At most this many Events are posted by one round, Warnings first; the others are not
+posted (counted as ``twinhull_events_total{result="dropped"}`` and logged), as client-go's
+spam filter drops what exceeds its budget. Every decision stays in ``status.decisions``,
+the audit record and the operator's audit log line, so only the Event is lost. A member
+lost at 2,000 ModelDeployments made one round post 5,656 Events (three decisions each)."""
+ROUTE_QUEUE_SECONDS = 120.0
+"""How long an HTTPRoute write waits for a hub write thread (other writes: 30 s, see
+:data:`~twinhull.clusters.kube.WRITE_QUEUE_SECONDS`). Routes go ahead of every write but a
+ServingCluster's status, and a member lost at 2,000 ModelDeployments rewrites 2,000 of
+them: at ~60 hub writes a second on the lab, the last ones waited ~35 s, and at 30 s a
+tenth failed and moved their traffic a round later."""
+
+
 def _ready_of(status: Any) -> dict[str, Any]:
     """The Ready condition of a status ({} when it has none or the status is not a
     mapping: status is read, never trusted). Pure."""
@@ -624,8 +639,10 @@ class _Round:
         self.statuses: list[tuple[bool, Key, dict[str, Any]]] = []
         """(urgent, deployment, status) to write, at most
         :data:`STATUS_WRITES_PER_ROUND` of them this round (see :meth:`status_writes`)."""
-        self.events: list[Any] = []
-        """Event posts, sent after every other write of the round."""
+        self.events: list[tuple[bool, dict[str, Any], Literal["Normal", "Warning"], str, str,
+                                str | None]] = []
+        """Events to post, sent after every other write of the round, at most
+        :data:`EVENTS_PER_ROUND` (see :meth:`event_writes`)."""
 
     def status(self, key: Key, status: dict[str, Any], *, urgent: bool) -> None:
         """Queue a status write; ``urgent`` ones (a decision, a changed Ready condition)
@@ -643,6 +660,26 @@ class _Round:
             self.rt.poke()
         return [_patch_status(self.rt, key, status) for _, key, status in now]
 
+    def event(self, body: dict[str, Any], type_: Literal["Normal", "Warning"], reason: str,
+              message: str, *, action: str | None = None) -> None:
+        """Queue an Event on ``body``."""
+        self.events.append((type_ != "Warning", body, type_, reason, message, action))
+
+    def event_writes(self) -> list[Any]:
+        """This round's Event posts within the budget, Warnings first (in the order they
+        were queued); the rest are counted and logged, not posted. Effects: memory."""
+        ordered = sorted(self.events, key=lambda e: e[0])  # stable: Warnings first
+        post, dropped = ordered[:EVENTS_PER_ROUND], ordered[EVENTS_PER_ROUND:]
+        if dropped:
+            self.rt.telemetry.events_dropped.inc(len(dropped))
+            reasons = Counter(e[3] for e in dropped)
+            log.warning("%d Events not posted (at most %d a round): %s; the decisions are "
+                        "in each status.decisions and the audit record", len(dropped),
+                        EVENTS_PER_ROUND, ", ".join(f"{r} {n}" for r, n in
+                                                    reasons.most_common(5)))
+        return [events.post(self.rt, body, type_, reason, message, action=action)
+                for _, body, type_, reason, message, action in post]
+
     def report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
         """Hold the deployment with Ready=False, ``reason`` and ``message``, and post a
         Warning Event when that is news."""
@@ -652,7 +689,7 @@ class _Round:
         if _differs(status, as_mapping(body.get("status"))):
             self.status(key, status, urgent=True)
         if (before.get("reason"), before.get("message")) != (reason, message):
-            self.events.append(events.post(self.rt, body, "Warning", reason, message))
+            self.event(body, "Warning", reason, message)
 
     def fail(self, key: Key, body: dict[str, Any], stage: str, error: str) -> None:
         """A deployment's round raised: report it, keep what runs, back off (1 s doubling
@@ -823,7 +860,7 @@ async def reconcile(rt: Runtime) -> None:
     rnd.writes += drills.step(rt, rendered, plans, views, t_now)
     rnd.writes += audit_log.retries(rt, audited)
     # routes were queued first (traffic), then statuses within the budget, Events last
-    writes = [*rnd.writes, *rnd.status_writes(), *rnd.events]
+    writes = [*rnd.writes, *rnd.status_writes(), *rnd.event_writes()]
     results = await asyncio.gather(*writes, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):
@@ -903,8 +940,7 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     if parsed.problems:
         ready = _ready_of(status)
         if ready["message"] != old_problems:
-            rnd.events.append(events.post(rt, body, "Warning", "InvalidAnnotation",
-                                          ready["message"]))
+            rnd.event(body, "Warning", "InvalidAnnotation", ready["message"])
     if rev.outcomes:
         rnd.writes.append(revisions.write_outcomes(rt, d.namespace, rev, t))
     limit = d.spec.rollback.history_limit or d.tier.rollback_history_limit
@@ -913,8 +949,8 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     rt.telemetry.deployment(d.namespace, d.name)
     for decision in [*plan.decisions, *rev.decisions]:
         rt.telemetry.decided(d.namespace, d.name, decision)
-        rnd.events.append(events.post(rt, body, _event_type(decision), reason_of(decision),
-                                      _event_text(decision), action=decision.kind))
+        rnd.event(body, _event_type(decision), reason_of(decision), _event_text(decision),
+                  action=decision.kind)
         log.info("%s/%s: %s %s: %s", d.namespace, d.name, decision.kind, decision.id,
                  decision.reason)
         audit.info(json.dumps({"audit": "decision", "object": f"ModelDeployment/{d.namespace}/"
@@ -925,10 +961,10 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
                               sort_keys=True, default=str))
     old_pending = as_mapping(old.get("pending")).get("id")
     if plan.pending is not None and old_pending != plan.pending.id:
-        rnd.events.append(events.post(
-            rt, body, "Warning", "ApprovalRequired",
+        rnd.event(
+            body, "Warning", "ApprovalRequired",
             f"{plan.pending.reason}; approve with: kubectl annotate --overwrite md/{d.name} -n "
-            f"{d.namespace} {APPROVE}={plan.pending.id}"))
+            f"{d.namespace} {APPROVE}={plan.pending.id}")
 
 
 def _short(inputs: Any) -> str:

@@ -18,7 +18,13 @@ import pydantic
 import yaml
 
 from twinhull.api.cluster import HealthProbe, ServingClusterSpec
-from twinhull.clusters.kube import ClusterUnavailable, InvalidKubeconfig, Kube, configuration
+from twinhull.clusters.kube import (
+    URGENT,
+    ClusterUnavailable,
+    InvalidKubeconfig,
+    Kube,
+    configuration,
+)
 from twinhull.clusters.member import Member, ProbeResult, ZoneNodes
 from twinhull.handlers import events
 from twinhull.handlers.runtime import Runtime, Settings, now, parse_time, rfc3339
@@ -386,7 +392,7 @@ class MemberDaemon:
         status = {**status, "lastProbeTime": rfc3339(t)}
         try:
             await self.rt.hub.patch_status(f"{GROUP}/{VERSION}", "ServingCluster", self.name,
-                                           status)
+                                           status, priority=URGENT)
             self.rt.hub_writes += 1
             self.last_written = {k: v for k, v in status.items() if k != "lastProbeTime"}
             self.last_probe_written = t

@@ -156,6 +156,15 @@ written: more waited than the deployment's audit keeps, the oldest went). A fail
 is logged with the decision ids; the decision itself stands, and its Event and audit log
 line were emitted."""
 
+EVENTS_TOTAL = Metric(
+    "twinhull_events_total", "counter", ("result",),
+    "Kubernetes Events twinhull posted, failed to post, or dropped over its budget.")
+"""``result`` is ``posted``, ``failed`` (the hub refused or did not answer; logged, not
+retried) or ``dropped`` (over the fleet round's budget of 100 Events, Warnings first, as
+client-go's spam filter drops: the decisions are still in ``status.decisions`` and the
+audit record). A steady ``dropped`` rate means many decisions a round (a member lost at
+thousands of ModelDeployments)."""
+
 LEADER = Metric(
     "twinhull_leader", "gauge", ("identity",),
     "1 while this operator replica holds the leader Lease, 0 otherwise.")
@@ -187,7 +196,7 @@ ALL: tuple[Metric, ...] = (
     LOOP_LAST_BEAT_TIMESTAMP_SECONDS, DECISIONS_TOTAL, TRAFFIC_WEIGHT, CLUSTER_PHASE,
     CLUSTER_PROBE_DURATION_SECONDS, REPLICAS, DEPLOYMENT_CONDITION,
     SCALING_RECOMMENDED_REPLICAS, SNAPSHOTS_TOTAL, ROLLBACKS_TOTAL, AUDIT_RECORDS_TOTAL,
-    LEADER,
+    EVENTS_TOTAL, LEADER,
     DRILL_LAST_PASSED_TIMESTAMP_SECONDS, DEPLOYMENT_INFO,
     DEPLOYMENT_CREATED_TIMESTAMP_SECONDS,
 )
