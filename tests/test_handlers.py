@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from twinhull.api.annotations import APPROVE, MAX_BYTES, ROLLBACK, parse
 from twinhull.clusters.kube import NOTICE, TRAFFIC, ClusterUnavailable
 from twinhull.handlers import fleet, revisions, supervise
-from twinhull.handlers.runtime import Runtime, Settings, deployment_spec, now
+from twinhull.handlers.runtime import Runtime, Settings, deployment_spec, now, slim
 from twinhull.plan.fleet import ClusterView
 from twinhull.plan.scaling import Load
 from twinhull.policy import load_file
@@ -618,3 +618,13 @@ def test_routes_and_events_are_written_at_their_priorities():
     run(rt)
     assert hub(rt).priorities["HTTPRoute"] == {TRAFFIC}
     assert hub(rt).priorities["Event"] == {NOTICE}
+
+
+def test_a_kept_object_drops_its_managed_fields_and_keeps_the_rest():
+    raw = body("md")
+    raw["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    kept = slim(raw)
+    assert "managedFields" not in kept["metadata"]
+    assert kept["spec"] is raw["spec"] and kept["metadata"]["uid"] == "uid-md"
+    assert raw["metadata"]["managedFields"]  # the watch's object is left as it was
+    assert slim({"metadata": "junk"}) == {"metadata": "junk"}

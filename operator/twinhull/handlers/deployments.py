@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from twinhull.handlers.runtime import Runtime
+from twinhull.handlers.runtime import Runtime, slim
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ async def deployment_event(event: kopf.RawEvent, body: kopf.Body, namespace: str
         rt.poke()
         return
     old = rt.deployments.get(key)
-    new = dict(body)
+    new = slim(body)
     rt.deployments[key] = new
     if old is None or _meaningful(old) != _meaningful(new):
         rt.poke()
@@ -55,7 +55,7 @@ async def deployment_deleted(namespace: str | None, name: str, body: kopf.Body, 
     its writer when it returns (they no longer belong to any ModelDeployment)."""
     rt: Runtime = memo.runtime
     namespace = namespace or ""
-    rt.deployments[(namespace, name)] = dict(body)
+    rt.deployments[(namespace, name)] = slim(body)
     rt.poke()
     deadline = asyncio.get_running_loop().time() + 20.0
     while True:

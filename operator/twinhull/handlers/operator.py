@@ -12,7 +12,7 @@ import kopf
 from twinhull.clusters.kube import ClusterUnavailable
 from twinhull.handlers import members, revisions
 from twinhull.handlers.fleet import fleet_loop, resource_version, route_projection
-from twinhull.handlers.runtime import Runtime, now
+from twinhull.handlers.runtime import Runtime, now, slim
 from twinhull.handlers.scaling import load_loop
 from twinhull.handlers.supervise import stale_loops, supervised
 
@@ -57,7 +57,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     items = await rt.hub.list("serving.twinhull.io/v1alpha1", "ModelDeployment")
     for item in items:
         meta = item["metadata"]
-        rt.deployments.setdefault((meta["namespace"], meta["name"]), item)
+        rt.deployments.setdefault((meta["namespace"], meta["name"]), slim(item))
     # snapshots before the first round: a restarted operator must know what was recorded
     for snap in await rt.hub.list("serving.twinhull.io/v1alpha1", "ModelSnapshot"):
         meta = snap["metadata"]
