@@ -60,17 +60,20 @@ def lab(*verb: str) -> None:
 
 
 @contextlib.contextmanager
-def operator(env: dict[str, str], *, policy: Path | None = None, extra: list[str] | None = None
-             ) -> Iterator[subprocess.Popen[bytes]]:
+def operator(env: dict[str, str], *, policy: Path | None = None, extra: list[str] | None = None,
+             heap: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """`twinhull run` on the lab's hub until the block ends (SIGTERM, then wait), as the
-    chart's ServiceAccount (its RBAC applied, a TokenRequest token), as installed."""
+    chart's ServiceAccount (its RBAC applied, a TokenRequest token), as installed. With
+    ``heap``, under e2e/bench/heapdump.py writing to that file on SIGUSR1."""
     sys.path.insert(0, str(E2E))
     from conftest import Lab, install_chart_rbac
 
     port = 18000 + os.getpid() % 1000
     log = Path(tempfile.mkstemp(prefix="twinhull-bench-", suffix=".log")[1])
     identity = install_chart_rbac(Lab(env), Path(tempfile.mkdtemp(prefix="twinhull-bench-")))
-    args = [sys.executable, "-m", "twinhull.cli", "run", "--kubeconfig",
+    runner = ([str(E2E / "bench" / "heapdump.py"), str(heap)] if heap
+              else ["-m", "twinhull.cli"])
+    args = [sys.executable, *runner, "run", "--kubeconfig",
             str(identity.kubeconfig()), "--liveness", f"http://127.0.0.1:{port}/healthz"]
     if policy:
         args += ["--policy", str(policy)]

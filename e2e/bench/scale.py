@@ -9,11 +9,13 @@ ServiceAccount, as installed) and measures:
   revision is verified Good;
 * ``rss_mb``: the operator's resident memory at convergence; ``rss_peak_mb`` the highest
   sampled (every second) until the end;
-* steady state, once every revision is verified, over ``--steady-seconds``: the requests the
-  operator's identities make to each API server per second (the API servers' audit logs,
-  every request by a ServiceAccount of twinhull-system: reads, watches when they end,
-  writes), and ``steady_writes``, its writes other than its leader Lease's renewals (the
-  goal: 0 when nothing changes);
+* ``first_pass_s``: until kopf has put its finalizer on every one (one patch each, at its
+  own pace);
+* steady state, from 10 s after every revision is verified and kopf's first pass has
+  ended, over ``--steady-seconds``: the requests the operator's identities make to each
+  API server per second (the API servers' audit logs, every request by a ServiceAccount
+  of twinhull-system: reads, watches when they end, writes), and ``steady_writes``, its
+  writes other than its leader Lease's renewals (the goal: 0 when nothing changes);
 * a member lost (the last member's API server SIGKILLed): ``loss_detect_s`` until its
   ServingCluster is Down, ``loss_weight0_s`` until every deployment's HTTPRoute gives it
   weight 0, and the request rate and writes per second over ``--steady-seconds`` after
@@ -30,7 +32,7 @@ ten nodes a zone (two hold 440 pods a member, fewer than 2,000 deployments need)
 
 Every minute while it waits for convergence it prints how many are Ready and how many
 member Deployments are made and Ready. Last line: ``objects=… members=… converge_s=…
-verified_s=… rss_mb=… rss_peak_mb=… steady_rps=… steady_writes=… lease_writes=…
+verified_s=… first_pass_s=… rss_mb=… rss_peak_mb=… steady_rps=… steady_writes=… lease_writes=…
 loss_detect_s=… loss_weight0_s=… loss_rps=… loss_writes_per_s=…``; when not every one is
 Ready within ``--timeout``: ``objects=… members=… converged=0 ready_at_timeout=…
 timeout_s=… rss_mb=… rss_peak_mb=…`` (exit 1).
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -69,6 +72,7 @@ from harness import (
 )
 from kubernetes import client
 
+FINALIZER = "serving.twinhull.io/cleanup"
 NS = "bench-scale"
 OPERATOR_USERS = "system:serviceaccount:twinhull-system:"
 """The operator's identities: the chart's ServiceAccount on the hub, the one each member
@@ -273,6 +277,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--heap", type=Path, default=None,
+                        help="run the operator with tracemalloc (e2e/bench/heapdump.py) and "
+                        "append where its memory is to this file at convergence, before "
+                        "the member loss and at the end (slower: time figures are not "
+                        "comparable)"),
     parser.add_argument("--operator-args", default="",
                         help="more `twinhull run` arguments, e.g. '--lease-seconds 15'")
     parser.add_argument("--timeout", type=float, default=1800.0,
@@ -319,6 +328,13 @@ def main() -> None:
         return sum(bool(s.get("lastGoodSnapshot")) and not s.get("rollout")
                    for s in statuses())
 
+    def finalized() -> int:
+        """ModelDeployments kopf has put its finalizer on (one patch each: its first pass
+        over them, which runs at its own pace next to the fleet's)."""
+        items = objects.list_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments",
+                                                      _request_timeout=60)["items"]
+        return sum(FINALIZER in (i["metadata"].get("finalizers") or []) for i in items)
+
     def routes_without(member: str) -> int:
         """HTTPRoutes that give ``member`` weight 0 (or no backend)."""
         items = objects.list_namespaced_custom_object(
@@ -331,12 +347,17 @@ def main() -> None:
         sc = objects.get_cluster_custom_object(GROUP, VERSION, "servingclusters", member)
         return (sc.get("status") or {}).get("phase")
 
+    def heap_dump(process: subprocess.Popen[bytes]) -> None:
+        if args.heap is not None:
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(5)  # a snapshot of a large heap takes seconds
+
     lost = names[-1]
     every = max(2.0, args.objects / 400)  # listing thousands of objects loads the hub too
     peak = [0.0]
     stop = threading.Event()
     try:
-        with operator(env, extra=args.operator_args.split()) as process:
+        with operator(env, extra=args.operator_args.split(), heap=args.heap) as process:
             start = time.monotonic()
 
             def sample() -> None:
@@ -355,7 +376,7 @@ def main() -> None:
                     return count()
                 return check
 
-            ready, verified = running(ready), running(verified)
+            ready, verified, finalized = running(ready), running(verified), running(finalized)
             try:
                 wait(progress(start, ready, member_apis, args.objects), args.timeout,
                      "every ModelDeployment Ready", interval=every)
@@ -369,15 +390,23 @@ def main() -> None:
             rss = rss_mb(process.pid)
             print(f"converged {args.objects} in {converge:.1f}s; operator RSS {rss:.0f} MiB",
                   flush=True)
+            heap_dump(process)
             if not clusters_healthy(hub, tuple(names)):
                 sys.exit(f"not every member of {names} is Healthy; see the ServingClusters")
             wait(lambda: verified() == args.objects, args.timeout,
                  "every revision verified Good", interval=every)
             verified_s = time.monotonic() - start
             print(f"every first revision verified Good at {verified_s:.1f}s", flush=True)
+            # steady state begins once kopf has finished its first pass (its finalizer on
+            # every object); at 2,000 it ended minutes after convergence
+            wait(lambda: finalized() == args.objects, args.timeout,
+                 "kopf's finalizer on every ModelDeployment", interval=every)
+            first_pass = time.monotonic() - start
+            print(f"kopf's first pass (finalizers) ended at {first_pass:.1f}s", flush=True)
             time.sleep(10)  # the last status writes and observations settle
             steady = window(logs, args.steady_seconds, "steady")
             t0 = time.monotonic()
+            heap_dump(process)
             lab("kill", lost)
             try:
                 wait(lambda: phase(lost) == "Down", 120, f"{lost} Down", interval=0.5)
@@ -390,6 +419,7 @@ def main() -> None:
                 loss = window(logs, args.steady_seconds, f"{lost} down")
             finally:
                 lab("revive", lost)
+            heap_dump(process)
             stop.set()
     finally:
         stop.set()
@@ -403,7 +433,8 @@ def main() -> None:
 
     kinds = ("read", "watch", "write", "lease")
     print(f"objects={args.objects} members={len(names)} converge_s={converge:.1f} "
-          f"verified_s={verified_s:.1f} rss_mb={rss:.0f} rss_peak_mb={peak[0]:.0f} "
+          f"verified_s={verified_s:.1f} first_pass_s={first_pass:.1f} rss_mb={rss:.0f} "
+          f"rss_peak_mb={peak[0]:.0f} "
           f"steady_rps={total(steady, *kinds) / args.steady_seconds:.2f} "
           f"steady_writes={total(steady, 'write')} lease_writes={total(steady, 'lease')} "
           f"loss_detect_s={loss_detect:.1f} loss_weight0_s={loss_weight0:.1f} "
