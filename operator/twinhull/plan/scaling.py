@@ -28,6 +28,14 @@ HPA and KEDA:
   running batch is still full; with a token reading the count never drops below what the
   tokens need (it collapsed to the minimum between CI pulses before).
 
+The p95 latency in :class:`Load` is reported, not decided on. A latency trigger (p95
+above the tier's target raises the count by p95/target, 1.2-2x, held while a raise is
+starting) was tried in e2e/bench/scaling and lost: in the server model time to first
+token stays far under target until the KV cache or sequence limit fills and then jumps
+within a tick, at the same time as the queue, so it added 0.4-0.8 GPU-hours a day at
+x300 for +0.004 points within target and crossed 99.9 % in no app x seed case of 50; the
+misses are bursts that land during cold starts.
+
 Time is an input; the state it needs (the current count and the recent
 recommendations, stored only when they change) is kept in status by the caller.
 """
