@@ -26,6 +26,9 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY policies/tiers.yaml /etc/twinhull/tiers.yaml
 USER 65532:65532
-ENV PYTHONUNBUFFERED=1
+# glibc gives each thread that allocates its own malloc arena (up to 8 per core); the
+# operator runs a dozen client threads per cluster, and freed memory stayed spread over
+# the arenas (e2e/bench/scale.py: see the README's scale row)
+ENV PYTHONUNBUFFERED=1 MALLOC_ARENA_MAX=2
 ENTRYPOINT ["twinhull"]
 CMD ["run", "--policy", "/etc/twinhull/tiers.yaml"]

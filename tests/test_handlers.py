@@ -628,3 +628,24 @@ def test_a_kept_object_drops_its_managed_fields_and_keeps_the_rest():
     assert kept["spec"] is raw["spec"] and kept["metadata"]["uid"] == "uid-md"
     assert raw["metadata"]["managedFields"]  # the watch's object is left as it was
     assert slim({"metadata": "junk"}) == {"metadata": "junk"}
+
+
+def test_statuses_are_queued_ahead_of_the_rounds_other_writes(monkeypatch):
+    # a status records the round's decisions; behind snapshot outcomes on a slow hub it
+    # failed, and the next round decided the same again (see fleet.reconcile)
+    order: list[str] = []
+
+    async def other() -> None:
+        order.append("other")
+
+    monkeypatch.setattr(fleet.audit_log, "retries", lambda rt, busy: [other()])
+    rt = runtime(body("md"))
+    written = hub(rt).patch_status
+
+    async def status(*args: Any, **kwargs: Any) -> None:
+        order.append("status")
+        await written(*args, **kwargs)
+
+    monkeypatch.setattr(hub(rt), "patch_status", status)
+    run(rt)
+    assert order.index("status") < order.index("other")

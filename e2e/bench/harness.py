@@ -26,6 +26,11 @@ E2E = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
 
 
+IMAGE_ARENAS = os.environ.get("TWINHULL_BENCH_MALLOC_ARENA_MAX", "2")
+"""``MALLOC_ARENA_MAX`` as the Dockerfile sets it (``TWINHULL_BENCH_MALLOC_ARENA_MAX``
+overrides it to compare; glibc's default is 8 per core)."""
+
+
 def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -79,7 +84,9 @@ def operator(env: dict[str, str], *, policy: Path | None = None, extra: list[str
         args += ["--policy", str(policy)]
     args += extra or []
     with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        # the image's environment (Dockerfile): glibc's malloc arenas capped
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "MALLOC_ARENA_MAX": IMAGE_ARENAS})
     try:
         wait(lambda: _live(port) or process.poll() is not None, 60, "operator liveness")
         if process.poll() is not None:

@@ -307,6 +307,12 @@ def main() -> None:
     hub = api(env["TWINHULL_HUB_KUBECONFIG"])
     kubectl = [f"{env['TWINHULL_LAB_BIN']}/kubectl", "--kubeconfig",
                env["TWINHULL_HUB_KUBECONFIG"]]
+    left = subprocess.run([*kubectl, "get", "namespace", NS, "--ignore-not-found", "-o", "name"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    if left:  # an earlier run's ModelDeployments wait for their finalizer with no operator
+        sys.exit(f"namespace {NS} is left from an earlier run (its ModelDeployments keep "
+                 "twinhull's finalizer and members keep their objects): start from a fresh "
+                 "lab, `e2e/lab down --purge && e2e/lab up`")
     began = time.monotonic()
     subprocess.run([*kubectl, "apply", "--server-side", "-f", "-"],
                    input=yaml.safe_dump_all(manifests(args.objects, members)), text=True,

@@ -859,8 +859,12 @@ async def reconcile(rt: Runtime) -> None:
         rt.backoff.pop(key, None)
     rnd.writes += drills.step(rt, rendered, plans, views, t_now)
     rnd.writes += audit_log.retries(rt, audited)
-    # routes were queued first (traffic), then statuses within the budget, Events last
-    writes = [*rnd.writes, *rnd.status_writes(), *rnd.event_writes()]
+    # Routes go first by their priority; then statuses (within the budget) ahead of the
+    # round's other writes of the same priority (snapshot outcomes): a status records the
+    # round's decisions, and one that fails makes the next round decide them again. With
+    # statuses queued behind outcomes, 2,000 ModelDeployments on a slow hub wrote the same
+    # RolloutComplete outcomes round after round and no status for 10 minutes.
+    writes = [*rnd.status_writes(), *rnd.writes, *rnd.event_writes()]
     results = await asyncio.gather(*writes, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):
