@@ -649,3 +649,21 @@ def test_statuses_are_queued_ahead_of_the_rounds_other_writes(monkeypatch):
     monkeypatch.setattr(hub(rt), "patch_status", status)
     run(rt)
     assert order.index("status") < order.index("other")
+
+
+def test_a_decision_whose_status_waits_is_announced_once(monkeypatch):
+    monkeypatch.setattr(fleet, "STATUS_WRITES_PER_ROUND", 1)
+    names = ["md0", "md1", "md2"]
+    rt = runtime(*(body(n) for n in names))
+    for _ in names:  # serving in both clusters, every status written
+        run(rt)
+    hub(rt).events.clear()
+    rt.views["west"] = replace(rt.views["west"], phase="Down")
+    for _ in names:  # one status a round: md1 and md2 decide their Failover again meanwhile
+        run(rt)
+    for n in names:
+        assert any(d["kind"] == "Failover" for d in hub(rt).last_status(n)["decisions"])
+        failovers = [e for e in hub(rt).events
+                     if e["regarding"]["name"] == n and e["action"] == "Failover"]
+        assert len(failovers) == 1, n
+    assert not rt.unrecorded  # every status landed

@@ -60,6 +60,7 @@ from typing import Any
 
 import yaml
 from harness import (
+    E2E,
     GROUP,
     VERSION,
     api,
@@ -423,8 +424,11 @@ def main() -> None:
                 print(f"{lost} lost: Down at {loss_detect:.1f}s, weight 0 in every route at "
                       f"{loss_weight0:.1f}s", flush=True)
                 loss = window(logs, args.steady_seconds, f"{lost} down")
-            finally:
-                lab("revive", lost)
+            finally:  # the figures are taken; a revive that fails is said, not raised
+                revived = subprocess.run([str(E2E / "lab"), "revive", lost],
+                                         capture_output=True, text=True)
+                if revived.returncode:
+                    print(f"{lost} not revived: {revived.stderr.strip()[-300:]}", flush=True)
             heap_dump(process)
             stop.set()
     finally:

@@ -32,6 +32,7 @@ async def deployment_event(event: kopf.RawEvent, body: kopf.Body, namespace: str
         rt.load_errors.pop(key, None)
         rt.specs.pop(key, None)
         rt.rendered.pop(key, None)
+        rt.unrecorded.pop(key, None)
         rt.poke()
         return
     old = rt.deployments.get(key)

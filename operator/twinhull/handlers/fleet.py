@@ -848,10 +848,10 @@ async def reconcile(rt: Runtime) -> None:
     for d in rendered:
         key = (d.namespace, d.name)
         try:
-            _report(rt, rnd, d, bodies[key], plans[key], revs[key], snapshots.get(key, []),
-                    notes[key], loads_missing, t)
+            fresh = _report(rt, rnd, d, bodies[key], plans[key], revs[key],
+                            snapshots.get(key, []), notes[key], loads_missing, t)
             rnd.writes.append(_audit(rt, planned[key], plans[key], rev_inputs[key], revs[key],
-                                     views, t_now))
+                                     views, t_now, fresh))
             audited.add(key)
         except Exception as exc:
             rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
@@ -897,14 +897,15 @@ def _scaled_of(status: dict[str, Any]) -> int | None:
 
 
 def _audit(rt: Runtime, d: DeploymentInput, plan: DeploymentPlan, rev_in: RevisionInput,
-           rev: RevisionPlan, views: Mapping[str, ClusterView], t_now: datetime
-           ) -> Coroutine[Any, Any, None]:
-    """The audit records of one deployment's decisions this round, each with what its
-    planner was given (the fleet planner's input, views and the GPUs it was left; or the
-    revision planner's input), written as one patch. Effects: none until awaited."""
+           rev: RevisionPlan, views: Mapping[str, ClusterView], t_now: datetime,
+           fresh: set[str]) -> Coroutine[Any, Any, None]:
+    """The audit records of one deployment's decisions this round that are ``fresh`` (not
+    announced before), each with what its planner was given (the fleet planner's input,
+    views and the GPUs it was left; or the revision planner's input), written as one
+    patch. Effects: none until awaited."""
     obj, t = f"ModelDeployment/{d.namespace}/{d.name}", rfc3339(t_now) or ""
     records = []
-    for decision in plan.decisions:
+    for decision in (x for x in plan.decisions if x.id in fresh):
         by = f"{rt.identity} (twinhull {__version__})"
         if plan.consumed == decision.id:
             by += f"; approved through the {APPROVE} annotation"
@@ -912,7 +913,7 @@ def _audit(rt: Runtime, d: DeploymentInput, plan: DeploymentPlan, rev_in: Revisi
                   if plan.basis is not None else None)
         records.append(record_of(decision, obj=obj, time=t, by=by, version=__version__,
                                  replay=replay))
-    for decision in rev.decisions:
+    for decision in (x for x in rev.decisions if x.id in fresh):
         records.append(record_of(decision, obj=obj, time=t,
                                  by=f"{rt.identity} (twinhull {__version__})",
                                  version=__version__,
@@ -922,8 +923,10 @@ def _audit(rt: Runtime, d: DeploymentInput, plan: DeploymentPlan, rev_in: Revisi
 
 def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
             plan: DeploymentPlan, rev: RevisionPlan, snaps: list[Snapshot],
-            parsed: Annotations, loads_missing: str, t: str | None) -> None:
-    """Queue one deployment's status, snapshot outcomes, retention and Events. Effects:
+            parsed: Annotations, loads_missing: str, t: str | None) -> set[str]:
+    """Queue one deployment's status, snapshot outcomes, retention and Events; return the
+    ids of the decisions announced now (those announced in an earlier round whose status
+    has not landed yet are not announced again: see ``Runtime.unrecorded``). Effects:
     memory (the writes run at the end of the round)."""
     key = (d.namespace, d.name)
     approved = next((x for x in plan.decisions if parsed.approve and x.id == parsed.approve),
@@ -951,7 +954,10 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     if len(snaps) > limit:
         rnd.writes.append(revisions.retain(rt, key, snaps, limit, rev))
     rt.telemetry.deployment(d.namespace, d.name)
-    for decision in [*plan.decisions, *rev.decisions]:
+    announced = rt.unrecorded.setdefault(key, set())
+    fresh = [x for x in [*plan.decisions, *rev.decisions] if x.id not in announced]
+    announced.update(x.id for x in fresh)
+    for decision in fresh:
         rt.telemetry.decided(d.namespace, d.name, decision)
         rnd.event(body, _event_type(decision), reason_of(decision), _event_text(decision),
                   action=decision.kind)
@@ -969,6 +975,9 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
             body, "Warning", "ApprovalRequired",
             f"{plan.pending.reason}; approve with: kubectl annotate --overwrite md/{d.name} -n "
             f"{d.namespace} {APPROVE}={plan.pending.id}")
+    if not _differs(status, old):  # nothing waits to be recorded
+        rt.unrecorded.pop(key, None)
+    return {x.id for x in fresh}
 
 
 def _short(inputs: Any) -> str:
@@ -1004,6 +1013,7 @@ async def _patch_status(rt: Runtime, key: Key, status: dict[str, Any]) -> None:
     except ClusterUnavailable as exc:
         log.warning("%s/%s: cannot write status: %s", key[0], key[1], exc)
         return
+    rt.unrecorded.pop(key, None)  # its decisions are in the status now
     # Keep our view current until the watch event arrives, so the next round compares
     # against what was written rather than writing it again.
     body = rt.deployments.get(key)
