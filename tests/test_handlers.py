@@ -667,3 +667,34 @@ def test_a_decision_whose_status_waits_is_announced_once(monkeypatch):
                      if e["regarding"]["name"] == n and e["action"] == "Failover"]
         assert len(failovers) == 1, n
     assert not rt.unrecorded  # every status landed
+
+
+def test_a_status_is_written_after_its_own_snapshot_outcomes(monkeypatch):
+    monkeypatch.setattr(fleet, "STATUS_WRITES_PER_ROUND", 1)
+    order: list[str] = []
+
+    async def outcomes(rt: Runtime, namespace: str, plan: Any, t: Any) -> None:
+        order.append(f"outcome {plan}")
+
+    monkeypatch.setattr(fleet.revisions, "write_outcomes", outcomes)
+    rt = runtime()
+    written = hub(rt).patch_status
+
+    async def status(api: str, kind: str, name: str, *args: Any, **kwargs: Any) -> None:
+        order.append(f"status {name}")
+        await written(api, kind, name, *args, **kwargs)
+
+    monkeypatch.setattr(hub(rt), "patch_status", status)
+    rnd = fleet._Round(rt, now())
+    rnd.status(("ai", "a"), {"phase": "x"}, urgent=True)
+    rnd.status(("ai", "b"), {"phase": "y"}, urgent=False)  # over the budget: waits
+    for name in ("a", "b", "c"):  # c has no status this round
+        rnd.outcomes[("ai", name)] = ("ai", name, None)  # type: ignore[assignment]
+
+    async def go() -> None:
+        await asyncio.gather(*rnd.status_writes())
+
+    asyncio.run(go())
+    assert order.index("outcome a") < order.index("status a")
+    assert "outcome c" in order
+    assert "outcome b" not in order and "status b" not in order  # decided again next round

@@ -27,7 +27,7 @@ from twinhull.api.annotations import APPROVE, Annotations
 from twinhull.api.annotations import parse as parse_annotations
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
-from twinhull.clusters.kube import TRAFFIC, ClusterUnavailable
+from twinhull.clusters.kube import STATE, TRAFFIC, ClusterUnavailable
 from twinhull.errors import UnknownTierError
 from twinhull.handlers import audit as audit_log
 from twinhull.handlers import drills, events, revisions
@@ -639,6 +639,9 @@ class _Round:
         self.statuses: list[tuple[bool, Key, dict[str, Any]]] = []
         """(urgent, deployment, status) to write, at most
         :data:`STATUS_WRITES_PER_ROUND` of them this round (see :meth:`status_writes`)."""
+        self.outcomes: dict[Key, tuple[str, RevisionPlan, str | None]] = {}
+        """Snapshot outcomes to write, each just before its deployment's status (see
+        :meth:`status_writes`)."""
         self.events: list[tuple[bool, dict[str, Any], Literal["Normal", "Warning"], str, str,
                                 str | None]] = []
         """Events to post, sent after every other write of the round, at most
@@ -658,7 +661,24 @@ class _Round:
             log.info("%d status writes wait for the next round (at most %d a round)",
                      len(later), STATUS_WRITES_PER_ROUND)
             self.rt.poke()
-        return [_patch_status(self.rt, key, status) for _, key, status in now]
+        queued = {key for _, key, _ in ordered}
+        return [*(self._recorded(key, status) for _, key, status in now),
+                *(revisions.write_outcomes(self.rt, *outcome)  # no status this round
+                  for key, outcome in self.outcomes.items() if key not in queued)]
+
+    async def _recorded(self, key: Key, status: dict[str, Any]) -> None:
+        """The deployment's snapshot outcomes, then its status: whoever reads a status
+        naming a snapshot Good finds the snapshot's verdict written. A deferred status's
+        outcomes wait with it (its decisions are made again next round). Effects: hub
+        writes."""
+        outcome = self.outcomes.get(key)
+        if outcome is None:
+            await _patch_status(self.rt, key, status)
+            return
+        await revisions.write_outcomes(self.rt, *outcome)
+        # half recorded: behind the round's other statuses it would wait out its queue
+        # time, and the decision would be made (and its outcome written) again
+        await _patch_status(self.rt, key, status, priority=TRAFFIC)
 
     def event(self, body: dict[str, Any], type_: Literal["Normal", "Warning"], reason: str,
               message: str, *, action: str | None = None) -> None:
@@ -859,11 +879,12 @@ async def reconcile(rt: Runtime) -> None:
         rt.backoff.pop(key, None)
     rnd.writes += drills.step(rt, rendered, plans, views, t_now)
     rnd.writes += audit_log.retries(rt, audited)
-    # Routes go first by their priority; then statuses (within the budget) ahead of the
-    # round's other writes of the same priority (snapshot outcomes): a status records the
-    # round's decisions, and one that fails makes the next round decide them again. With
-    # statuses queued behind outcomes, 2,000 ModelDeployments on a slow hub wrote the same
-    # RolloutComplete outcomes round after round and no status for 10 minutes.
+    # Routes go first by their priority; then statuses (within the budget, each after its
+    # own snapshot outcomes) ahead of the round's other writes of the same priority: a
+    # status records the round's decisions, and one that fails makes the next round
+    # decide them again. With statuses queued behind every outcome, 2,000
+    # ModelDeployments on a slow hub wrote the same RolloutComplete outcomes round after
+    # round and no status for 10 minutes.
     writes = [*rnd.status_writes(), *rnd.writes, *rnd.event_writes()]
     results = await asyncio.gather(*writes, return_exceptions=True)
     for result in results:
@@ -949,7 +970,7 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
         if ready["message"] != old_problems:
             rnd.event(body, "Warning", "InvalidAnnotation", ready["message"])
     if rev.outcomes:
-        rnd.writes.append(revisions.write_outcomes(rt, d.namespace, rev, t))
+        rnd.outcomes[key] = (d.namespace, rev, t)
     limit = d.spec.rollback.history_limit or d.tier.rollback_history_limit
     if len(snaps) > limit:
         rnd.writes.append(revisions.retain(rt, key, snaps, limit, rev))
@@ -1006,9 +1027,11 @@ def _event_text(decision: Decision) -> str:
     return f"{decision.reason} (decision {decision.id}, inputs {_short(i)})"
 
 
-async def _patch_status(rt: Runtime, key: Key, status: dict[str, Any]) -> None:
+async def _patch_status(rt: Runtime, key: Key, status: dict[str, Any], *,
+                        priority: int = STATE) -> None:
     try:
-        await rt.hub.patch_status(API, "ModelDeployment", key[1], status, namespace=key[0])
+        await rt.hub.patch_status(API, "ModelDeployment", key[1], status, namespace=key[0],
+                                  priority=priority)
         rt.hub_writes += 1
     except ClusterUnavailable as exc:
         log.warning("%s/%s: cannot write status: %s", key[0], key[1], exc)
