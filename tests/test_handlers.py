@@ -598,9 +598,8 @@ def test_events_past_the_rounds_budget_are_dropped_warnings_first_and_counted(mo
     rt = runtime(*(body(n) for n in names))
     run(rt)  # serving in both clusters
     hub(rt).events.clear()
-    for name in ("east", "west"):  # a larger east: traffic shifts (Normal Events)...
-        rt.views[name] = replace(rt.views[name], phase="Down" if name == "west" else "Healthy")
-    rt.deployments[("ai", "bad")] = body("bad", annotations={APPROVE: 7})  # ...and Warnings
+    rt.views["west"] = replace(rt.views["west"], phase="Down")  # Failovers: Warnings
+    rt.deployments[("ai", "bad")] = body("bad", annotations={APPROVE: 7})  # and another
     run(rt)
     posted = hub(rt).events
     assert len(posted) == 3
