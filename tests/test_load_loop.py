@@ -25,12 +25,20 @@ from twinhull.handlers.scaling import (
     load_loop,
     loads_bound,
     loop_bound,
+    read_health,
     read_loads,
 )
-from twinhull.metrics.presets import FLEET_CELLS, fleet_demand_tokens
+from twinhull.metrics.presets import (
+    FLEET_CELLS,
+    fleet_demand_tokens,
+    fleet_error_percent,
+    fleet_requests_ended,
+)
 from twinhull.metrics.prometheus import MetricsUnavailable, PrometheusDown, QueryTimeout
 from twinhull.metrics.samples import BadAnswer, Reading, read_answer
+from twinhull.plan.rollout import Health
 from twinhull.plan.scaling import Load
+from twinhull.plan.slo import PAGE
 from twinhull.policy.tiers import load_file
 
 Answer = Any
@@ -121,6 +129,26 @@ def test_one_scalar_custom_query_marks_only_its_own_deployment():
         "e.g. sum(<expr>) or vector(<expr>)")
 
 
+def test_health_covers_every_deployment_and_a_failing_runtime_holds_only_its_own():
+    """Every deployment gets a Health: one with no series now but requests within the
+    hour (recent), one that never served (empty), and the deployments of a runtime whose
+    health queries fail, marked unread so their verification holds."""
+    ended = fleet_requests_ended("vllm", PAGE.long)
+    errors = fleet_error_percent("vllm", "1m")
+    row = {"namespace": "ai", "twinhull_deployment": "served"}
+    prometheus = FakePrometheus({
+        ended: vector((row, "4000")), errors: vector((row, "0.5")),
+        fleet_requests_ended("tgi", PAGE.long): MetricsUnavailable("fake", "HTTP 422")})
+    health, problems = read_health(prometheus, specs(
+        served=spec(), idle=spec(), t=spec(runtime="tgi")), window="1m", failures=None)
+    assert set(health) == {("ai", "served"), ("ai", "idle"), ("ai", "t")}
+    assert health[("ai", "served")] == Health(error_percent=0.5, recent=4000.0)
+    assert health[("ai", "idle")] == Health()
+    assert health[("ai", "t")].unread.startswith("the tgi health queries failed: ")
+    assert not health[("ai", "served")].unread and not health[("ai", "idle")].unread
+    assert [p.split(":")[0] for p in problems] == ["health of the tgi deployments"]
+
+
 def test_one_runtimes_failing_preset_query_marks_only_that_runtimes_deployments():
     query, answer = demand("vllm", "v")
     tgi_demand = fleet_demand_tokens("tgi", "1m", by=FLEET_CELLS)
@@ -209,6 +237,8 @@ def test_prometheus_down_clears_the_loads_and_the_loop_beats_on():
 
     asyncio.run(scenario())
     assert rt.loads == {} and rt.loads_time is None and rt.health == {}
+    assert rt.health_of(("ai", "x")) == Health(
+        unread="Prometheus cannot be read: cannot be reached (refused)")
     assert rt.load_errors == {
         key: "Prometheus cannot be read: cannot be reached (refused)"
         for key in (("ai", "x"), ("ai", "y"))}

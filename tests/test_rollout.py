@@ -303,6 +303,40 @@ def test_a_deployment_without_any_series_is_verified_on_readiness_alone():
     assert "no error or latency metrics" in verdict_of(plan)
 
 
+def test_a_deployment_that_served_within_the_hour_waits_for_its_new_revisions_series():
+    """Between the old pods' series leaving the rate window and the new pods' first
+    scrapes, a deployment that serves has no series at all for a round or two: that gap
+    is not a deployment without metrics, and readiness alone must not verify a revision
+    that then shows 50 % errors (an e2e run verified such a revision Good 12 s in)."""
+    f = good(Fleet(IDE.spec))
+    window = f.tier.verification.window_seconds
+    _, new = _verifying(f, "v0.12.0")
+    f.health = Health(recent=4000.0)  # no series now; served within the hour
+    plan = f.round(window + 5)
+    assert plan.rollout is not None, "not verified on readiness in the gap"
+    assert "once Prometheus has series of revision" in cond(plan, "Progressing").message
+    f.health = Health(50.0, 0.4, {new: (50.0, 0.4)}, recent=4000.0)
+    plan = f.round(5)
+    assert [d.kind for d in plan.decisions] == ["Rollback"]
+    assert cond(plan, "RolledBack").reason == "ErrorRateExceeded"
+
+
+def test_no_verdict_while_prometheus_cannot_be_read_for_the_deployment():
+    f = good(Fleet(IDE.spec))
+    window = f.tier.verification.window_seconds
+    _, new = _verifying(f, "v0.12.0")
+    f.health = Health(unread="Prometheus cannot be read: connection refused")
+    for _ in range(int((window + UNMEASURED_GRACE_SECONDS) // 5) + 10):
+        plan = f.round(5)
+        assert plan.rollout is not None and not plan.decisions, "no reading is not good"
+    assert "once Prometheus can be read (Prometheus cannot be read: connection refused)" \
+        in cond(plan, "Progressing").message
+    f.health = Health()  # read again: a deployment that never had series
+    plan = f.round(5)
+    assert plan.rollout is None and plan.current == snapshot_name("ide", new)
+    assert "no error or latency metrics" in verdict_of(plan)
+
+
 def verdict_of(plan: RevisionPlan) -> str:
     return next(d for d in plan.decisions if d.kind == "RolloutComplete").reason
 

@@ -49,7 +49,6 @@ from twinhull.plan.fleet import (
     plan_fleet,
 )
 from twinhull.plan.record import record_of
-from twinhull.plan.rollout import Health
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("twinhull.audit")
@@ -174,7 +173,7 @@ def _observed(d: DeploymentInput, plan: DeploymentPlan, rt: Runtime, spec: Failo
             capacity_ok = False
         if plan.weights.get(FALLBACK if role == "fallback" else c, 0) > 0:
             serving += got
-    h = rt.health.get((d.namespace, d.name), Health())
+    h = rt.health_of((d.namespace, d.name))
     errors, latency = h.error_percent, h.latency_p95_seconds
     return Observed(
         key=f"{d.namespace}/{d.name}", tier=d.spec.sla_tier,

@@ -69,7 +69,6 @@ from twinhull.plan.render import (
     workload_name,
 )
 from twinhull.plan.rollout import (
-    Health,
     RevisionInput,
     RevisionPlan,
     Snapshot,
@@ -456,7 +455,7 @@ def _plan_revision(rt: Runtime, d: DeploymentInput, body: dict[str, Any],
         rollout=revisions.rollout_of(status),
         serving=frozenset(serving), states=states,
         settled={p.cluster: settled.get(p.cluster, {}).get(key) for p in d.spec.placement},
-        health=rt.health.get(key, Health()), request=request)
+        health=rt.health_of(key), request=request)
     return i, plan_revision(i)
 
 

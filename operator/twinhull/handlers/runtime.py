@@ -116,7 +116,11 @@ class Runtime:
     """Every FailoverDrill, from watch events."""
     health: dict[Key, Health] = field(default_factory=dict)
     """Error percent and p95 latency per ModelDeployment and per revision its pods run,
-    for rollout verification."""
+    for rollout verification (see :meth:`health_of`)."""
+    health_missing: str = ""
+    """Why a ModelDeployment without an entry in :attr:`health` has no reading: Prometheus
+    is down, the reader restarts, or it is new since the last round; empty: there is no
+    Prometheus (readiness alone verifies). Set by the load reader."""
     snapshots: dict[Key, tuple[str, Snapshot | None]] = field(default_factory=dict)
     """Every ModelSnapshot, (namespace, name) to its ModelDeployment's name and its parsed
     content (None if unreadable), from watch events."""
@@ -164,6 +168,16 @@ class Runtime:
         field(default_factory=dict)
     """Per ModelDeployment and member: what its objects were last rendered from and the
     objects (see ``fleet.rendered_objects``)."""
+
+    def __post_init__(self) -> None:
+        if self.settings.prometheus_url and not self.health_missing:
+            self.health_missing = "not read yet: the first round of Prometheus reads runs"
+
+    def health_of(self, key: Key) -> Health:
+        """The deployment's health from the last round, or an unread one saying why there
+        is none (no Prometheus: an empty reading, readiness alone verifies). Pure."""
+        health = self.health.get(key)
+        return health if health is not None else Health(unread=self.health_missing)
 
     def poke(self) -> None:
         """Wake the fleet loop. Effects: memory."""

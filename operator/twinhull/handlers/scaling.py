@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 LOOP = "loads"
 GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
 """The name of the load reader in :mod:`.supervise`."""
+NEW_SINCE_READ = "not read yet: new since the last round of Prometheus reads"
+"""Why a deployment missing from the last round's health has none (see
+:attr:`Runtime.health_missing`)."""
 QUERY_TIMEOUT = 5.0
 """Seconds one query may take (connect, each read, the whole answer)."""
 ROUND_BUDGET = 30.0
@@ -157,19 +160,25 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
     """Error percent and p95 latency of every ModelDeployment and of each revision its
     pods run (their revision label), and each revision's page-level burn inputs (error
     percent over :data:`~twinhull.plan.slo.PAGE`'s long and short windows, requests
-    ended over the long one), for rollout verification: seven queries per runtime in use
+    ended over the long one), and the deployment's requests ended over the long window
+    (:attr:`Health.recent`), for rollout verification: eight queries per runtime in use
     (errors from the runtime's own failure counter, or from ``failures`` where set), and
     what could not be read. ``failures`` (e.g. a gateway's counter) need not carry the
-    pods' revision label, so with it the revisions get latency only. One runtime's failed
-    query leaves only its deployments without a value.
+    pods' revision label, so with it the revisions get latency only. Every deployment
+    gets a :class:`Health`; one runtime's failed query marks only its deployments
+    unread (:attr:`Health.unread`), which holds their verification.
     Effects: HTTP requests. Raises :class:`PrometheusDown`."""
     errors: dict[Key, float] = {}
     latency: dict[Key, float] = {}
+    recent: dict[Key, float] = {}
     revisions: dict[Key, dict[str, HealthReading]] = {}
     burns: dict[Key, dict[str, Burn]] = {}
     problems: list[str] = []
+    unread: dict[str, str] = {}
     for runtime in sorted({s.model.runtime for s in specs.values()}):
         try:
+            recent.update(_cells(_ask(prometheus, fleet_requests_ended(
+                runtime, PAGE.long, failures), FLEET, deadline, own=True)))
             errors.update(_cells(_ask(prometheus, fleet_error_percent(
                 runtime, window, failures), FLEET, deadline, own=True)))
             latency.update(_cells(_ask(prometheus, fleet_latency_p95(runtime, window), FLEET,
@@ -202,9 +211,11 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
             raise
         except MetricsUnavailable as exc:
             problems.append(f"health of the {runtime} deployments: {exc}")
+            unread[runtime] = f"the {runtime} health queries failed: {exc}"
     health = {key: Health(errors.get(key), latency.get(key), revisions.get(key, {}),
-                          burns.get(key, {}))
-              for key in specs if key in errors or key in latency or key in revisions}
+                          burns.get(key, {}), recent.get(key),
+                          unread.get(spec.model.runtime, ""))
+              for key, spec in specs.items()}
     return health, problems
 
 
@@ -375,7 +386,7 @@ class _Reader:
         specs = _scaled(every)
         if self.prometheus is None:
             self.said_round.update({}, "Prometheus:")
-            rt.health = {}
+            rt.health, rt.health_missing = {}, ""
             self._publish({}, {key: "no Prometheus: the operator runs without --prometheus; "
                                     "scaling holds" for key in specs}, None, each=False)
             return
@@ -387,8 +398,8 @@ class _Reader:
                 health, problems = await asyncio.to_thread(
                     read_health, self.prometheus, every, window=settings.rate_window,
                     failures=settings.failure_metric, deadline=deadline)
-            if health != rt.health:
-                rt.health = health
+            if health != rt.health or rt.health_missing != NEW_SINCE_READ:
+                rt.health, rt.health_missing = health, NEW_SINCE_READ
                 rt.poke()
             p95 = {k: h.latency_p95_seconds for k, h in health.items()
                    if h.latency_p95_seconds is not None}
@@ -400,8 +411,9 @@ class _Reader:
                     defer=set(rt.load_errors))
         except PrometheusDown as exc:
             self.said_round.update({"round": str(exc)}, "Prometheus:")
-            if rt.health:
-                rt.health = {}
+            missing = f"Prometheus cannot be read: {exc.problem}"
+            if rt.health or rt.health_missing != missing:
+                rt.health, rt.health_missing = {}, missing
                 rt.poke()
             self._publish({}, {key: f"Prometheus cannot be read: {exc.problem}"
                                for key in specs}, None, each=False)
@@ -466,6 +478,7 @@ async def load_loop(rt: Runtime, source: Source | None = None) -> None:
             await reader.round()
         except Exception:
             rt.loads, rt.loads_time, rt.health = {}, None, {}
+            rt.health_missing = "the load reader failed and restarts"
             rt.poke()
             raise
         beat(rt, LOOP)

@@ -19,12 +19,15 @@ Every revision that reaches a member is first recorded as a ``ModelSnapshot`` (n
   verification window; it is ``Good`` if error rate and p95 latency stay within the
   tier's targets (where the metrics exist). Readings are the revision's own (the pods'
   revision label) where Prometheus has them; metrics lag the pods (discovery, scrape
-  hops, the rate window), so while the deployment has series but none of the new
-  revision yet, the window waits for them and then counts a whole window of the
-  revision's own readings. Only when no series of it appear within
+  hops, the rate window), so while the deployment has series, or served requests within
+  the last hour (its series vanish for a scrape or two while old pods go and new ones
+  start), but none of the new revision yet, the window waits for them and then counts a
+  whole window of the revision's own readings. Only when no series of it appear within
   :data:`UNMEASURED_GRACE_SECONDS` (a revision nobody sends requests to) is it verified
-  on readiness alone, and the verdict says so. A breach at any time during the rollout, or
-  not being Ready everywhere within ``progressDeadlineSeconds``, makes it ``Bad``.
+  on readiness alone, and the verdict says so. While Prometheus cannot be read for the
+  deployment, no verdict is given: no reading is not a good reading. A breach at any
+  time during the rollout, or not being Ready everywhere within
+  ``progressDeadlineSeconds``, makes it ``Bad``.
 * **Pause**: while a placed cluster does not serve (Down, failed over, not Healthy), a
   rollout (first or new revision) is *paused*: no cluster takes its step, the progress
   deadline stops counting and no verdict is given, because a cluster that cannot run
@@ -156,19 +159,36 @@ class Health:
     burn: Mapping[str, Burn] = field(default_factory=dict)
     """Per revision hash, the inputs of the page-level burn-rate condition (empty where
     not read: e.g. with a failure metric that has no revision label)."""
+    recent: float | None = None
+    """Requests of the deployment, any revision, that ended over the page condition's long
+    window (:data:`~twinhull.plan.slo.PAGE`, an hour); None: no series. A deployment that
+    served in it has series that can lag a new revision's pods by a scrape or two: until
+    the revision shows its own, readiness alone does not verify it before the grace."""
+    unread: str = ""
+    """Why Prometheus could not be read for the deployment (down, its runtime's queries
+    failed, not read yet); empty: it was, or there is no Prometheus. Verification holds
+    while it is set: no reading is not a good reading."""
 
     def measured(self) -> bool:
-        """Whether Prometheus has any series of the deployment. Pure."""
+        """Whether Prometheus has any series of the deployment now. Pure."""
         return bool(self.revisions) or self.error_percent is not None \
             or self.latency_p95_seconds is not None
+
+    def served(self) -> bool:
+        """Whether the deployment has series now or served requests within the last hour
+        (its series can be missing for a scrape while old pods go and new ones start).
+        Pure."""
+        return self.measured() or bool(self.recent)
 
     def of(self, revision: str) -> Health:
         """The revision's own readings where it has series, else the deployment's. Pure."""
         burn = {revision: self.burn[revision]} if revision in self.burn else {}
         if revision in self.revisions:
             errors, latency = self.revisions[revision]
-            return Health(errors, latency, {revision: (errors, latency)}, burn)
-        return Health(self.error_percent, self.latency_p95_seconds, burn=burn)
+            return Health(errors, latency, {revision: (errors, latency)}, burn,
+                          self.recent, self.unread)
+        return Health(self.error_percent, self.latency_p95_seconds, burn=burn,
+                      recent=self.recent, unread=self.unread)
 
 
 @dataclass(frozen=True)
@@ -409,9 +429,12 @@ class _Revisions:
     def verified(self, r: Rollout, target: Snapshot, window: int) -> str | None:
         """Why the target is Good now, or None while its window runs: a whole window of
         the revision's own readings, or of readiness where the deployment has no series
-        at all, or where none of the revision's appear within the grace. Pure."""
+        and served nothing within the hour, or where none of the revision's appear within
+        the grace. None too while Prometheus cannot be read for it. Pure."""
         now, health = self.i.now, self.i.health
         if r.verifying_since is None or (now - r.verifying_since).total_seconds() < window:
+            return None
+        if health.unread:
             return None
         own = self.health_text(target)
         if r.measured_since is not None:
@@ -419,7 +442,7 @@ class _Revisions:
                 return None
             return (f"Ready in every cluster and its own requests within the tier's targets "
                     f"for {window}s{own}")
-        if not health.measured():
+        if not health.served():
             return f"Ready in every cluster for {window}s{own}"
         if (now - r.verifying_since).total_seconds() < window + UNMEASURED_GRACE_SECONDS:
             return None
@@ -562,7 +585,9 @@ class _Revisions:
                                  f"{', '.join(r.done) or 'none yet'}"))
         elif r is not None and r.verifying_since is not None:
             target = self.by_name[r.target]
-            wait = ("" if r.measured_since is not None or not self.i.health.measured() else
+            health = self.i.health
+            wait = (f", once Prometheus can be read ({health.unread})" if health.unread else
+                    "" if r.measured_since is not None or not health.served() else
                     f", once Prometheus has series of revision {target.hash[:10]} itself "
                     "(metrics lag the pods)")
             out.append(Condition("Progressing", "True", "Verifying",
