@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,27 +183,31 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def simulator(env: dict[str, str], deployment: str, tokens_per_second: float
-              ) -> Iterator[Callable[[], dict[tuple[str, str, str], float]]]:
-    """The data-plane simulator under a constant load on ``deployment`` (NAMESPACE/NAME);
-    yields a reader of its own counts (:data:`SIM_COUNTS`) per (count, cluster, role)."""
+def simulator(env: dict[str, str], deployment: str | Sequence[str], tokens_per_second: float
+              ) -> Iterator[Callable[..., dict[tuple[str, str, str], float]]]:
+    """The data-plane simulator under a constant load on ``deployment`` (NAMESPACE/NAME,
+    or several, each under that load); yields a reader of its own counts
+    (:data:`SIM_COUNTS`) per (count, cluster, role), of the first deployment or of the
+    one it is given."""
+    deployments = [deployment] if isinstance(deployment, str) else list(deployment)
     port = _free_port()
     trace = Path(tempfile.mkstemp(prefix="bench-failover-", suffix=".yaml")[1])
-    trace.write_text(yaml.safe_dump([{"at": 0, "deployment": deployment,
-                                      "tokensPerSecond": tokens_per_second}]))
+    trace.write_text(yaml.safe_dump([{"at": 0, "deployment": d,
+                                      "tokensPerSecond": tokens_per_second}
+                                     for d in deployments]))
     process = subprocess.Popen(
         [sys.executable, str(E2E / "loadsim"), "--trace", str(trace), "--tail", "86400",
          "--port", str(port), "--tokens-per-request", "200"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def counts() -> dict[tuple[str, str, str], float]:
+    def counts(of: str = deployments[0]) -> dict[tuple[str, str, str], float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
         out: dict[tuple[str, str, str], float] = {}
         for name, labels, value in re.findall(r"^(\w+)\{([^}]*)\} (\S+)$", text, re.M):
             fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
             if name not in SIM_COUNTS or (fields.get("namespace"), fields.get(
-                    "twinhull_deployment")) != tuple(deployment.split("/", 1)):
+                    "twinhull_deployment")) != tuple(of.split("/", 1)):
                 continue
             key = (name, fields["cluster"], fields["role"])
             out[key] = out.get(key, 0.0) + float(value)
