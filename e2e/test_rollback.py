@@ -219,3 +219,30 @@ def test_a_revision_burning_the_budget_at_page_rate_rolls_back_under_the_fixed_l
     assert "burning at" in rolled["message"] and v1 in rolled["message"], rolled
     bad = next(r for r in history(lab, name) if r["image"].endswith("-errors0.6"))
     assert bad["outcome"] == "Bad", bad
+
+
+def test_a_revision_failing_its_requests_in_east_is_drained_while_it_rolls_back(
+        lab, md, simulator):
+    """A revision whose model servers load for 20 s and then fail every request becomes
+    Ready in east and is caught on its own error rate while west's step still loads. Its
+    Ready pods stay until the Good ones are Ready again (maxUnavailable 0), so east gets
+    no traffic meanwhile: west, still serving the Good revision, takes it all, and the
+    weights return once east runs the Good revision again."""
+    name = md("rb-drain")
+    simulator([{"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 4000}], 400)
+    v1 = good(lab, name)
+    set_image(lab, name, "vllm/vllm-openai:v0.12.0-load20-errors")
+    wait_for(lambda: condition(lab, NS, name, "RolledBack") == "True", timeout=150,
+             what="RolledBack=True")
+    decisions = status(lab, NS, name)["decisions"]
+    rollback = next(d for d in decisions if d["kind"] == "Rollback")
+    assert rollback["inputs"]["reason"] in ("ErrorRateExceeded", "BurnRateExceeded"), rollback
+    assert rollback["inputs"].get("drained") == ["east"], rollback
+    shifts = [d for d in decisions if d["kind"] == "ShiftTraffic"
+              and d["inputs"].get("drained") == ["east"]]
+    assert shifts and shifts[0]["inputs"]["to"]["east"] == 0, decisions
+    assert shifts[0]["inputs"]["to"]["west"] == 100, shifts[0]
+    good(lab, name, timeout=120)
+    wait_for(lambda: status(lab, NS, name)["traffic"].get("east", 0) > 0, timeout=60,
+             what="east's weight back once it runs the Good revision")
+    assert status(lab, NS, name)["currentSnapshot"] == v1

@@ -681,3 +681,23 @@ def test_a_failover_whose_planned_replicas_are_ready_is_ready_but_degraded():
     assert cond(plan, "FailedOver").status == "True"
     healthy = plan_one(d, HEALTHY)
     assert (cond(healthy, "Ready").status, cond(healthy, "Ready").reason) == ("True", "Serving")
+
+
+def test_clusters_drained_by_a_rollback_get_no_traffic_while_another_has_ready_capacity():
+    """A revision rolled back for failing its own requests keeps its Ready pods until the
+    Good ones load again (maxUnavailable 0): the clusters where it was Ready get weight 0
+    while another cluster can serve, and their weight comes back once it is lifted."""
+    d, first = steady()
+    plan = plan_one(replace(d, drained=frozenset({"east"})), HEALTHY)
+    assert plan.weights == {"east": 0, "west": 100, "fallback": 0}
+    shift = next(x for x in plan.decisions if x.kind == "ShiftTraffic")
+    assert "east drained while rolling back" in shift.reason
+    assert shift.inputs["drained"] == ["east"]
+    assert plan.replicas == first.replicas, "drained: no traffic, same replicas"
+    # west has no Ready primary: east's (maybe Bad) pods are better than nothing
+    cold = {s: (Replicas(n, 0) if s[0] == "west" and s[1] == "primary" else Replicas(n, n))
+            for s, n in first.replicas.items()}
+    plan = plan_one(replace(d, drained=frozenset({"east"}), observed=cold), HEALTHY)
+    assert plan.weights["east"] == 100
+    assert not [x for x in plan.decisions if "drained" in x.inputs]
+    assert plan_one(d, HEALTHY).weights == {"east": 50, "west": 50, "fallback": 0}

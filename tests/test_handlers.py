@@ -697,3 +697,18 @@ def test_a_status_is_written_after_its_own_snapshot_outcomes(monkeypatch):
     assert order.index("outcome a") < order.index("status a")
     assert "outcome c" in order
     assert "outcome b" not in order and "status b" not in order  # decided again next round
+
+
+def test_a_drained_rollback_survives_the_status_round_trip_and_the_schema():
+    from twinhull.api.deployment import RolloutStatus
+    from twinhull.plan.rollout import Rollout
+
+    r = Rollout(target="ide-abc", mode="Rollback", since=now().replace(microsecond=0),
+                drained=("east",))
+    raw = revisions.rollout_dict(r)
+    assert raw is not None and raw["drained"] == ["east"]
+    RolloutStatus.model_validate(raw)
+    assert revisions.rollout_of({"rollout": raw}) == r
+    assert "drained" not in (revisions.rollout_dict(replace(r, drained=())) or {})
+    assert revisions.rollout_of({"rollout": {**raw, "drained": "east"}}) == replace(
+        r, drained=())

@@ -120,3 +120,15 @@ def test_a_damaged_replay_input_is_refused_with_the_reason():
     with pytest.raises(RecordError, match="format"):
         decode_replay(gzip.compress(
             b'{"format": 99, "planner": "fleet", "now": "2026-01-01T00:00:00+00:00"}'))
+
+
+def test_a_traffic_shift_off_a_drained_cluster_replays():
+    d, _ = steady()
+    d = replace(d, drained=frozenset({"east"}))
+    clusters = {"east": cluster("east"), "west": cluster("west")}
+    plan = plan_fleet([d], clusters, now=T0)[(d.namespace, d.name)]
+    shift = next(x for x in plan.decisions if x.kind == "ShiftTraffic")
+    record = fleet_record(d, clusters, shift, plan)
+    assert record.replay is not None and record.replay.deployment == d
+    result = explain(record, VERSION)
+    assert result.reproduced, result.differences

@@ -269,6 +269,38 @@ def test_the_new_revisions_own_errors_roll_it_back_while_the_deployments_look_fi
     assert [d.kind for d in plan.decisions] == ["Rollback"]
     assert "error rate 40.00%" in cond(plan, "RolledBack").message
     assert plan.decisions[0].inputs["health"]["revision"] == new
+    assert plan.rollout is not None and plan.rollout.drained == (), "no cluster to drain to"
+
+
+def test_a_rollback_for_failed_requests_drains_the_clusters_where_the_bad_revision_was_ready():
+    f = good(Fleet(IDE.spec))
+    f.slow = {"west"}  # east took the bad revision; west's step is not Ready yet
+    f.apply(image(IDE.spec, "v0.12.0-errors"))
+    bad = revision_of(f.spec)
+    f.until(lambda p: p.rollout is not None and "east" in p.rollout.done)
+    f.health = Health(50.0, 0.4, {bad: (50.0, 0.4)})
+    f.slow = {"east", "west"}  # the Good pods load again
+    plan = f.round()
+    assert [d.kind for d in plan.decisions] == ["Rollback"]
+    assert plan.rollout is not None and plan.rollout.drained == ("east",)
+    assert plan.decisions[0].inputs["drained"] == ["east"]
+    assert "; east gets no traffic until it runs it again" in plan.decisions[0].reason
+    f.slow = {"west"}
+    plan = f.round()
+    assert plan.rollout is not None and plan.rollout.drained == ("east",), "still loading"
+    plan = f.round()  # east runs the Good revision again; west does not yet
+    assert plan.rollout is not None and plan.rollout.drained == ()
+    f.slow = set()
+    f.until(lambda p: p.rollout is None)
+
+
+def test_a_missed_progress_deadline_drains_nothing():
+    f = good(Fleet(IDE.spec))
+    f.slow = {"west"}
+    f.apply(image(IDE.spec, "v0.12.0"))
+    plan = f.until(lambda p: any(d.kind == "Rollback" for d in p.decisions))
+    assert cond(plan, "RolledBack").reason == "ProgressDeadlineExceeded"
+    assert plan.rollout is not None and plan.rollout.drained == ()
 
 
 def test_a_revision_burning_the_error_budget_at_page_rate_rolls_back_below_the_fixed_limit():

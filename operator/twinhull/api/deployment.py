@@ -336,6 +336,10 @@ class RolloutStatus(Status):
     paused)."""
     paused_seconds: Annotated[float, Field(ge=0)] = 0
     """Seconds paused so far: the progress deadline does not count them."""
+    drained: list[str] = Field(default_factory=list)
+    """Rollback: clusters where the Bad revision was Ready when it failed on its own
+    requests; they get no traffic while another cluster has Ready capacity, until they run
+    the target again."""
 
 
 class RollbackRequestStatus(Status):

@@ -817,8 +817,10 @@ async def reconcile(rt: Runtime) -> None:
         except Exception as exc:
             rnd.fail(key, bodies[key], "planning the revision", f"{type(exc).__name__}: {exc}")
     inputs = [d for d in inputs if (d.namespace, d.name) in revs]
-    planned = {(d.namespace, d.name): replace(d, spec=effective[(d.namespace, d.name)])
-               for d in inputs}  # as the fleet planner is given them (and the audit records)
+    # as the fleet planner is given them (and the audit records)
+    planned = {(d.namespace, d.name): replace(
+        d, spec=effective[(d.namespace, d.name)],
+        drained=frozenset(_drained(revs[(d.namespace, d.name)]))) for d in inputs}
     plans, failed = _plan_isolated(list(planned.values()), views, t_now)
     for key, error in failed.items():
         rnd.fail(key, bodies[key], "planning", error)
@@ -908,6 +910,11 @@ def rendered_objects(rt: Runtime, key: Key, cluster: str, spec: ModelDeploymentS
     objects = member_objects(key[1], key[0], cluster, spec, tier, replicas)
     mine[cluster] = (inputs, objects)
     return objects
+
+
+def _drained(rev: RevisionPlan) -> tuple[str, ...]:
+    """Clusters the revision plan drains while it rolls back (none otherwise). Pure."""
+    return rev.rollout.drained if rev.rollout is not None else ()
 
 
 def _scaled_of(status: dict[str, Any]) -> int | None:

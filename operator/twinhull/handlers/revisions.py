@@ -90,7 +90,7 @@ def rollout_of(status: dict[str, Any]) -> Rollout | None:
     if since is None or not isinstance(target, str) or not target:
         return None
     mode = raw.get("mode", "Rollout")
-    done = raw.get("done")
+    done, drained = raw.get("done"), raw.get("drained")
     try:
         paused = max(0.0, float(raw.get("pausedSeconds") or 0))
     except (TypeError, ValueError):
@@ -101,7 +101,9 @@ def rollout_of(status: dict[str, Any]) -> Rollout | None:
                    verifying_since=parse_time(raw.get("verifyingSince")),
                    measured_since=parse_time(raw.get("measuredSince")),
                    failed=str(raw.get("failed") or ""),
-                   paused_since=parse_time(raw.get("pausedSince")), paused_seconds=paused)
+                   paused_since=parse_time(raw.get("pausedSince")), paused_seconds=paused,
+                   drained=tuple(str(c) for c in (drained if isinstance(drained, list)
+                                                  else ())))
 
 
 def rollout_dict(r: Rollout | None) -> dict[str, Any] | None:
@@ -112,7 +114,8 @@ def rollout_dict(r: Rollout | None) -> dict[str, Any] | None:
            "verifyingSince": rfc3339(r.verifying_since),
            "measuredSince": rfc3339(r.measured_since), "failed": r.failed,
            "pausedSince": rfc3339(r.paused_since),
-           "pausedSeconds": round(r.paused_seconds, 3) or None}
+           "pausedSeconds": round(r.paused_seconds, 3) or None,
+           "drained": list(r.drained) or None}
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -190,6 +190,10 @@ class DeploymentInput:
     id among them approves nothing, so an annotation left in place is never replayed."""
     drill: DrillFault | None = None
     """A failover drill acting on this deployment now."""
+    drained: frozenset[str] = frozenset()
+    """Clusters whose Ready pods may run a revision being rolled back for failing its own
+    requests (the revision planner's ``Rollout.drained``): they get no traffic while
+    another placed cluster has Ready primary capacity."""
 
 
 @dataclass(frozen=True)
@@ -424,6 +428,8 @@ class _Planner:
         """Who ranked ahead in the clusters short of GPUs, and by which rule."""
         self.stranded = False
         """No placed cluster can serve: the weights keep the declared shares."""
+        self.draining: list[str] = []
+        """Drained clusters (:attr:`DeploymentInput.drained`) given no traffic this round."""
 
     def decide(self, kind: str, reason: str, inputs: Mapping[str, Any], *,
                identity: Mapping[str, Any] | None = None) -> Decision:
@@ -692,6 +698,10 @@ class _Planner:
         serving = [c for c in live if legs[c].state == "Serving"]
         mass = {c: float(sum(self.ready(c, "primary", z) for (cc, z) in self.declared
                              if cc == c and self.serves(legs, c, z))) for c in serving}
+        if any(m > 0 for c, m in mass.items() if c not in self.d.drained):
+            self.draining = sorted(c for c, m in mass.items() if c in self.d.drained and m > 0)
+        for c in self.draining:
+            mass[c] = 0.0
         if not any(mass.values()) and not ramp:
             fallback_ready = any(self.ready(c, "fallback", z) for (c, z) in self.declared
                                  if c in live and self.can_serve(legs, c, z))
@@ -866,11 +876,14 @@ class _Planner:
             self.decisions.append(self.decide(
                 "ShiftTraffic",
                 "weights follow Ready primary capacity, failover and failback state"
-                + (f" and {unserved} unserved replicas" if unserved else ""),
+                + (f" and {unserved} unserved replicas" if unserved else "")
+                + (f"; {', '.join(self.draining)} drained while rolling back from a revision"
+                   " that failed its requests" if self.draining else ""),
                 {"from": dict(self.d.traffic), "to": weights,
                  "readyPrimary": {c: sum(self.ready(c, "primary", z) for (cc, z) in self.declared
                                          if cc == c) for c in self.placed},
-                 "legs": {c: legs[c].state for c in self.placed}, "unserved": unserved}))
+                 "legs": {c: legs[c].state for c in self.placed}, "unserved": unserved,
+                 **({"drained": self.draining} if self.draining else {})}))
         if unserved != self.d.unserved:
             total = sum(self.declared.values())
             after = f"; ranked after {self.ranked_after}" if self.ranked_after else ""

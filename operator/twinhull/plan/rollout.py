@@ -69,6 +69,10 @@ Burn = tuple[float | None, float | None, float | None]
 """Error percent over the page condition's long and short windows
 (:data:`~twinhull.plan.slo.PAGE`: 1 h, 5 m) and the requests ended over the long one."""
 UNMEASURED_GRACE_SECONDS = 120.0
+DRAINING = frozenset({"ErrorRateExceeded", "LatencyExceeded", "BurnRateExceeded"})
+"""Why a revision can fail on the requests it served: a rollback for one of these drains
+the clusters where it was Ready (:attr:`Rollout.drained`). A missed progress deadline
+says nothing of the pods that were Ready, and a manual rollback is an SRE's call."""
 """Seconds after every cluster runs a revision that verification waits, beyond the
 window, for the revision's own series while the deployment has series of other revisions:
 longer than the default rate window (1m) and a scrape path's lag, so older revisions'
@@ -137,6 +141,12 @@ class Rollout:
     not paused)."""
     paused_seconds: float = 0.0
     """Seconds of the pauses that have ended: the progress deadline does not count them."""
+    drained: tuple[str, ...] = ()
+    """Rollback mode: clusters where the Bad revision was Ready when it failed on its own
+    requests (:data:`DRAINING`): their Ready pods may still be Bad ones (``maxUnavailable:
+    0`` keeps them until the Good ones load), so the fleet planner gives them no traffic
+    while another cluster has Ready primary capacity. Each leaves once it runs the Good
+    revision again."""
 
     def active_seconds(self, now: datetime) -> float:
         """Seconds since the rollout started, the paused ones left out: what the progress
@@ -324,11 +334,23 @@ class _Revisions:
                                                        else "")
         if self.desired.hash != target.hash:
             self.held_back = self.desired.hash
-        self.decide("Rollback", f"{why}: every cluster returns to {target.name}",
-                    {"from": bad, "to": target.name, "reason": reason, **inputs})
+        drained: tuple[str, ...] = ()
+        if reason in DRAINING and self.rollout is not None:
+            failed = self.by_name[self.rollout.target].hash
+            drained = tuple(c for c in self.clusters if c in self.rollout.done
+                            or self.i.settled.get(c) == failed)
+            if len(drained) == len(self.clusters):
+                drained = ()  # no other cluster to take the traffic
+        self.decide("Rollback", f"{why}: every cluster returns to {target.name}" + (
+            f"; {', '.join(drained)} {'gets' if len(drained) == 1 else 'get'} no traffic "
+            "until it runs it again, while another cluster has Ready capacity"
+            if drained else ""),
+                    {"from": bad, "to": target.name, "reason": reason, **inputs,
+                     **({"drained": list(drained)} if drained else {})})
         self.rollback_reason = (reason, f"{why}; from {bad or 'nothing'} to {target.name}")
         self.current = target
-        self.rollout = Rollout(target=target.name, mode="Rollback", since=self.i.now)
+        self.rollout = Rollout(target=target.name, mode="Rollback", since=self.i.now,
+                               drained=drained)
 
     def start(self) -> None:
         """Begin a rollout of the spec's revision when one is due."""
@@ -382,7 +404,7 @@ class _Revisions:
                                 " cluster follows", {"cluster": c, "to": target.name})
         elif r.mode != "Rollout":
             done = [c for c in self.clusters if i.settled.get(c) == target.hash]
-        r = replace(r, done=tuple(done))
+        r = replace(r, done=tuple(done), drained=tuple(c for c in r.drained if c not in done))
         complete = len(done) == len(self.clusters)
         if paused:  # the window starts afresh once every cluster serves again
             r = replace(r, verifying_since=None, measured_since=None)
