@@ -69,14 +69,14 @@ Burn = tuple[float | None, float | None, float | None]
 """Error percent over the page condition's long and short windows
 (:data:`~twinhull.plan.slo.PAGE`: 1 h, 5 m) and the requests ended over the long one."""
 UNMEASURED_GRACE_SECONDS = 120.0
+"""Seconds after every cluster runs a revision that verification waits, beyond the
+window, for the revision's own series while the deployment has series of other revisions
+(or served requests within the hour): longer than the default rate window (1m) and a
+scrape path's lag, so older revisions' series have left every rate window by then."""
 DRAINING = frozenset({"ErrorRateExceeded", "LatencyExceeded", "BurnRateExceeded"})
 """Why a revision can fail on the requests it served: a rollback for one of these drains
 the clusters where it was Ready (:attr:`Rollout.drained`). A missed progress deadline
 says nothing of the pods that were Ready, and a manual rollback is an SRE's call."""
-"""Seconds after every cluster runs a revision that verification waits, beyond the
-window, for the revision's own series while the deployment has series of other revisions:
-longer than the default rate window (1m) and a scrape path's lag, so older revisions'
-series have left every rate window by then."""
 
 
 def snapshot_name(deployment: str, revision: str) -> str:
