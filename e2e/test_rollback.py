@@ -39,9 +39,9 @@ def healthy_lab(lab) -> None:
     wait_for(lambda: clusters_healthy(lab), timeout=60, what="every cluster Healthy")
 
 
-def manifest(name: str, *, history: int = 10) -> dict:
+def manifest(name: str, *, history: int = 10, deadline: int = 30) -> dict:
     md = deployment_manifest(name, NS)
-    md["spec"]["rollback"] = {"historyLimit": history, "progressDeadlineSeconds": 30}
+    md["spec"]["rollback"] = {"historyLimit": history, "progressDeadlineSeconds": deadline}
     return md
 
 
@@ -228,7 +228,9 @@ def test_a_revision_failing_its_requests_in_east_is_drained_while_it_rolls_back(
     Ready pods stay until the Good ones are Ready again (maxUnavailable 0), so east gets
     no traffic meanwhile: west, still serving the Good revision, takes it all, and the
     weights return once east runs the Good revision again."""
-    name = md("rb-drain")
+    # two 20 s model loads one after the other outlast the other tests' 30 s deadline:
+    # the error rate must catch it, not the deadline (which drains nothing)
+    name = md("rb-drain", deadline=180)
     simulator([{"at": 0, "deployment": f"{NS}/{name}", "tokensPerSecond": 4000}], 400)
     v1 = good(lab, name)
     set_image(lab, name, "vllm/vllm-openai:v0.12.0-load20-errors")
