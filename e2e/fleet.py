@@ -80,8 +80,9 @@ def deployments(lab: Any, cluster: str, namespace: str) -> dict[str, tuple[int, 
 
 
 def wait_for(check: Callable[[], T | None], *, timeout: float, what: str,
-             interval: float = 0.5) -> T:
-    """Poll ``check`` until it returns a truthy value; fail with ``what`` at the deadline."""
+             interval: float = 0.5, explain: Callable[[], str] | None = None) -> T:
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` at the deadline,
+    and with what ``explain`` says of the state then (a failure in CI is read once)."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -92,7 +93,20 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str,
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+    state = f"; {explain()}" if explain else ""
+    raise AssertionError(
+        f"timed out after {timeout:g}s waiting for {what} (last: {last!r}){state}")
+
+
+def explain_deployment(lab: Any, namespace: str, name: str) -> str:
+    """A ModelDeployment's conditions, rollout and current snapshot, one line each: what a
+    failed wait prints so that a CI failure says where the deployment stood."""
+    s = status(lab, namespace, name)
+    lines = [f"{c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')}"
+             for c in s.get("conditions") or []]
+    lines.append(f"rollout={s.get('rollout')!r} current={s.get('currentSnapshot')} "
+                 f"lastGood={s.get('lastGoodSnapshot')}")
+    return f"{namespace}/{name}:\n  " + "\n  ".join(lines)
 
 
 _WRITE = re.compile(

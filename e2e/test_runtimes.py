@@ -17,6 +17,7 @@ from fleet import (
     clusters_healthy,
     condition,
     deployment_manifest,
+    explain_deployment,
     kubectl,
     namespace_manifest,
     status,
@@ -131,7 +132,8 @@ def test_each_runtime_scales_on_its_own_series_and_verifies_revisions(lab, opera
             set_image(lab, name, IMAGES[runtime] + "-patch1")
         for name in names.values():
             wait_for(lambda name=name: verified(lab, name, first[name]), timeout=180,
-                     what=f"{name}'s new revision verified Good on its own metrics")
+                     what=f"{name}'s new revision verified Good on its own metrics",
+                     explain=lambda name=name: explain_deployment(lab, NS, name))
             good = status(lab, NS, name)["currentSnapshot"]
             message = kubectl(lab, "hub", "get", "modelsnapshot", good, "-n", NS, "-o",
                               "jsonpath={.status.message}")
@@ -140,7 +142,8 @@ def test_each_runtime_scales_on_its_own_series_and_verifies_revisions(lab, opera
             set_image(lab, name, IMAGES[runtime] + "-errors")  # the simulator fails these
         for name in names.values():
             wait_for(lambda name=name: condition(lab, NS, name, "RolledBack") == "True",
-                     timeout=150, what=f"{name} rolled back")
+                     timeout=150, what=f"{name} rolled back",
+                     explain=lambda name=name: explain_deployment(lab, NS, name))
             rolled = next(c for c in status(lab, NS, name)["conditions"]
                           if c["type"] == "RolledBack")
             # both read the runtime's failure counter: the error rate over the tier's
