@@ -30,8 +30,10 @@ from twinhull.handlers.scaling import (
 )
 from twinhull.metrics.presets import (
     FLEET_CELLS,
+    FLEET_REVISIONS,
     fleet_demand_tokens,
     fleet_error_percent,
+    fleet_latency_p95,
     fleet_requests_ended,
 )
 from twinhull.metrics.prometheus import MetricsUnavailable, PrometheusDown, QueryTimeout
@@ -147,6 +149,28 @@ def test_health_covers_every_deployment_and_a_failing_runtime_holds_only_its_own
     assert health[("ai", "t")].unread.startswith("the tgi health queries failed: ")
     assert not health[("ai", "served")].unread and not health[("ai", "idle")].unread
     assert [p.split(":")[0] for p in problems] == ["health of the tgi deployments"]
+
+
+def test_a_runtimes_health_answers_reach_only_that_runtimes_deployments():
+    """vLLM's fleet queries match any deployment with vllm:* series: a TGI deployment
+    that ran vLLM within the hour, or whose pods export vLLM's names too. Its TGI
+    readings stand; the vLLM answer for it (0 requests, no errors) is not taken, nor its
+    revisions' (a stray 0 passed a TGI revision on readiness alone in the lab)."""
+    t = {"namespace": "ai", "twinhull_deployment": "t"}
+    t_rev = {**t, "revision": "abc"}
+    prometheus = FakePrometheus({
+        fleet_requests_ended("tgi", PAGE.long): vector((t, "300")),
+        fleet_error_percent("tgi", "1m"): vector((t, "0.0")),
+        fleet_requests_ended("vllm", PAGE.long): vector((t, "0")),
+        fleet_error_percent("vllm", "1m"): vector((t, "100")),
+        fleet_latency_p95("vllm", "1m"): vector((t, "9")),
+        fleet_latency_p95("vllm", "1m", FLEET_REVISIONS): vector((t_rev, "9")),
+        fleet_requests_ended("vllm", PAGE.long, by=FLEET_REVISIONS): vector((t_rev, "0"))})
+    health, problems = read_health(prometheus, specs(t=spec(runtime="tgi"), v=spec()),
+                                   window="1m", failures=None)
+    assert health[("ai", "t")] == Health(error_percent=0.0, recent=300.0)
+    assert health[("ai", "t")].served()
+    assert health[("ai", "v")] == Health() and not problems
 
 
 def test_one_runtimes_failing_preset_query_marks_only_that_runtimes_deployments():

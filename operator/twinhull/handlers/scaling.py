@@ -176,13 +176,22 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
     problems: list[str] = []
     unread: dict[str, str] = {}
     for runtime in sorted({s.model.runtime for s in specs.values()}):
+        # A runtime's queries match every deployment with series of its names: one that
+        # ran this runtime within the window (changed runtime) or whose pods export its
+        # names too. Only this runtime's deployments take its answers; another's would
+        # overwrite the true readings (vLLM's query answered a TGI deployment's 0
+        # requests from stray vllm:* series, and readiness alone then verified it).
+        mine = {key for key, spec in specs.items() if spec.model.runtime == runtime}
+
+        def ours(reading: Reading, mine: set[Key] = mine) -> dict[Key, float]:
+            return {k: v for k, v in _cells(reading).items() if k in mine}
         try:
-            recent.update(_cells(_ask(prometheus, fleet_requests_ended(
+            recent.update(ours(_ask(prometheus, fleet_requests_ended(
                 runtime, PAGE.long, failures), FLEET, deadline, own=True)))
-            errors.update(_cells(_ask(prometheus, fleet_error_percent(
+            errors.update(ours(_ask(prometheus, fleet_error_percent(
                 runtime, window, failures), FLEET, deadline, own=True)))
-            latency.update(_cells(_ask(prometheus, fleet_latency_p95(runtime, window), FLEET,
-                                       deadline, own=True)))
+            latency.update(ours(_ask(prometheus, fleet_latency_p95(runtime, window), FLEET,
+                                     deadline, own=True)))
             by_revision: dict[tuple[str, ...], list[float | None]] = {}
             for i, query in ((1, fleet_latency_p95(runtime, window, FLEET_REVISIONS)),
                              (0, None if failures else fleet_error_percent(
@@ -191,7 +200,7 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                     continue
                 for cell, v in _ask(prometheus, query, FLEET_REVISIONS, deadline,
                                     own=True).values.items():
-                    if cell[2]:
+                    if cell[2] and (cell[0], cell[1]) in mine:
                         by_revision.setdefault(cell, [None, None])[i] = v
             for (ns, name, rev), (e, lat) in by_revision.items():
                 revisions.setdefault((ns, name), {})[rev] = (e, lat)
@@ -203,7 +212,7 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                         fleet_requests_ended(runtime, PAGE.long, by=FLEET_REVISIONS))):
                     for cell, v in _ask(prometheus, query, FLEET_REVISIONS, deadline,
                                         own=True).values.items():
-                        if cell[2]:
+                        if cell[2] and (cell[0], cell[1]) in mine:
                             burn.setdefault(cell, [None, None, None])[i] = v
                 for (ns, name, rev), (long, short, ended) in burn.items():
                     burns.setdefault((ns, name), {})[rev] = (long, short, ended)
