@@ -257,7 +257,7 @@ def test_verification_waits_for_the_new_revisions_own_series_then_counts_a_whole
     verdict = next(d for d in plan.decisions if d.kind == "RolloutComplete")
     assert "its own requests within the tier's targets" in verdict.reason
     assert verdict.inputs["health"] == {"errorPercent": 0.0, "latencyP95Seconds": 0.6,
-                                        "revision": new}
+                                        "revision": new, "requestsLastHour": None}
 
 
 def test_the_new_revisions_own_errors_roll_it_back_while_the_deployments_look_fine():

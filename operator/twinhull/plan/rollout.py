@@ -533,7 +533,8 @@ class _Revisions:
         h = self.i.health.of(target.hash)
         out: dict[str, Any] = {"errorPercent": h.error_percent,
                                "latencyP95Seconds": h.latency_p95_seconds,
-                               "revision": target.hash if target.hash in h.revisions else None}
+                               "revision": target.hash if target.hash in h.revisions else None,
+                               "requestsLastHour": h.recent}
         if target.hash in h.burn:
             long, short, ended = h.burn[target.hash]
             out["burn"] = {"errorPercentLong": long, "errorPercentShort": short,
