@@ -96,7 +96,22 @@ def _parse_env(text: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     """The lab, up for the whole session; taken down at the end only if this session started
-    it. A session that starts it starts from a clean lab (no objects left by an earlier one)."""
+    it. A session that starts it starts from a clean lab (no objects left by an earlier one).
+    The session holds the lab's session lock throughout (:mod:`labkit.session`): a second
+    session on the same lab waits for it, instead of sharing its Lease and namespaces."""
+    from labkit.layout import Layout
+    from labkit.session import LabBusy, claim
+
+    try:
+        held = claim(Layout.from_env(), "e2e session",
+                     wait=float(os.environ.get("TWINHULL_LAB_WAIT", "1800")))
+    except LabBusy as exc:
+        pytest.fail(str(exc))
+    with held:
+        yield from _session_lab()
+
+
+def _session_lab() -> Iterator[Lab]:
     status = _lab("status").returncode
     started = status == STATUS_NOTHING_RUNNING
     try:
