@@ -4,6 +4,7 @@ through the Kubernetes API (the python client, fast enough to poll every 0.1 s).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -42,24 +43,26 @@ def _stop(signum: int, frame: Any) -> None:
 signal.signal(signal.SIGTERM, _stop)
 
 
-_CLAIM: list[Any] = []
-"""The lab's session lock while this benchmark runs (see :func:`lab_env`)."""
+@functools.cache
+def _claim() -> Any:
+    """The lab's session lock, taken once and kept for the rest of the process
+    (``labkit.session``): a benchmark and an e2e session on one lab would share its Lease
+    and its objects."""
+    if str(E2E) not in sys.path:
+        sys.path.insert(0, str(E2E))
+    from labkit.layout import Layout
+    from labkit.session import LabBusy, claim
+    try:
+        return claim(Layout.from_env(), f"benchmark {Path(sys.argv[0]).name}",
+                     wait=float(os.environ.get("TWINHULL_LAB_WAIT", "1800")))
+    except LabBusy as exc:
+        sys.exit(str(exc))
 
 
 def lab_env() -> dict[str, str]:
-    """The lab's settings (`e2e/lab env`); the lab must be up (`e2e/lab up`). The first
-    call takes the lab's session lock for the rest of the process (``labkit.session``): a
-    benchmark and an e2e session on one lab would share its Lease and its objects."""
-    if not _CLAIM:
-        if str(E2E) not in sys.path:
-            sys.path.insert(0, str(E2E))
-        from labkit.layout import Layout
-        from labkit.session import LabBusy, claim
-        try:
-            _CLAIM.append(claim(Layout.from_env(), f"benchmark {Path(sys.argv[0]).name}",
-                                wait=float(os.environ.get("TWINHULL_LAB_WAIT", "1800"))))
-        except LabBusy as exc:
-            sys.exit(str(exc))
+    """The lab's settings (`e2e/lab env`); the lab must be up (`e2e/lab up`). Holds the
+    lab's session lock from the first call on (:func:`_claim`)."""
+    _claim()
     if subprocess.run([str(E2E / "lab"), "status"], capture_output=True).returncode != 0:
         sys.exit("the lab is not up: run `e2e/lab up` (or `make lab-up`) first")
     out = subprocess.run([str(E2E / "lab"), "env"], capture_output=True, text=True,

@@ -149,9 +149,11 @@ def _ask(prometheus: Source, query: str, by: tuple[str, ...], deadline: float | 
         raise
 
 
-def _cells(reading: Reading) -> dict[Key, float]:
-    """A per-deployment reading keyed by (namespace, name). Pure."""
-    return {(cell[0], cell[1]): v for cell, v in reading.values.items()}
+def _cells(reading: Reading, only: Collection[Key] | None = None) -> dict[Key, float]:
+    """A per-deployment reading keyed by (namespace, name), of the deployments ``only``
+    where given. Pure."""
+    cells = {(cell[0], cell[1]): v for cell, v in reading.values.items()}
+    return cells if only is None else {k: v for k, v in cells.items() if k in only}
 
 
 def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
@@ -182,16 +184,13 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
         # overwrite the true readings (vLLM's query answered a TGI deployment's 0
         # requests from stray vllm:* series, and readiness alone then verified it).
         mine = {key for key, spec in specs.items() if spec.model.runtime == runtime}
-
-        def ours(reading: Reading, mine: set[Key] = mine) -> dict[Key, float]:
-            return {k: v for k, v in _cells(reading).items() if k in mine}
         try:
-            recent.update(ours(_ask(prometheus, fleet_requests_ended(
-                runtime, PAGE.long, failures), FLEET, deadline, own=True)))
-            errors.update(ours(_ask(prometheus, fleet_error_percent(
-                runtime, window, failures), FLEET, deadline, own=True)))
-            latency.update(ours(_ask(prometheus, fleet_latency_p95(runtime, window), FLEET,
-                                     deadline, own=True)))
+            recent.update(_cells(_ask(prometheus, fleet_requests_ended(
+                runtime, PAGE.long, failures), FLEET, deadline, own=True), mine))
+            errors.update(_cells(_ask(prometheus, fleet_error_percent(
+                runtime, window, failures), FLEET, deadline, own=True), mine))
+            latency.update(_cells(_ask(prometheus, fleet_latency_p95(runtime, window), FLEET,
+                                       deadline, own=True), mine))
             by_revision: dict[tuple[str, ...], list[float | None]] = {}
             for i, query in ((1, fleet_latency_p95(runtime, window, FLEET_REVISIONS)),
                              (0, None if failures else fleet_error_percent(
@@ -200,7 +199,7 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                     continue
                 for cell, v in _ask(prometheus, query, FLEET_REVISIONS, deadline,
                                     own=True).values.items():
-                    if cell[2] and (cell[0], cell[1]) in mine:
+                    if cell[2] and cell[:2] in mine:
                         by_revision.setdefault(cell, [None, None])[i] = v
             for (ns, name, rev), (e, lat) in by_revision.items():
                 revisions.setdefault((ns, name), {})[rev] = (e, lat)
@@ -212,7 +211,7 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                         fleet_requests_ended(runtime, PAGE.long, by=FLEET_REVISIONS))):
                     for cell, v in _ask(prometheus, query, FLEET_REVISIONS, deadline,
                                         own=True).values.items():
-                        if cell[2] and (cell[0], cell[1]) in mine:
+                        if cell[2] and cell[:2] in mine:
                             burn.setdefault(cell, [None, None, None])[i] = v
                 for (ns, name, rev), (long, short, ended) in burn.items():
                     burns.setdefault((ns, name), {})[rev] = (long, short, ended)
