@@ -162,7 +162,7 @@ def test_annotations_that_are_not_text_or_a_map_are_ignored():
 
 # -- per-object isolation ----------------------------------------------------------------
 
-TIME = re.compile(r'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"')
+TIME = re.compile(r'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"')
 
 
 def good_statuses(rt: Runtime, names: list[str]) -> dict[str, Any]:
@@ -712,3 +712,27 @@ def test_a_drained_rollback_survives_the_status_round_trip_and_the_schema():
     assert "drained" not in (revisions.rollout_dict(replace(r, drained=())) or {})
     assert revisions.rollout_of({"rollout": {**raw, "drained": "east"}}) == replace(
         r, drained=())
+
+
+def test_the_rollouts_clocks_survive_the_status_round_trip_to_the_microsecond():
+    """Whole seconds started a rollout up to a second early once read back from status, so
+    a 600 s progress deadline fired at 599.1 s."""
+    from twinhull.plan.rollout import Rollout
+
+    started = now().replace(microsecond=900_000)
+    r = Rollout(target="ide-abc", mode="Rollout", since=started,
+                verifying_since=started + timedelta(seconds=1.25),
+                measured_since=started + timedelta(seconds=2.5))
+    back = revisions.rollout_of({"rollout": revisions.rollout_dict(r)})
+    assert back == r
+    assert back.active_seconds(started + timedelta(seconds=599.5)) == pytest.approx(599.5)
+    paused = replace(r, paused_since=started + timedelta(seconds=3.75), paused_seconds=1.5)
+    assert revisions.rollout_of({"rollout": revisions.rollout_dict(paused)}) == paused
+
+
+def test_a_failover_legs_clocks_survive_the_status_round_trip_to_the_microsecond():
+    from twinhull.plan.fleet import Leg
+
+    t = now().replace(microsecond=900_000)
+    leg = Leg(state="FailingBack", since=t, step=1, step_since=t + timedelta(seconds=0.5))
+    assert fleet._legs({"failover": {"west": fleet._leg_dict(leg)}}) == {"west": leg}

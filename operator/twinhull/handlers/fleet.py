@@ -42,6 +42,7 @@ from twinhull.handlers.runtime import (
     now,
     parse_time,
     rfc3339,
+    rfc3339_micro,
 )
 from twinhull.handlers.scaling import loads_bound
 from twinhull.handlers.supervise import beat
@@ -203,8 +204,8 @@ def _condition_dicts(conditions: list[Condition], old: Any, generation: int,
 
 
 def _leg_dict(leg: Leg) -> dict[str, Any]:
-    return {"state": leg.state, "since": rfc3339(leg.since), "step": leg.step,
-            "stepSince": rfc3339(leg.step_since)}
+    return {"state": leg.state, "since": rfc3339_micro(leg.since), "step": leg.step,
+            "stepSince": rfc3339_micro(leg.step_since)}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from twinhull.api.annotations import RollbackAnnotation
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
 from twinhull.clusters.kube import ClusterUnavailable
-from twinhull.handlers.runtime import Key, Runtime, as_mapping, parse_time, rfc3339
+from twinhull.handlers.runtime import Key, Runtime, as_mapping, parse_time, rfc3339, rfc3339_micro
 from twinhull.plan.render import DEPLOYMENT, MANAGED_BY, OPERATOR, RENDERER
 from twinhull.plan.rollout import (
     RevisionPlan,
@@ -110,10 +110,10 @@ def rollout_dict(r: Rollout | None) -> dict[str, Any] | None:
     """The planner's rollout as ``status.rollout``. Pure."""
     if r is None:
         return None
-    out = {"target": r.target, "mode": r.mode, "since": rfc3339(r.since), "done": list(r.done),
-           "verifyingSince": rfc3339(r.verifying_since),
-           "measuredSince": rfc3339(r.measured_since), "failed": r.failed,
-           "pausedSince": rfc3339(r.paused_since),
+    out = {"target": r.target, "mode": r.mode, "since": rfc3339_micro(r.since),
+           "done": list(r.done), "verifyingSince": rfc3339_micro(r.verifying_since),
+           "measuredSince": rfc3339_micro(r.measured_since), "failed": r.failed,
+           "pausedSince": rfc3339_micro(r.paused_since),
            "pausedSeconds": round(r.paused_seconds, 3) or None,
            "drained": list(r.drained) or None}
     return {k: v for k, v in out.items() if v is not None}

@@ -211,6 +211,13 @@ def rfc3339(t: datetime | None) -> str | None:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
 
 
+def rfc3339_micro(t: datetime | None) -> str | None:
+    """A time to the microsecond, as Kubernetes writes a MicroTime: for the clocks a
+    deadline is measured from, which :func:`rfc3339`'s whole seconds would start up to a
+    second early once read back. Pure."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if t else None
+
+
 def as_mapping(value: Any) -> dict[str, Any]:
     """``value`` if it is a mapping, else empty: status and annotations are read, never
     trusted (anyone with the status subresource can write them). Pure."""
