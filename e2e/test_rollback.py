@@ -91,6 +91,17 @@ def md(lab, operator) -> Iterator[str]:
                     "--timeout=60s", check=False)
 
 
+def primary_replicas(lab, cluster: str, name: str) -> int | None:
+    """The primary model's replicas a member's Deployments ask for (None: no answer)."""
+    out = kubectl(lab, cluster, "get", "deployments", "-n", NS, "-o", "yaml", "-l",
+                  f"serving.twinhull.io/deployment={name}", "--request-timeout=5s", check=False)
+    items = (yaml.safe_load(out) or {}).get("items") if out.strip() else None
+    if items is None:
+        return None
+    return sum(d["spec"].get("replicas") or 0 for d in items
+               if "-fallback-" not in d["metadata"]["name"])
+
+
 class Watch:
     """Records every (east images, west images) seen, twice a second, in a thread."""
 
@@ -244,7 +255,11 @@ def test_a_revision_failing_its_requests_in_east_is_drained_while_it_rolls_back(
               and d["inputs"].get("drained") == ["east"]]
     assert shifts and shifts[0]["inputs"]["to"]["east"] == 0, decisions
     assert shifts[0]["inputs"]["to"]["west"] == 100, shifts[0]
+    # west carries east's two replicas on top of its own two while east rolls back
+    assert shifts[0]["inputs"].get("surged") == {"west": 2}, shifts[0]
     good(lab, name, timeout=120)
     wait_for(lambda: status(lab, NS, name)["traffic"].get("east", 0) > 0, timeout=60,
              what="east's weight back once it runs the Good revision")
+    wait_for(lambda: primary_replicas(lab, "west", name) == 2, timeout=60,
+             what="west's surge gone once east runs the Good revision")
     assert status(lab, NS, name)["currentSnapshot"] == v1

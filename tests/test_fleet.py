@@ -693,7 +693,13 @@ def test_clusters_drained_by_a_rollback_get_no_traffic_while_another_has_ready_c
     shift = next(x for x in plan.decisions if x.kind == "ShiftTraffic")
     assert "east drained while rolling back" in shift.reason
     assert shift.inputs["drained"] == ["east"]
-    assert plan.replicas == first.replicas, "drained: no traffic, same replicas"
+    # west takes east's share of replicas on top of its own, east keeps its own (they are
+    # replaced by the Good revision one model load at a time)
+    surged = {("west", "primary", "west-a"): 2, ("west", "primary", "west-b"): 2}
+    assert plan.replicas == {**first.replicas, **surged}
+    assert shift.inputs["surged"] == {"west": 2}
+    assert "west carries 2 more replicas meanwhile" in shift.reason
+    assert plan.unserved == 0
     # west has no Ready primary: east's (maybe Bad) pods are better than nothing
     cold = {s: (Replicas(n, 0) if s[0] == "west" and s[1] == "primary" else Replicas(n, n))
             for s, n in first.replicas.items()}
@@ -701,3 +707,22 @@ def test_clusters_drained_by_a_rollback_get_no_traffic_while_another_has_ready_c
     assert plan.weights["east"] == 100
     assert not [x for x in plan.decisions if "drained" in x.inputs]
     assert plan_one(d, HEALTHY).weights == {"east": 50, "west": 50, "fallback": 0}
+    assert plan_one(d, HEALTHY).replicas == first.replicas, "lifted: the surge goes"
+
+
+def test_the_survivors_surge_takes_only_the_gpus_left_and_leaves_nothing_unserved():
+    d, first = steady()
+    drained = replace(d, drained=frozenset({"east"}))
+    # west's own primary (2 x 4 GPUs) and fallback (2 x 1) use 10 of 14: one more fits
+    plan = plan_one(drained, [cluster("east"), cluster("west", gpus=14)])
+    assert sum(n for (c, r, _), n in plan.replicas.items() if c == "west" and r == "primary") == 3
+    assert plan.unserved == 0 and not [x for x in plan.decisions if x.kind == "Capacity"]
+    plan = plan_one(drained, [cluster("east"), cluster("west", gpus=13)])
+    assert plan.replicas == first.replicas
+    assert "surged" not in next(x for x in plan.decisions if x.kind == "ShiftTraffic").inputs
+    # a Degraded survivor takes no surge (as for a failover's moved share)
+    plan = plan_one(drained, [cluster("east"), cluster("west", "Degraded")])
+    assert plan.replicas == first.replicas
+    # every placed cluster drained: nobody to carry more
+    plan = plan_one(replace(d, drained=frozenset({"east", "west"})), HEALTHY)
+    assert plan.replicas == first.replicas

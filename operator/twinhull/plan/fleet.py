@@ -193,7 +193,8 @@ class DeploymentInput:
     drained: frozenset[str] = frozenset()
     """Clusters whose Ready pods may run a revision being rolled back for failing its own
     requests (the revision planner's ``Rollout.drained``): they get no traffic while
-    another placed cluster has Ready primary capacity."""
+    another placed cluster has Ready primary capacity, and the others carry their share of
+    replicas on top of their own meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -430,6 +431,8 @@ class _Planner:
         """No placed cluster can serve: the weights keep the declared shares."""
         self.draining: list[str] = []
         """Drained clusters (:attr:`DeploymentInput.drained`) given no traffic this round."""
+        self.surged: dict[str, int] = {}
+        """Replicas added per surviving cluster while others are drained (:meth:`_surge`)."""
 
     def decide(self, kind: str, reason: str, inputs: Mapping[str, Any], *,
                identity: Mapping[str, Any] | None = None) -> Decision:
@@ -627,6 +630,7 @@ class _Planner:
             fb_extra = _spread(unserved, takers, self.ledger, fb_gpus, me)
             for c, z in self.declared:
                 replicas[(c, "fallback", z)] = warm.get((c, z), 0) + fb_extra.get((c, z), 0)
+        self._surge(serving, takers, replicas)
         if unserved:
             short = sorted({c for (c, z) in cells if (c, z) in own or c in
                             {cc for cc, _ in takers}})
@@ -637,6 +641,25 @@ class _Planner:
             self.ranked_after = ", ".join(f"{h} ({why[h]})" for h in ahead[:4]) + (
                 ", ..." if len(ahead) > 4 else "")
         return replicas, unserved
+
+    def _surge(self, serving: list[tuple[str, str]], takers: Mapping[tuple[str, str], int],
+               replicas: dict[Slot, int]) -> None:
+        """While clusters are drained by a rollback (:attr:`DeploymentInput.drained`), the
+        Healthy serving zones of the others carry their share of replicas on top of their
+        own, as for a failover, last and within the GPUs left: the survivors take all the
+        traffic, and the drained clusters' own replicas stay (they are being replaced by
+        the Good revision one at a time, ``maxSurge: 1``, a model load each). Gone once
+        every drained cluster runs the Good revision."""
+        drained = self.d.drained
+        survivors = {cz: n for cz, n in takers.items() if cz[0] not in drained}
+        share = sum(self.declared[cz] for cz in serving if cz[0] in drained)
+        if not share or not survivors:
+            return
+        gpus = self.spec.model.resources.gpus
+        for (c, z), n in _spread(share, survivors, self.ledger, gpus, self.holder).items():
+            replicas[(c, "primary", z)] += n
+            if n:
+                self.surged[c] = self.surged.get(c, 0) + n
 
     def _emptied(self, cell: tuple[str, str]) -> bool:
         """Whether an Outage drill has scaled this cell to 0 now."""
@@ -878,12 +901,16 @@ class _Planner:
                 "weights follow Ready primary capacity, failover and failback state"
                 + (f" and {unserved} unserved replicas" if unserved else "")
                 + (f"; {', '.join(self.draining)} drained while rolling back from a revision"
-                   " that failed its requests" if self.draining else ""),
+                   " that failed its requests" if self.draining else "")
+                + ("; " + ", ".join(f"{c} carries {n} more replicas" for c, n in
+                                    sorted(self.surged.items())) + " meanwhile"
+                   if self.surged else ""),
                 {"from": dict(self.d.traffic), "to": weights,
                  "readyPrimary": {c: sum(self.ready(c, "primary", z) for (cc, z) in self.declared
                                          if cc == c) for c in self.placed},
                  "legs": {c: legs[c].state for c in self.placed}, "unserved": unserved,
-                 **({"drained": self.draining} if self.draining else {})}))
+                 **({"drained": self.draining} if self.draining else {}),
+                 **({"surged": dict(sorted(self.surged.items()))} if self.surged else {})}))
         if unserved != self.d.unserved:
             total = sum(self.declared.values())
             after = f"; ranked after {self.ranked_after}" if self.ranked_after else ""
