@@ -21,7 +21,8 @@ controller's grace before the nodes turn NotReady, 20 s in the lab):
   reports west-a failed over);
 * ``weight0``: until the hub's HTTPRoute gives west weight 0 (``zone``: west's weight
   drops) — the action, reported both from the fault and from detection;
-* ``capacity``: until east runs and has Ready the whole declared capacity; with
+* ``capacity``: until east runs and has Ready the whole declared capacity (``zone``: until
+  the zones left have the 4 declared replicas Ready, west-a's moved one included); with
   ``--load-seconds N`` the model servers take N s to become Ready after they start (a
   KWOK stage reading the image tag ``-load<N>``), so this is measured, not assumed;
 * ``dropped`` / ``failed`` / ``fallback``: requests the simulator dropped, failed, and
@@ -106,6 +107,7 @@ def main() -> None:
     env = lab_env()
     hub = api(env["TWINHULL_HUB_KUBECONFIG"])
     east = client.AppsV1Api(api(env["TWINHULL_EAST_KUBECONFIG"]))
+    west = client.AppsV1Api(api(env["TWINHULL_WEST_KUBECONFIG"]))
     objects = client.CustomObjectsApi(hub)
     image = "vllm/vllm-openai:v0.11.0" + (f"-load{args.load_seconds}"
                                            if args.load_seconds > 0 else "")
@@ -141,6 +143,14 @@ def main() -> None:
         primary = [d for d in items if "-fallback-" not in d.metadata.name]
         return len(primary) == 2 and all(
             d.spec.replicas == n and (d.status.ready_replicas or 0) == n for d in primary)
+
+    def ready_outside(zone: str) -> int:
+        """Ready primary replicas in every zone but ``zone`` (east's and west's)."""
+        return sum((d.status.ready_replicas or 0)
+                   for member in (east, west)
+                   for d in member.list_namespaced_deployment(NS, _request_timeout=2).items
+                   if "-fallback-" not in d.metadata.name
+                   and d.metadata.name != f"{NAME}-{zone}")
 
     def set_probes(setting: str) -> None:
         subprocess.run([*kubectl, "patch", "servingcluster", "west", "--type=merge", "-p",
@@ -197,7 +207,11 @@ def main() -> None:
                                 wait(zone_failed_over, 120, "west-a failed over")
                                 detect = since()
                                 wait(lambda: weight("west") < 50, 120, "west's weight lowered")
-                                weight0 = capacity = since()
+                                weight0 = since()
+                                wait(lambda: ready_outside("west-a") >= 4,
+                                     120 + 2 * args.load_seconds,
+                                     "the 4 declared replicas Ready outside west-a")
+                                capacity = since()
                             else:
                                 wait(lambda: west_phase() == "Down", 120, "west Down")
                                 detect = since()
