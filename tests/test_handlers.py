@@ -736,3 +736,38 @@ def test_a_failover_legs_clocks_survive_the_status_round_trip_to_the_microsecond
     t = now().replace(microsecond=900_000)
     leg = Leg(state="FailingBack", since=t, step=1, step_since=t + timedelta(seconds=0.5))
     assert fleet._legs({"failover": {"west": fleet._leg_dict(leg)}}) == {"west": leg}
+
+
+def test_an_outcome_written_again_waits_a_minute_after_a_failed_write():
+    """A refused outcome written again (the status already states it) is retried once a
+    minute, not every round; a new verdict is always tried; success clears the wait."""
+    from twinhull.plan.rollout import RevisionPlan
+
+    class Refusing(Hub):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refuse, self.tried = True, list[str]()
+
+        async def patch_status(self, api_version: str, kind: str, name: str, status: Any,
+                               **kw: Any) -> None:
+            self.tried.append(name)
+            if self.refuse:
+                raise ClusterUnavailable(f"{name}: HTTP 403: forbidden")
+            await super().patch_status(api_version, kind, name, status, **kw)
+
+    rt = runtime()
+    refusing = Refusing()
+    rt.hub = refusing  # type: ignore[assignment]
+    plan = RevisionPlan(render={}, record=None, outcomes={
+        "ide-1": ("Good", "Verified", "recorded again"), "ide-2": ("Bad", "ErrorRateExceeded",
+                                                                   "new")},
+        current="ide-1", last_good="ide-1", held_back=None, held_back_why=None,
+        rollout=None, decisions=[], conditions=[], again=frozenset({"ide-1"}))
+    for _ in range(3):
+        asyncio.run(revisions.write_outcomes(rt, "ai", plan, None))
+    assert refusing.tried == ["ide-1", "ide-2", "ide-2", "ide-2"]
+    rt.outcome_failed[("ai", "ide-1")] -= revisions.OUTCOME_RETRY_SECONDS
+    refusing.refuse = False
+    asyncio.run(revisions.write_outcomes(rt, "ai", plan, None))
+    assert refusing.tried[4:] == ["ide-1", "ide-2"]
+    assert rt.outcome_failed == {}

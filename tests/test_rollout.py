@@ -670,3 +670,39 @@ def test_outages_never_make_a_good_revision_bad(outages):
     plan = f.until(lambda p: p.rollout is None and p.current == p.last_good)
     assert f.snapshots[plan.current].hash == v2
     assert all(s.outcome != "Bad" for s in f.snapshots.values())
+
+
+def test_an_outcome_whose_write_failed_while_the_status_landed_is_written_again():
+    """Each snapshot outcome is written just before its deployment's status; a failed one
+    does not hold the status (an outcome write that always fails would freeze it), so the
+    status can name a snapshot Good or hold a revision back while the snapshot shows
+    nothing. The next round writes the outcome the status states, and only that."""
+    f = Fleet(IDE.spec)
+    plan = f.until(lambda p: p.rollout is None)
+    first = plan.current
+    f.snapshots[first] = replace(f.snapshots[first], outcome="Pending")  # the write failed
+    again = f.round()
+    assert again.outcomes[first][0] == "Good" and not again.decisions
+    assert f.round().outcomes == {}, "written once: nothing when the snapshot shows it"
+    # an automatic rollback's Bad outcome, with the reason recorded with the hold
+    f.apply(image(IDE.spec, "v0.12.0-crashloop"))
+    f.until(lambda p: any(d.kind == "Rollback" for d in p.decisions))
+    bad = next(n for n, s in f.snapshots.items() if s.hash == f.status["held_back"])
+    f.snapshots[bad] = replace(f.snapshots[bad], outcome="Pending")
+    again = f.round()
+    assert again.outcomes[bad][:2] == ("Bad", "ProgressDeadlineExceeded")
+    assert f.round().outcomes == {}
+
+
+def test_a_manual_rollbacks_hold_marks_no_revision_bad():
+    f = good(Fleet(IDE.spec))
+    first = f.status["current"]
+    f.apply(image(IDE.spec, "v0.12.0"))
+    plan = f.until(lambda p: p.rollout is None and p.current != first)
+    second = plan.current
+    f.request = RollbackRequest(id="r1", to=first, by="sre@example", at="now")
+    plan = f.until(lambda p: p.rollout is None and p.current == first)
+    assert plan.held_back == revision_of(f.spec)
+    for _ in range(3):
+        assert second not in f.round().outcomes
+    assert f.snapshots[second].outcome == "Good"

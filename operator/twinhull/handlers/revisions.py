@@ -7,6 +7,7 @@ writes, memory.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 GROUP, VERSION = "serving.twinhull.io", "v1alpha1"
 API = f"{GROUP}/{VERSION}"
+OUTCOME_RETRY_SECONDS = 60
+"""How long an outcome written again waits after a failed write (see ``write_outcomes``)."""
 
 
 @kopf.on.event(GROUP, VERSION, "modelsnapshots")
@@ -42,6 +45,7 @@ async def snapshot_event(event: kopf.RawEvent, body: kopf.Body, namespace: str |
     key = (namespace or "", name)
     if event["type"] == "DELETED":
         rt.snapshots.pop(key, None)
+        rt.outcome_failed.pop(key, None)
         return
     new = key not in rt.snapshots
     remember(rt, dict(body))
@@ -190,8 +194,14 @@ async def record(rt: Runtime, manifest: dict[str, Any]) -> bool:
 
 async def write_outcomes(rt: Runtime, namespace: str, plan: RevisionPlan, t: str | None
                          ) -> None:
-    """Patch the outcome of every snapshot the plan decided on. Effects: hub writes."""
+    """Patch the outcome of every snapshot the plan decided on; one written again
+    (``plan.again``) waits :data:`OUTCOME_RETRY_SECONDS` after a failed write. Effects: hub
+    writes."""
     for name, (outcome, reason, message) in plan.outcomes.items():
+        failed = rt.outcome_failed.get((namespace, name))
+        if name in plan.again and failed is not None \
+                and time.monotonic() - failed < OUTCOME_RETRY_SECONDS:
+            continue
         status = {"outcome": outcome, "reason": reason, "message": message,
                   "verifiedTime": t}
         try:
@@ -200,8 +210,12 @@ async def write_outcomes(rt: Runtime, namespace: str, plan: RevisionPlan, t: str
             if outcome in ("Good", "Bad"):
                 rt.telemetry.snapshots.labels(outcome).inc()
         except ClusterUnavailable as exc:
-            log.warning("%s/%s: cannot write the outcome: %s", namespace, name, exc)
+            rt.outcome_failed[(namespace, name)] = time.monotonic()
+            log.warning("%s/%s: cannot write the outcome: %s%s", namespace, name, exc,
+                        "; the status went ahead and states it: written again in "
+                        f"{OUTCOME_RETRY_SECONDS} s" if name in plan.again else "")
             continue
+        rt.outcome_failed.pop((namespace, name), None)
         owner, snap = rt.snapshots.get((namespace, name), ("", None))
         if snap is not None:
             rt.snapshots[(namespace, name)] = (owner, replace(snap, outcome=outcome))

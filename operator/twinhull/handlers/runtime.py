@@ -164,6 +164,10 @@ class Runtime:
     specs: dict[Key, tuple[dict[str, Any], ModelDeploymentSpec]] = field(default_factory=dict)
     """Per ModelDeployment: the raw spec last validated and its model (see
     :func:`deployment_spec`)."""
+    outcome_failed: dict[Key, float] = field(default_factory=dict)
+    """Per ModelSnapshot (namespace, name): when (monotonic) its outcome write last failed,
+    so that an outcome written again (``RevisionPlan.again``) is retried once a minute,
+    not every round, while the hub refuses it."""
     rendered: dict[Key, dict[str, tuple[Any, list[dict[str, Any]]]]] = \
         field(default_factory=dict)
     """Per ModelDeployment and member: what its objects were last rendered from and the

@@ -262,6 +262,9 @@ class RevisionPlan:
     handled: RollbackRequest | None = None
     """The request this plan handled, with ``to`` resolved (None if none)."""
     request_error: str = ""
+    again: frozenset[str] = frozenset()
+    """Names in ``outcomes`` that are no new verdict but one the status already states,
+    written again (:meth:`_Revisions.recorded_again`)."""
 
 
 class _Revisions:
@@ -273,6 +276,7 @@ class _Revisions:
         self.decisions: list[Decision] = []
         self.conditions: list[Condition] = []
         self.outcomes: dict[str, tuple[Outcome, str, str]] = {}
+        self.again: set[str] = set()
         want = revision_of(i.spec)
         known = self.by_hash.get(want)
         self.desired = known or Snapshot(snapshot_name(i.name, want), want, i.generation,
@@ -555,6 +559,26 @@ class _Revisions:
         self.start_rollback(back, reason, f"{target.name} is Bad: {message}",
                             {"health": self.health_inputs(target)})
 
+    def recorded_again(self) -> None:
+        """The outcomes the status read this round already states but whose snapshot does
+        not show: the status landed while the outcome's write failed (each is written just
+        before it, and a failed one does not hold the status). Written again, so that
+        `twinhull history`, retention and a later rollback to "the last Good" agree with
+        the status. Never a new verdict: the last Good snapshot is Good, and a revision
+        held back by an automatic rollback is Bad for the reason recorded with it (a
+        manual rollback's hold says nothing of the revision)."""
+        good = self.by_name.get(self.i.last_good or "")
+        if good is not None and good.outcome != "Good" and good.name not in self.outcomes:
+            self.outcomes[good.name] = ("Good", "Verified", "recorded again: the status "
+                                        "names it the last Good snapshot")
+            self.again.add(good.name)
+        why = self.i.held_back_why
+        bad = self.by_hash.get(self.i.held_back or "")
+        if bad is not None and why is not None and why[0] != "ManualRollback" \
+                and bad.outcome != "Bad" and bad.name not in self.outcomes:
+            self.outcomes[bad.name] = ("Bad", why[0], f"recorded again: {why[1]}")
+            self.again.add(bad.name)
+
     # -- output -----------------------------------------------------------------------
 
     def renders(self) -> dict[str, Snapshot]:
@@ -576,6 +600,7 @@ class _Revisions:
         if self.handled is None or self.request_error:
             self.start()
         self.advance()
+        self.recorded_again()
         assert self.current is not None
         self.conditions = self.status_conditions()
         return RevisionPlan(
@@ -586,7 +611,7 @@ class _Revisions:
             held_back_why=self.rollback_reason if self.held_back else None,
             rollout=self.rollout, decisions=self.decisions,
             conditions=self.conditions, handled=self.handled,
-            request_error=self.request_error)
+            request_error=self.request_error, again=frozenset(self.again))
 
     def status_conditions(self) -> list[Condition]:
         out: list[Condition] = []
