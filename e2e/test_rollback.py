@@ -263,3 +263,32 @@ def test_a_revision_failing_its_requests_in_east_is_drained_while_it_rolls_back(
     wait_for(lambda: primary_replicas(lab, "west", name) == 2, timeout=60,
              what="west's surge gone once east runs the Good revision")
     assert status(lab, NS, name)["currentSnapshot"] == v1
+
+
+def test_an_outcome_refused_while_the_status_lands_is_written_once_allowed(
+        lab, md, chart_identity, tmp_path):
+    """The chart's ClusterRole loses modelsnapshots/status mid-rollout: the rollout still
+    completes (the status names the new snapshot Good) while its outcome write is refused;
+    once the permission is back, the outcome the status states is written within the
+    retry minute."""
+    import json
+
+    from conftest import install_chart_rbac
+
+    name = md("rb-outcome")
+    v1 = good(lab, name)
+    role = json.loads(kubectl(lab, "hub", "get", "clusterrole", "twinhull", "-o", "json"))
+    for rule in role["rules"]:
+        rule["resources"] = [r for r in rule.get("resources", []) if r != "modelsnapshots/status"]
+    role["metadata"] = {"name": "twinhull"}
+    try:
+        kubectl(lab, "hub", "replace", "-f", "-", input_=json.dumps(role))
+        set_image(lab, name, "vllm/vllm-openai:v0.12.0")
+        v2 = good(lab, name, timeout=150, other_than=v1)
+        outcome = (snapshot(lab, v2).get("status") or {}).get("outcome")
+        assert outcome != "Good", f"the outcome was written without the permission: {outcome}"
+    finally:
+        install_chart_rbac(lab, tmp_path)
+    wait_for(lambda: (snapshot(lab, v2).get("status") or {}).get("outcome") == "Good",
+             timeout=120, what=f"{v2}'s outcome written again once allowed")
+    assert "recorded again" in snapshot(lab, v2)["status"]["message"]
