@@ -683,6 +683,7 @@ def test_an_outcome_whose_write_failed_while_the_status_landed_is_written_again(
     f.snapshots[first] = replace(f.snapshots[first], outcome="Pending")  # the write failed
     again = f.round()
     assert again.outcomes[first][0] == "Good" and not again.decisions
+    assert again.rollout is None, "no second verification of what the status says is Good"
     assert f.round().outcomes == {}, "written once: nothing when the snapshot shows it"
     # an automatic rollback's Bad outcome, with the reason recorded with the hold
     f.apply(image(IDE.spec, "v0.12.0-crashloop"))

@@ -374,7 +374,10 @@ class _Revisions:
             self.rollout = Rollout(want.name, "Initial", i.now)
             return
         if want.name == self.current.name:
-            if self.current.outcome == "Pending":  # e.g. a rollout replaced before verified
+            # e.g. a rollout replaced before verified; not the last Good one, whose outcome
+            # write failed while the status landed (:meth:`recorded_again` writes it)
+            if self.current.outcome == "Pending" and self.current.name != (
+                    self.last_good.name if self.last_good else None):
                 self.rollout = Rollout(want.name, "Initial", i.now)
             return
         if set(self.clusters) - i.serving:
