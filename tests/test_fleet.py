@@ -726,3 +726,26 @@ def test_the_survivors_surge_takes_only_the_gpus_left_and_leaves_nothing_unserve
     # every placed cluster drained: nobody to carry more
     plan = plan_one(replace(d, drained=frozenset({"east", "west"})), HEALTHY)
     assert plan.replicas == first.replicas
+
+
+def test_a_rollbacks_surge_never_moves_a_model_ranked_after_to_its_fallback():
+    """The surge is a convenience (the drained cluster still has its replicas): it takes
+    only GPUs that no deployment ranked after needs for its declared replicas."""
+    ide, _ = steady()
+    review, _ = steady(example("code-review"))
+    drained = replace(ide, drained=frozenset({"east"}))
+
+    def plans(west_gpus: int):
+        views = {c.name: c for c in [cluster("east"), cluster("west", gpus=west_gpus)]}
+        out = plan_fleet([drained, review], views, now=T0)
+        return out[(ide.namespace, ide.name)], out[(review.namespace, review.name)]
+
+    def west_primary(plan) -> int:
+        return sum(n for (c, r, _), n in plan.replicas.items() if c == "west" and r == "primary")
+
+    # west: ide's own 10 GPUs, code-review's 2; 2 spare: no 4-GPU replica fits
+    ide_plan, review_plan = plans(14)
+    assert west_primary(ide_plan) == 2 and review_plan.unserved == 0
+    assert ide_plan.weights["east"] == 0, "drained all the same"
+    ide_plan, review_plan = plans(16)  # 4 spare: one more
+    assert west_primary(ide_plan) == 3 and review_plan.unserved == 0

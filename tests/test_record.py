@@ -132,3 +132,22 @@ def test_a_traffic_shift_off_a_drained_cluster_replays():
     assert record.replay is not None and record.replay.deployment == d
     result = explain(record, VERSION)
     assert result.reproduced, result.differences
+
+
+def test_a_rollbacks_surge_replays_with_the_gpus_kept_for_those_ranked_after():
+    """The surge leaves what the deployments ranked after need: the record keeps that
+    reservation, or the replayed ShiftTraffic would surge more."""
+    from test_fleet import example
+
+    ide, _ = steady()
+    review, _ = steady(example("code-review"))
+    drained = replace(ide, drained=frozenset({"east"}))
+    clusters = {"east": cluster("east"), "west": cluster("west", gpus=18)}
+    plan = plan_fleet([drained, review], clusters, now=T0)[(ide.namespace, ide.name)]
+    shift = next(x for x in plan.decisions if x.kind == "ShiftTraffic")
+    assert shift.inputs["surged"] == {"west": 1}
+    assert plan.basis is not None and plan.basis.reserved == {"east": 2, "west": 2}
+    result = explain(fleet_record(drained, clusters, shift, plan), VERSION)
+    assert result.reproduced, result.differences
+    bare = replace(plan, basis=replace(plan.basis, reserved={}))
+    assert not explain(fleet_record(drained, clusters, shift, bare), VERSION).reproduced

@@ -229,6 +229,10 @@ class LedgerState:
     capacity: Mapping[str, int]
     held: Mapping[str, Mapping[str, int]]
     ahead: Mapping[str, str]
+    reserved: Mapping[str, int] = field(default_factory=dict)
+    """GPUs per cluster that the deployments ranked after it need for their declared
+    replicas and warm fallbacks (:func:`baseline_gpus`): a rollback's surge leaves them
+    (:meth:`_Planner._surge`)."""
 
 
 def decision_id(namespace: str, name: str, kind: str, inputs: Mapping[str, Any]) -> str:
@@ -268,7 +272,11 @@ class _Ledger:
         self.holders: dict[str, dict[str, int]] = {c: {} for c in clusters}
         self.log: list[tuple[str, str, int]] = []
         """Every take in order (cluster, holder, GPUs): the state at any turn, cheaply."""
+        self.reserved: dict[str, int] = {}
+        """What the deployments ranked after the one planned now need (see
+        :attr:`LedgerState.reserved`)."""
         if state is not None:
+            self.reserved = dict(state.reserved)
             self.capacity = dict(state.capacity)
             self.holders = {c: dict(state.held.get(c, {})) for c in self.capacity}
             self.free = {c: max(0, n - sum(self.holders[c].values()))
@@ -283,15 +291,20 @@ class _Ledger:
             cell[holder] = cell.get(holder, 0) + gpus
         names = sorted({h for cell in held.values() for h in cell})
         return LedgerState(dict(self.capacity), held,
-                           {h: why for h in names if (why := ahead(h)) is not None})
+                           {h: why for h in names if (why := ahead(h)) is not None},
+                           dict(self.reserved))
 
-    def take(self, cluster: str, gpus: int, want: int, holder: str) -> int:
+    def take(self, cluster: str, gpus: int, want: int, holder: str, *,
+             spare: bool = False) -> int:
         """Reserve up to ``want`` replicas of ``gpus`` each for ``holder``; return how many
-        fit. A cluster without a view (no ServingCluster seen) has no known capacity and
-        limits nothing: the plan keeps its replicas as declared until it is seen."""
+        fit (``spare``: only in what the deployments ranked after leave, see
+        :attr:`reserved`). A cluster without a view (no ServingCluster seen) has no known
+        capacity and limits nothing: the plan keeps its replicas as declared until it is
+        seen."""
         if gpus <= 0 or want <= 0 or cluster not in self.free:
             return max(want, 0)
-        fit = max(0, min(want, self.free.get(cluster, 0) // gpus))
+        free = self.free.get(cluster, 0) - (self.reserved.get(cluster, 0) if spare else 0)
+        fit = max(0, min(want, free // gpus))
         if fit:
             self.free[cluster] -= fit * gpus
             held = self.holders.setdefault(cluster, {})
@@ -311,9 +324,10 @@ class _Ledger:
 
 
 def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, gpus: int,
-            holder: str) -> dict[tuple[str, str], int]:
+            holder: str, *, spare: bool = False) -> dict[tuple[str, str], int]:
     """Place ``total`` replicas over slots in proportion to their weights, within GPU
-    capacity; slots that are full pass their share on to the others."""
+    capacity (``spare``: see :meth:`_Ledger.take`); slots that are full pass their share
+    on to the others."""
     placed = dict.fromkeys(slots, 0)
     open_slots = dict(slots)
     left = total
@@ -323,7 +337,7 @@ def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, g
         progress, closed = 0, False
         for key, share in shares.items():
             cluster, zone = key.split("\0")
-            fit = ledger.take(cluster, gpus, share, holder)
+            fit = ledger.take(cluster, gpus, share, holder, spare=spare)
             placed[(cluster, zone)] += fit
             progress += fit
             if fit < share:
@@ -646,17 +660,20 @@ class _Planner:
                replicas: dict[Slot, int]) -> None:
         """While clusters are drained by a rollback (:attr:`DeploymentInput.drained`), the
         Healthy serving zones of the others carry their share of replicas on top of their
-        own, as for a failover, last and within the GPUs left: the survivors take all the
-        traffic, and the drained clusters' own replicas stay (they are being replaced by
-        the Good revision one at a time, ``maxSurge: 1``, a model load each). Gone once
-        every drained cluster runs the Good revision."""
+        own, as for a failover, last and only in GPUs that no deployment ranked after needs
+        for its declared replicas (a drained cluster still has its own: the surge is no
+        reason to move another model to its fallback): the survivors take all the traffic,
+        and the drained clusters' replicas stay (they are replaced by the Good revision
+        one at a time, ``maxSurge: 1``, a model load each). Gone once every drained
+        cluster runs the Good revision."""
         drained = self.d.drained
         survivors = {cz: n for cz, n in takers.items() if cz[0] not in drained}
         share = sum(self.declared[cz] for cz in serving if cz[0] in drained)
         if not share or not survivors:
             return
         gpus = self.spec.model.resources.gpus
-        for (c, z), n in _spread(share, survivors, self.ledger, gpus, self.holder).items():
+        for (c, z), n in _spread(share, survivors, self.ledger, gpus, self.holder,
+                                 spare=True).items():
             replicas[(c, "primary", z)] += n
             if n:
                 self.surged[c] = self.surged.get(c, 0) + n
@@ -961,10 +978,17 @@ def plan_fleet(deployments: Sequence[DeploymentInput], clusters: Mapping[str, Cl
     order = sorted(deployments, key=rank_key)
     peers = {_holder(d): d for d in order}
     plans: dict[tuple[str, str], DeploymentPlan] = {}
-    for d in order:
+    after: dict[str, int] = {}  # what the deployments ranked after each one need
+    reserved: list[dict[str, int]] = []
+    for d in reversed(order):
+        reserved.append(dict(after))
+        for c, g in baseline_gpus(d.spec).items():
+            after[c] = after.get(c, 0) + g
+    for d, needed in zip(order, reversed(reserved), strict=True):
         def ahead(holder: str, me: DeploymentInput = d) -> str | None:
             return _ahead_by(peers[holder], me) if holder in peers else None
 
+        ledger.reserved = needed
         turn = len(ledger.log)
         plan = _Planner(d, clusters, ledger, now, ahead).plan()
         if plan.decisions or plan.pending is not None:
