@@ -26,7 +26,7 @@ from twinhull.clusters.kube import (
     configuration,
     redact,
 )
-from twinhull.clusters.member import Member, key_of, seen_of
+from twinhull.clusters.member import WORKLOAD_KINDS, Member, key_of, seen_of
 from twinhull.plan.render import INSTALLATION, member_objects
 from twinhull.policy import load_file
 
@@ -761,3 +761,38 @@ def test_a_read_still_ends_within_its_timeout_behind_a_backlog():
         release.set()
     assert time.monotonic() - began < 1.0
     assert all(isinstance(r, ClusterUnavailable) for r in results)
+
+
+def test_objects_made_in_a_member_do_not_rewrite_its_servingcluster_status():
+    """While 2,000 ModelDeployments converge, every probe saw more objects: a count in the
+    Observed condition wrote each member's status at every probe (50-87 writes a minute).
+    The count is the twinhull_member_objects series; the status is written when something
+    else changes, or at the heartbeat."""
+    hub = FakeHub(_kubeconfig())
+    rt = _runtime(hub)
+    kube = ClusterKube()
+    daemon, _ = _daemon(rt, [kube])
+
+    async def main() -> int:
+        try:
+            for _ in range(5):  # consecutiveSuccesses counts up to its threshold
+                await daemon.step()
+            settled = len(hub.statuses)
+            for obj in [o for o in OBJECTS if (o["apiVersion"], o["kind"]) in WORKLOAD_KINDS]:
+                await kube.apply(_labelled(obj, "hub-a"))
+                for _ in range(100):  # the member's watch sees it (its writer observes)
+                    assert daemon.member is not None
+                    await daemon.member.observe(1.0)
+                    if any(k[-1] == obj["metadata"]["name"] for k in daemon.member.observed):
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError(f"never observed {obj['metadata']['name']}")
+                await daemon.step()
+            return settled
+        finally:
+            daemon.close()
+
+    settled = asyncio.run(main())
+    assert len(hub.statuses) == settled, [_condition(s, "Observed") for s in hub.statuses]
+    assert _condition(hub.statuses[-1], "Observed")["status"] == "True"

@@ -33,6 +33,7 @@ BODY = {
 
 def scrape(telemetry: Telemetry, deployments=None, leading=True) -> dict[str, list]:
     rt = SimpleNamespace(beats={"fleet": T}, views={"east": ClusterView("east", "Down", {}, 32)},
+                         members={"east": SimpleNamespace(observed=dict.fromkeys("abc"))},
                          deployments=deployments if deployments is not None else
                          {("ai", "ide"): BODY}, telemetry=telemetry)
     telemetry.registry.register(_State(rt, "replica-0", lambda: leading))  # type: ignore[arg-type]
@@ -70,6 +71,7 @@ def test_state_is_read_from_memory():
     assert value(got["twinhull_replicas"], zone="east-a", role="primary", state="ready") == 1
     assert value(got["twinhull_cluster_phase"], cluster="east", phase="Down") == 1
     assert value(got["twinhull_cluster_phase"], cluster="east", phase="Healthy") == 0
+    assert value(got["twinhull_member_objects"], cluster="east") == 3
     assert value(got["twinhull_deployment_condition"], type="FailedOver", status="True") == 1
     assert not any(lab["type"] == "not a type" for lab, _ in
                    got["twinhull_deployment_condition"])

@@ -337,8 +337,10 @@ class MemberDaemon:
             out.append(self._condition(
                 "Observed", "False" if self.observe_error else "True",
                 "ObserveFailed" if self.observe_error else "Observed",
-                self.observe_error or f"{len(member.observed)} object(s) of this "
-                                      "installation observed" + member.observe_note()))
+                # no count here: it moves with every object made, and each move would
+                # be a status write (twinhull_member_objects has it)
+                self.observe_error or "the objects of this installation are observed"
+                + member.observe_note()))
             failed = member.failed_writes
             out.append(self._condition(
                 "Synced", "False" if failed else "True",

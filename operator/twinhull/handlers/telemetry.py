@@ -58,6 +58,10 @@ class _State(Collector):
             for phase in PHASES:
                 phases.add_metric([cluster, phase], 1.0 if view.phase == phase else 0.0)
         yield phases
+        objects = _gauge(n.MEMBER_OBJECTS)
+        for cluster, member in sorted(dict(rt.members).items()):
+            objects.add_metric([cluster], float(len(member.observed)))
+        yield objects
         families = {m.name: _gauge(m) for m in (
             n.TRAFFIC_WEIGHT, n.REPLICAS, n.DEPLOYMENT_CONDITION, n.SCALING_RECOMMENDED_REPLICAS,
             n.DRILL_LAST_PASSED_TIMESTAMP_SECONDS, n.DEPLOYMENT_INFO,

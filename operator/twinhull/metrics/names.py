@@ -106,6 +106,14 @@ CLUSTER_PHASE = Metric(
 """One series per phase (``Healthy``, ``Suspect``, ``Down``, ``Recovering``) of every
 ServingCluster, 1 for ``status.phase`` and 0 for the others."""
 
+MEMBER_OBJECTS = Metric(
+    "twinhull_member_objects", "gauge", ("cluster",),
+    "Objects of this installation observed in each member (what its watches hold).")
+"""Deployments, Services and PodDisruptionBudgets twinhull made there, as its informers
+see them now: a count that moves with every object made or removed, so it is a series, not
+part of the ServingCluster's ``Observed`` condition (which would be written again at each
+change)."""
+
 CLUSTER_PROBE_DURATION_SECONDS = Metric(
     "twinhull_cluster_probe_duration_seconds", "histogram", ("cluster",),
     "Duration of the health probes of each member's API server.")
@@ -194,7 +202,7 @@ and a week-old deployment without tokens differs from a new one)."""
 ALL: tuple[Metric, ...] = (
     RECONCILE_TOTAL, RECONCILE_ERRORS_TOTAL, RECONCILE_DURATION_SECONDS,
     LOOP_LAST_BEAT_TIMESTAMP_SECONDS, DECISIONS_TOTAL, TRAFFIC_WEIGHT, CLUSTER_PHASE,
-    CLUSTER_PROBE_DURATION_SECONDS, REPLICAS, DEPLOYMENT_CONDITION,
+    MEMBER_OBJECTS, CLUSTER_PROBE_DURATION_SECONDS, REPLICAS, DEPLOYMENT_CONDITION,
     SCALING_RECOMMENDED_REPLICAS, SNAPSHOTS_TOTAL, ROLLBACKS_TOTAL, AUDIT_RECORDS_TOTAL,
     EVENTS_TOTAL, LEADER,
     DRILL_LAST_PASSED_TIMESTAMP_SECONDS, DEPLOYMENT_INFO,
