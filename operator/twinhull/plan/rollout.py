@@ -567,18 +567,19 @@ class _Revisions:
         not show: the status landed while the outcome's write failed (each is written just
         before it, and a failed one does not hold the status). Written again, so that
         `twinhull history`, retention and a later rollback to "the last Good" agree with
-        the status. Never a new verdict: the last Good snapshot is Good, and a revision
-        held back by an automatic rollback is Bad for the reason recorded with it (a
-        manual rollback's hold says nothing of the revision)."""
+        the status. Never a new verdict, and only over no verdict (``Pending``): the last
+        Good snapshot is Good, and a revision held back by an automatic rollback is Bad
+        for the reason recorded with it (a manual rollback's hold says nothing of the
+        revision)."""
         good = self.by_name.get(self.i.last_good or "")
-        if good is not None and good.outcome != "Good" and good.name not in self.outcomes:
+        if good is not None and good.outcome == "Pending" and good.name not in self.outcomes:
             self.outcomes[good.name] = ("Good", "Verified", "recorded again: the status "
                                         "names it the last Good snapshot")
             self.again.add(good.name)
         why = self.i.held_back_why
         bad = self.by_hash.get(self.i.held_back or "")
         if bad is not None and why is not None and why[0] != "ManualRollback" \
-                and bad.outcome != "Bad" and bad.name not in self.outcomes:
+                and bad.outcome == "Pending" and bad.name not in self.outcomes:
             self.outcomes[bad.name] = ("Bad", why[0], f"recorded again: {why[1]}")
             self.again.add(bad.name)
 
