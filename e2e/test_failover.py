@@ -18,6 +18,7 @@ from fleet import (
     condition,
     deployment_manifest,
     deployments,
+    get,
     kubectl,
     namespace_manifest,
     route_weights,
@@ -107,6 +108,13 @@ def test_examples_run_in_both_clusters_and_are_removed_on_delete(lab, operator):
         assert {c["name"]: c["zones"]["east-a" if c["name"] == "east" else "west-a"]
                 for c in s["clusters"]} == {"east": {"desired": 1, "ready": 1},
                                             "west": {"desired": 1, "ready": 1}}
+        # kopf's only write to it is the finalizer: no diff-base annotation (a patch of
+        # every object when first seen and at each spec change)
+        meta = (get(lab, "hub", "modeldeployment", "ide-assistant", "ai-platform") or {}
+                )["metadata"]
+        assert meta.get("finalizers") == ["serving.twinhull.io/cleanup"], meta
+        assert not [a for a in meta.get("annotations") or {}
+                    if a.startswith("serving.twinhull.io/")], meta.get("annotations")
     finally:
         kubectl(lab, "hub", "delete", *files, "--ignore-not-found", "--wait=true",
                 "--timeout=90s", check=False)

@@ -28,6 +28,22 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs)
 
 
+class Undiffed(kopf.DiffBaseStorage):
+    """No diff-base: kopf keeps one (a copy of each object's spec, in an annotation) to
+    tell a creation from an update for ``on.create``/``on.update`` handlers, and twinhull
+    has none (the fleet loop plans every ModelDeployment from what it is, each round; kopf
+    only adds the finalizer and runs ``on.delete``). Storing it cost a patch of every
+    ModelDeployment when first seen (2,000 at start, beside the finalizer's) and one more
+    at each spec change. Each event is then a creation with no handler: nothing is
+    written."""
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Configure kopf, sync the tier policy to the hub, load every ModelDeployment, and start
@@ -41,8 +57,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # State lives in status and our own annotations, not in kopf's default annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix="serving.twinhull.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="serving.twinhull.io", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = Undiffed()
     settings.persistence.finalizer = "serving.twinhull.io/cleanup"
     settings.posting.level = logging.WARNING  # Events only for decisions and problems
     settings.watching.server_timeout = 300
