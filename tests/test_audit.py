@@ -212,3 +212,25 @@ def test_at_most_a_rounds_worth_of_deployments_is_retried_oldest_first(monkeypat
 
     asyncio.run(run_all())
     assert list(rt.audit_pending) == [("ai", "md3")]  # the newest waits for the next round
+
+
+def test_a_failed_write_does_not_read_the_configmap_again_before_its_retry():
+    """A hub too slow to answer read and write alike: reading the ConfigMap again before
+    every retry added a GET per waiting deployment to each round."""
+
+    class Counting(FlakyHub):
+        def __init__(self, failures: int) -> None:
+            super().__init__(failures)
+            self.gets = 0
+
+        async def get(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            self.gets += 1
+            return await super().get(*args, **kwargs)
+
+    hub = Counting(failures=2)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    key = ("ai", "ide")
+    for i in range(3):
+        asyncio.run(record(rt, key, [_record(i)]))
+    assert hub.gets == 1 and rt.audit_pending == {}
+    assert sorted(hub.data) == sorted(f"{record_key(_record(i))}.json" for i in range(3))

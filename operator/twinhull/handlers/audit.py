@@ -187,7 +187,11 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
         sizes.update(added)
         rt.telemetry.audit_records.inc(len(records))
     except ClusterUnavailable as exc:
-        rt.audit.pop(key, None)  # read again next time: the write may have half-landed
+        # What the ConfigMap holds stays known: a patch that half-landed (the hub answered
+        # too late) is sent again with the same keys, which changes nothing, and the keys
+        # it evicted are the oldest, evicted again. Reading it again before each retry
+        # sent a hundred GETs a round to a hub too slow to answer them: at 2,000
+        # deployments they failed, and so did their records, round after round.
         # another write of this deployment's records in the same round may have failed
         # and left its own waiting: keep both
         kept, dropped = waiting(sorted([*rt.audit_pending.pop(key, []), *records],
