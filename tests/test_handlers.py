@@ -716,7 +716,7 @@ def test_a_drained_rollback_survives_the_status_round_trip_and_the_schema():
 
 def test_the_rollouts_clocks_survive_the_status_round_trip_to_the_microsecond():
     """Whole seconds started a rollout up to a second early once read back from status, so
-    a 600 s progress deadline fired at 599.1 s."""
+    a 600 s progress deadline fired at 599.6 s."""
     from twinhull.plan.rollout import Rollout
 
     started = now().replace(microsecond=900_000)

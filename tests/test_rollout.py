@@ -696,14 +696,15 @@ def test_an_outcome_whose_write_failed_while_the_status_landed_is_written_again(
 
 
 def test_a_manual_rollbacks_hold_marks_no_revision_bad():
+    """A revision rolled back by hand before it was verified stays without a verdict: a
+    manual rollback's hold says nothing of it."""
     f = good(Fleet(IDE.spec))
     first = f.status["current"]
     f.apply(image(IDE.spec, "v0.12.0"))
-    plan = f.until(lambda p: p.rollout is None and p.current != first)
-    second = plan.current
+    second = f.round().rollout.target  # rolling out, not verified yet
     f.request = RollbackRequest(id="r1", to=first, by="sre@example", at="now")
     plan = f.until(lambda p: p.rollout is None and p.current == first)
-    assert plan.held_back == revision_of(f.spec)
+    assert plan.held_back == revision_of(f.spec) and plan.last_good == first
     for _ in range(3):
         assert second not in f.round().outcomes
-    assert f.snapshots[second].outcome == "Good"
+    assert f.snapshots[second].outcome == "Pending"

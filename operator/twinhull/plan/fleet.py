@@ -978,17 +978,18 @@ def plan_fleet(deployments: Sequence[DeploymentInput], clusters: Mapping[str, Cl
     order = sorted(deployments, key=rank_key)
     peers = {_holder(d): d for d in order}
     plans: dict[tuple[str, str], DeploymentPlan] = {}
-    after: dict[str, int] = {}  # what the deployments ranked after each one need
-    reserved: list[dict[str, int]] = []
-    for d in reversed(order):
-        reserved.append(dict(after))
-        for c, g in baseline_gpus(d.spec).items():
+    baselines = [baseline_gpus(d.spec) for d in order]
+    after: dict[str, int] = {}  # what the deployments not planned yet need
+    for own in baselines:
+        for c, g in own.items():
             after[c] = after.get(c, 0) + g
-    for d, needed in zip(order, reversed(reserved), strict=True):
+    for d, own in zip(order, baselines, strict=True):
         def ahead(holder: str, me: DeploymentInput = d) -> str | None:
             return _ahead_by(peers[holder], me) if holder in peers else None
 
-        ledger.reserved = needed
+        for c, g in own.items():  # its own are not reserved from it
+            after[c] -= g
+        ledger.reserved = dict(after)
         turn = len(ledger.log)
         plan = _Planner(d, clusters, ledger, now, ahead).plan()
         if plan.decisions or plan.pending is not None:
