@@ -6,11 +6,17 @@ keeps tracemalloc's own cost low; the operator still runs slower, so time figure
 such a run are not comparable). Memory held outside Python's allocator (OpenSSL, the
 allocator's free lists) is the difference between RSS and the traced total.
 
+With ``HEAPDUMP_FRAMES=N`` (N > 1) each allocation keeps N frames and the memory is also
+grouped by its two innermost frames in twinhull's or kopf's own code: the line of JSON's
+decoder says nothing, the twinhull line that asked for the decoding (and its caller) says
+which object it is (N = 12 reaches past the HTTP client and the decoder).
+
 Run: python e2e/bench/heapdump.py FILE run --kubeconfig … (the arguments of twinhull).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -26,9 +32,24 @@ def _rss_mib() -> float:
     return 0.0
 
 
+def _by_owner(snapshot: tracemalloc.Snapshot) -> list[tuple[str, tuple[int, int]]]:
+    """Traced memory summed by the two innermost frames in twinhull's or kopf's code
+    ("-" where no frame is), largest first."""
+    sums: dict[str, list[int]] = {}
+    for stat in snapshot.statistics("traceback"):
+        own = [f"{Path(fr.filename).parent.name}/{Path(fr.filename).name}:{fr.lineno}"
+               for fr in reversed(stat.traceback)  # oldest first: innermost last
+               if "/twinhull/" in fr.filename or "/kopf/" in fr.filename][:2]
+        entry = sums.setdefault(" < ".join(own) or "-", [0, 0])
+        entry[0] += stat.size
+        entry[1] += stat.count
+    return sorted(((k, (v[0], v[1])) for k, v in sums.items()), key=lambda kv: -kv[1][0])
+
+
 def main() -> int:
     out = Path(sys.argv[1])
-    tracemalloc.start(1)
+    frames = max(1, int(os.environ.get("HEAPDUMP_FRAMES", "1")))
+    tracemalloc.start(frames)
 
     def dump(signum: int, frame: Any) -> None:
         snapshot = tracemalloc.take_snapshot()
@@ -39,6 +60,10 @@ def main() -> int:
                     f"RSS {_rss_mib():.1f} MiB\n")
             for s in stats[:40]:
                 f.write(f"{s.size / 2**20:8.1f} MiB {s.count:9d}  {s.traceback[0]}\n")
+            if frames > 1:
+                f.write("-- by the innermost twinhull/kopf frames\n")
+                for where, (size, count) in _by_owner(snapshot)[:40]:
+                    f.write(f"{size / 2**20:8.1f} MiB {count:9d}  {where}\n")
 
     signal.signal(signal.SIGUSR1, dump)
     from twinhull.cli import main as twinhull
