@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from twinhull.clusters.kube import ClusterUnavailable, NotFound, NotLeading, set_write_fence
+from twinhull.clusters.kube import (
+    ClusterUnavailable,
+    Conflict,
+    NotFound,
+    NotLeading,
+    set_write_fence,
+)
 from twinhull.handlers.leader import Elector, LeaseSettings
 
 
@@ -22,10 +28,13 @@ class Store:
         self.lease: dict[str, Any] | None = None
         self.version = 0
         self.down = False
+        self.latency = 0.0
+        self.calls: list[str] = []
 
     async def request(self, method: str, resource: str, *, body: Any = None,
                       fenced: bool = True, **_: Any) -> Any:
-        await asyncio.sleep(0)  # let concurrent callers interleave, as over a network
+        self.calls.append(method)
+        await asyncio.sleep(self.latency)  # let concurrent callers interleave (a network)
         if self.down:
             raise ClusterUnavailable("hub: unreachable")
         if method == "GET":
@@ -34,11 +43,11 @@ class Store:
             return copy.deepcopy(self.lease)
         if method == "POST":
             if self.lease is not None:
-                raise ClusterUnavailable("HTTP 409: exists")
+                raise Conflict("HTTP 409: exists")
         elif method == "PUT":
             sent = body["metadata"].get("resourceVersion")
             if self.lease is None or sent != self.lease["metadata"]["resourceVersion"]:
-                raise ClusterUnavailable("HTTP 409: the object has been modified")
+                raise Conflict("HTTP 409: the object has been modified")
         self.version += 1
         self.lease = copy.deepcopy(body)
         self.lease["metadata"]["resourceVersion"] = str(self.version)
@@ -181,3 +190,68 @@ def test_the_leader_renews_while_its_event_loop_is_busy():
     after = store.version
     time.sleep(0.3)
     assert store.version == after
+
+
+def test_a_renewal_is_one_request_while_nobody_else_writes_the_lease():
+    store, clock = Store(), Clock()
+    a = elector(store, clock, "a")
+    assert attempt(a)
+    for _ in range(5):
+        clock.t += 2
+        store.calls.clear()
+        assert attempt(a) and a.leading()
+        assert store.calls == ["PUT"], "the leader replaces the Lease it last wrote"
+
+
+def test_a_lease_written_by_another_is_read_again_before_renewing():
+    """The fast path's replace carries the version the leader wrote: when another replica
+    took the Lease meanwhile (the leader was cut off for a whole lease), the API server
+    refuses it and the leader reads, sees the new holder and does not lead."""
+    store, clock = Store(), Clock()
+    a, b = elector(store, clock, "a"), elector(store, clock, "b")
+    assert attempt(a) and not attempt(b)
+    store.down = True
+    clock.t += 11
+    store.down = False
+    assert attempt(b)
+    store.calls.clear()
+    assert not attempt(a) and not a.leading() and a.holder == "b"
+    assert store.calls == ["PUT", "GET"], "refused (409), then read"
+
+
+def test_a_renewal_that_timed_out_but_went_through_is_recovered_from():
+    """A replace whose answer never came may still have been written: the next one's
+    version is then old (409), so the leader reads the Lease, finds itself holding it and
+    renews in the same attempt."""
+    store, clock = Store(), Clock()
+    a = elector(store, clock, "a")
+    assert attempt(a)
+    written = copy.deepcopy(a._last)
+    clock.t += 2
+    assert attempt(a)
+    a._last = written  # as if the second replace's answer had been lost
+    clock.t += 2
+    store.calls.clear()
+    assert attempt(a) and a.leading()
+    assert store.calls == ["PUT", "GET", "PUT"]
+    assert store.lease["spec"]["leaseTransitions"] == 0, "still the same term's holder"
+
+
+def test_renewals_start_at_a_fixed_cadence_on_a_slow_hub():
+    """Each request takes most of the retry period: the next attempt starts ``retry``
+    after the last one started, not ``retry`` after it ended."""
+    import time
+
+    store = Store()
+    settings = LeaseSettings(namespace="twinhull-system", identity="a", lease_seconds=1.0,
+                             retry_seconds=0.1, margin_seconds=0.3)
+    a = Elector(store, settings)  # type: ignore[arg-type]
+    assert attempt(a)
+    store.latency = 0.08
+    store.calls.clear()
+    renewing = a.keep_in_thread(lambda: None)
+    time.sleep(1.2)
+    a.stepping_down = True
+    renewing.join(timeout=2)
+    # a pause after each answer would make it ~1.2 / 0.18 = 6 or 7 attempts
+    assert store.calls.count("PUT") >= 10, store.calls

@@ -79,6 +79,11 @@ class NotFound(ClusterUnavailable):
     """The object does not exist."""
 
 
+class Conflict(ClusterUnavailable):
+    """HTTP 409: a create found the object there already, or a replace's resourceVersion
+    is not the object's any more."""
+
+
 class Gone(ClusterUnavailable):
     """A watch's resourceVersion is too old (HTTP 410): list again."""
 
@@ -409,7 +414,8 @@ class Kube:
             raise NotFound(f"{self.name}: {resource} not found")
         if status >= 400:
             message = _message(data)
-            raise ClusterUnavailable(self.redact(
+            error = Conflict if status == 409 else ClusterUnavailable
+            raise error(self.redact(
                 f"{self.name}: {method} {resource}: HTTP {status}: {message}"))
         return json.loads(data) if data else None
 

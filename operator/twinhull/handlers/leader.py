@@ -7,9 +7,13 @@ The rules are client-go's (``leaderelection``), in asyncio on twinhull's own cli
   when its record (holder, renew time, transitions) has not changed for a whole lease
   duration *as measured on the candidate's own monotonic clock* since the candidate first
   saw that record, so clock skew between replicas does not matter;
-* every write of the Lease is a replace with the ``resourceVersion`` read, so two
-  candidates racing for it cannot both win (the API server refuses the second with 409);
-* the leader renews every ``retry`` seconds and counts itself leader only until
+* every write of the Lease is a replace with the ``resourceVersion`` read (or last
+  written), so two candidates racing for it cannot both win (the API server refuses the
+  second with 409);
+* the leader renews every ``retry`` seconds, from the start of one attempt to the start of
+  the next, with one request while nobody else writes the Lease (a slow hub that takes
+  1.5 s a request once made a read and a write plus the pause 5 s, and the term ran out);
+  it counts itself leader only until
   ``lease - margin`` seconds after the start of its last successful renew, which ends
   before any other replica may take over (``lease`` after it saw that renew). Past that
   it stops acting at once: every write twinhull makes is fenced on :meth:`Elector.leading`
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from twinhull.clusters.kube import ClusterUnavailable, Kube, NotFound
+from twinhull.clusters.kube import ClusterUnavailable, Conflict, Kube, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,8 @@ class Elector:
         self._observed: tuple[str, str, int] | None = None
         self._observed_at = 0.0
         self._acquired: datetime | None = None
+        self._last: dict[str, Any] | None = None
+        """The Lease as this replica last wrote it (the API server's answer)."""
         self.stepping_down = False
         """Set on a clean stop, before the Lease is released."""
 
@@ -128,41 +134,68 @@ class Elector:
 
     async def try_acquire_or_renew(self) -> bool:
         """One attempt: create, renew or take over the Lease. True when this replica
-        holds it now. Raises nothing: an unreachable hub or a lost race is False."""
+        holds it now. Raises nothing: an unreachable hub or a lost race is False.
+
+        The leader renews with one request: a replace of the Lease it last wrote, with
+        that answer's ``resourceVersion`` (client-go's fast path too). Only a 409 (someone
+        wrote the Lease since, or an earlier renewal that timed out went through after
+        all) makes it read the Lease and decide as a candidate does. Every request is given
+        up when the term would be over before its answer."""
         s, started = self.settings, self.clock()
         try:
+            if self._last is not None and self.holder == s.identity:
+                try:
+                    return await self._replace(started, self._last, mine=True)
+                except Conflict:
+                    self._last = None
             try:
-                lease = await self.hub.request("GET", self._path())
+                lease = await self.hub.request("GET", self._path(), timeout=self._budget())
             except NotFound:
                 at = self.wall()
-                await self.hub.request(
+                self._last = await self.hub.request(
                     "POST", self._path().rsplit("/", 1)[0], content_type="application/json",
                     body=lease_body(s, holder=s.identity, acquired=at, renewed=at,
-                                    transitions=0), fenced=False)
+                                    transitions=0), fenced=False, timeout=self._budget())
                 return self._won(started, at)
             record = record_of(lease)
             if record != self._observed:
                 self._observed, self._observed_at = record, started
-            holder, _, transitions = record
+            holder = record[0]
             self.holder = holder
             mine = holder == s.identity
             expired = self.clock() >= self._observed_at + s.lease_seconds
             if not mine and holder and not expired:
                 return False
-            at = self.wall()
-            acquired = self._acquired if mine and self._acquired else at
-            body = lease_body(s, holder=s.identity, acquired=acquired, renewed=at,
-                              transitions=transitions if mine else transitions + 1,
-                              resource_version=lease["metadata"].get("resourceVersion"))
-            await self.hub.request("PUT", self._path(), body=body,
-                                   content_type="application/json", fenced=False)
+            won = await self._replace(started, lease, mine=mine)
             if not mine:
                 log.info("took the lease %s/%s from %r", s.namespace, s.name,
                          holder or "(released)")
-            return self._won(started, acquired)
+            return won
         except ClusterUnavailable as exc:  # 409 (another replica won), or the hub is down
             log.debug("lease %s/%s: %s", s.namespace, s.name, exc)
             return False
+
+    def _budget(self) -> float | None:
+        """A request's timeout: what is left of the term while leading (an answer after
+        it is of no use: the replica has stopped), else the client's own."""
+        if not self.leading():
+            return None
+        return max(0.5, self.leading_until - self.clock())
+
+    async def _replace(self, started: float, lease: dict[str, Any], *, mine: bool) -> bool:
+        """Write this replica's record over ``lease`` (the version last read or written).
+        Raises :class:`Conflict` when that is not the Lease's version any more."""
+        s = self.settings
+        at = self.wall()
+        acquired = self._acquired if mine and self._acquired else at
+        body = lease_body(s, holder=s.identity, acquired=acquired, renewed=at,
+                          transitions=record_of(lease)[2] + (0 if mine else 1),
+                          resource_version=(lease.get("metadata") or {}).get(
+                              "resourceVersion"))
+        self._last = await self.hub.request("PUT", self._path(), body=body,
+                                            content_type="application/json", fenced=False,
+                                            timeout=self._budget())
+        return self._won(started, acquired)
 
     def _won(self, started: float, acquired: datetime) -> bool:
         s = self.settings
@@ -185,10 +218,15 @@ class Elector:
     async def keep(self, lost: Callable[[], None]) -> None:
         """Renew every retry until the Lease is lost, then call ``lost`` (once) and
         return; return when stepping down. Effects: hub writes."""
+        began = self.clock()
         while not self.stepping_down:
-            await asyncio.sleep(self.settings.retry_seconds)
+            # a fixed cadence: an attempt starts ``retry`` after the last one started (at
+            # once when that one took longer), so a slow hub's answers do not stretch the
+            # gaps between renewals on top of their own time
+            await asyncio.sleep(max(0.0, began + self.settings.retry_seconds - self.clock()))
             if self.stepping_down:
                 return
+            began = self.clock()
             if not await self.try_acquire_or_renew() and not self.leading():
                 log.error("lost the lease %s/%s (holder now %r): stopping at once",
                           self.settings.namespace, self.settings.name, self.holder)
