@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import dataclasses
 import json
 import re
@@ -12,7 +13,7 @@ from typing import Any
 
 from test_fleet import T0, cluster, steady
 from twinhull.auditcmd import parse_duration, records_in
-from twinhull.clusters.kube import ClusterUnavailable, NotFound
+from twinhull.clusters.kube import ClusterUnavailable, Conflict, NotFound
 from twinhull.handlers.audit import (
     KEEP,
     MAX_BYTES,
@@ -120,29 +121,51 @@ def test_binary_data_is_base64_of_gzip():
 
 
 class FlakyHub:
-    """The hub's ConfigMap API for the audit record, failing the first ``failures``
-    writes as a hub shedding load does (the ``Kube`` seam)."""
+    """The hub's ConfigMap API for the audit record (the ``Kube`` seam): one ConfigMap
+    that a create makes (409 when it exists) and merge patches change (404 until it
+    exists); the first ``failures`` writes fail as a hub shedding load fails them."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, existing: dict[str, Any] | None = None) -> None:
         self.failures = failures
-        self.data: dict[str, Any] = {}
+        self.cm: dict[str, Any] | None = existing
+        self.gets = self.creates = self.patches = 0
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return (self.cm or {}).get("data") or {}
+
+    def _shed(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ClusterUnavailable("hub: writes queued; none free for 30s")
 
     async def get(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise NotFound("no ConfigMap yet")
+        self.gets += 1
+        if self.cm is None:
+            raise NotFound("hub: configmaps/twinhull-audit-x not found")
+        return copy.deepcopy(self.cm)
 
     async def create(self, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        self._shed()
+        if self.cm is not None:
+            raise Conflict('hub: POST configmaps: HTTP 409: configmaps "x" already exists')
+        self.creates += 1
+        self.cm = {"data": dict(obj.get("data") or {}),
+                   "binaryData": dict(obj.get("binaryData") or {})}
         return obj
 
     async def request(self, method: str, resource: str, *, body: Any = None,
                       **kwargs: Any) -> Any:
-        if self.failures:
-            self.failures -= 1
-            raise ClusterUnavailable("hub: writes queued; none free for 30s")
-        for k, v in body["data"].items():
-            if v is None:
-                self.data.pop(k, None)
-            else:
-                self.data[k] = v
+        self._shed()
+        if self.cm is None:
+            raise NotFound("hub: configmaps/twinhull-audit-x not found")
+        self.patches += 1
+        for field in ("data", "binaryData"):
+            for k, v in (body.get(field) or {}).items():
+                if v is None:
+                    self.cm[field].pop(k, None)
+                else:
+                    self.cm[field][k] = v
         return {}
 
 
@@ -218,19 +241,38 @@ def test_a_failed_write_does_not_read_the_configmap_again_before_its_retry():
     """A hub too slow to answer read and write alike: reading the ConfigMap again before
     every retry added a GET per waiting deployment to each round."""
 
-    class Counting(FlakyHub):
-        def __init__(self, failures: int) -> None:
-            super().__init__(failures)
-            self.gets = 0
-
-        async def get(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            self.gets += 1
-            return await super().get(*args, **kwargs)
-
-    hub = Counting(failures=2)
+    hub = FlakyHub(failures=2, existing={"data": {}, "binaryData": {}})
     rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
     key = ("ai", "ide")
-    for i in range(3):
-        asyncio.run(record(rt, key, [_record(i)]))
+    asyncio.run(record(rt, key, [_record(0)]))  # the create is shed
+    asyncio.run(record(rt, key, [_record(1)]))  # 409, read, the patch is shed
+    asyncio.run(record(rt, key, [_record(2)]))  # one patch with all three
     assert hub.gets == 1 and rt.audit_pending == {}
     assert sorted(hub.data) == sorted(f"{record_key(_record(i))}.json" for i in range(3))
+
+
+def test_a_new_deployments_first_records_create_its_configmap_in_one_request():
+    """Reading first (404), creating and patching took three requests per new deployment:
+    at 2,000 of them on a slow hub the audit backlog outlived the fleet's convergence."""
+    hub = FlakyHub(failures=0)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    key = ("ai", "ide")
+    asyncio.run(record(rt, key, [_record(1), _record(2)]))
+    assert (hub.gets, hub.creates, hub.patches) == (0, 1, 0)
+    assert sorted(hub.data) == sorted(f"{record_key(_record(i))}.json" for i in (1, 2))
+    asyncio.run(record(rt, key, [_record(3)]))  # then one patch each
+    assert (hub.gets, hub.creates, hub.patches) == (0, 1, 1)
+    assert len(hub.data) == 3 and rt.telemetry.audit_records._value.get() == 3
+
+
+def test_a_configmap_from_before_a_restart_is_read_and_its_oldest_records_evicted():
+    old = {"data": {f"{record_key(_record(i))}.json": "{}" for i in range(KEEP)},
+           "binaryData": {}}
+    hub = FlakyHub(failures=0, existing=old)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    new = _record(KEEP + 1)
+    asyncio.run(record(rt, ("ai", "ide"), [new]))
+    assert (hub.gets, hub.creates, hub.patches) == (1, 0, 1)  # a 409, a read, a patch
+    assert len(hub.data) == KEEP
+    assert f"{record_key(_record(0))}.json" not in hub.data  # the oldest went
+    assert f"{record_key(new)}.json" in hub.data
