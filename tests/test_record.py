@@ -151,3 +151,33 @@ def test_a_rollbacks_surge_replays_with_the_gpus_kept_for_those_ranked_after():
     assert result.reproduced, result.differences
     bare = replace(plan, basis=replace(plan.basis, reserved={}))
     assert not explain(fleet_record(drained, clusters, shift, bare), VERSION).reproduced
+
+
+def test_a_ledger_basis_is_bounded_and_still_replays_every_decision():
+    """40 GPU deployments, one cluster lost: every one decides in the same round. Each
+    record keeps at most a handful of holders per cluster (the rest summed), and each
+    decision, its message naming who holds the GPUs and who ranked ahead, replays."""
+    from twinhull.plan.fleet import KEPT_HOLDERS, OTHERS
+
+    base = _best_effort()
+    fleet = [deployment(base.model_copy(update={"metadata": base.metadata.model_copy(
+        update={"name": f"batch-{i:02}"})})) for i in range(40)]
+    clusters = {"east": cluster("east", gpus=120), "west": cluster("west", "Down")}
+    plans = plan_fleet(fleet, clusters, now=T0)
+    short = 0
+    for d in fleet:
+        plan = plans[(d.namespace, d.name)]
+        assert plan.decisions and plan.basis is not None
+        east = plan.basis.held["east"]
+        assert len([h for h in east if h != OTHERS]) <= 2 * KEPT_HOLDERS
+        assert set(plan.basis.ahead) <= set(east) - {OTHERS}
+        for decision in plan.decisions:
+            result = explain(fleet_record(d, clusters, decision, plan), VERSION)
+            assert result.reproduced, (d.name, decision.kind, result.differences)
+            if decision.kind == "Capacity":
+                short += 1
+                assert "..." in decision.reason, decision.reason
+    assert short > 20, "most of the fleet found east short and named who held it"
+    last = plans[("ai-platform", "batch-39")].basis
+    assert last is not None and last.held["east"][OTHERS] > 0
+    assert sum(last.held["east"].values()) == 120, "every GPU held is still counted"

@@ -261,6 +261,24 @@ def baseline_gpus(spec: ModelDeploymentSpec) -> dict[str, int]:
     return out
 
 
+KEPT_HOLDERS = 5
+"""Holders a :class:`LedgerState` names per cluster, by GPUs and by name: one more than
+the four a shortage's message names, so its "..." is kept too."""
+
+OTHERS = "(others)"
+"""A :class:`LedgerState` holder: the GPUs of every holder it does not name (no
+deployment's name has parentheses without a slash)."""
+
+
+@dataclass
+class _Summary:
+    total: int = 0
+    top: list[tuple[int, str]] = field(default_factory=list)
+    """The largest holders, as (-GPUs, name), in order."""
+    first: list[str] = field(default_factory=list)
+    """The first holders by name."""
+
+
 class _Ledger:
     """Free GPUs per cluster while the fleet is planned in tier priority order, and who
     holds them (to explain to a deployment that got less why)."""
@@ -270,8 +288,8 @@ class _Ledger:
         self.free = {c: max(0, v.gpus) for c, v in clusters.items()}
         self.capacity = dict(self.free)
         self.holders: dict[str, dict[str, int]] = {c: {} for c in clusters}
-        self.log: list[tuple[str, str, int]] = []
-        """Every take in order (cluster, holder, GPUs): the state at any turn, cheaply."""
+        self.summaries: dict[str, _Summary] = {}
+        """Per cluster, what the holders whose turn is over hold (see :meth:`state`)."""
         self.reserved: dict[str, int] = {}
         """What the deployments ranked after the one planned now need (see
         :attr:`LedgerState.reserved`)."""
@@ -282,14 +300,36 @@ class _Ledger:
             self.free = {c: max(0, n - sum(self.holders[c].values()))
                          for c, n in self.capacity.items()}
 
-    def state_at(self, turn: int, ahead: Callable[[str], str | None]) -> LedgerState:
-        """The ledger as it was after ``turn`` takes, and why each holder then ranked
-        ahead. Pure (reads the log)."""
+    def close_turn(self, holder: str) -> None:
+        """``holder`` has planned: add what it holds to each cluster's summary (see
+        :meth:`state`). Effects: memory."""
+        for cluster, cell in self.holders.items():
+            gpus = cell.get(holder, 0)
+            if not gpus:
+                continue
+            summary = self.summaries.setdefault(cluster, _Summary())
+            summary.total += gpus
+            summary.top = sorted([*summary.top, (-gpus, holder)])[:KEPT_HOLDERS]
+            summary.first = sorted([*summary.first, holder])[:KEPT_HOLDERS]
+
+    def state(self, ahead: Callable[[str], str | None]) -> LedgerState:
+        """The ledger as the deployment planning now found it, kept to what its plan
+        reads (:meth:`explain` and the ``ranked_after`` list name at most four holders, by
+        GPUs and by name): per cluster the :data:`KEPT_HOLDERS` largest holders and the
+        first by name, the rest summed as :data:`OTHERS`; why each named holder ranked
+        ahead. Bounded, whatever the fleet: with every holder kept, 2,000 GPU deployments
+        all deciding in one round (a member lost) held some 2 million entries. Holders
+        whose turn is not closed (:meth:`close_turn`), the one planning now, are left out.
+        Pure."""
         held: dict[str, dict[str, int]] = {c: {} for c in self.capacity}
-        for cluster, holder, gpus in self.log[:turn]:
+        for cluster, summary in self.summaries.items():
             cell = held.setdefault(cluster, {})
-            cell[holder] = cell.get(holder, 0) + gpus
-        names = sorted({h for cell in held.values() for h in cell})
+            for name in sorted({*(h for _, h in summary.top), *summary.first}):
+                cell[name] = self.holders[cluster][name]
+            rest = summary.total - sum(cell.values())
+            if rest:
+                cell[OTHERS] = rest
+        names = sorted({h for cell in held.values() for h in cell if h != OTHERS})
         return LedgerState(dict(self.capacity), held,
                            {h: why for h in names if (why := ahead(h)) is not None},
                            dict(self.reserved))
@@ -309,14 +349,14 @@ class _Ledger:
             self.free[cluster] -= fit * gpus
             held = self.holders.setdefault(cluster, {})
             held[holder] = held.get(holder, 0) + fit * gpus
-            self.log.append((cluster, holder, fit * gpus))
         return fit
 
     def explain(self, cluster: str, exclude: str) -> str:
         """Who holds a cluster's GPUs, largest first, e.g. ``east: 32 GPUs, 30 held by
         ai/ide (critical) 18, ai/aiops (critical) 12``."""
         held = {h: g for h, g in self.holders.get(cluster, {}).items() if h != exclude}
-        top = sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))
+        top = sorted(((h, g) for h, g in held.items() if h != OTHERS),
+                     key=lambda kv: (-kv[1], kv[0]))
         who = ", ".join(f"{h} {g}" for h, g in top[:4]) + (", ..." if len(top) > 4 else "")
         return (f"{cluster}: {self.capacity.get(cluster, 0)} GPUs, "
                 f"{sum(held.values())} held by deployments ranked ahead: "
@@ -990,10 +1030,11 @@ def plan_fleet(deployments: Sequence[DeploymentInput], clusters: Mapping[str, Cl
         for c, g in own.items():  # its own are not reserved from it
             after[c] -= g
         ledger.reserved = dict(after)
-        turn = len(ledger.log)
         plan = _Planner(d, clusters, ledger, now, ahead).plan()
         if plan.decisions or plan.pending is not None:
-            plan = replace(plan, basis=ledger.state_at(turn, ahead))
+            # what it found: the summaries and reservations are untouched by its own takes
+            plan = replace(plan, basis=ledger.state(ahead))
+        ledger.close_turn(_holder(d))
         plans[(d.namespace, d.name)] = plan
     return plans
 
