@@ -276,3 +276,15 @@ def test_a_configmap_from_before_a_restart_is_read_and_its_oldest_records_evicte
     assert len(hub.data) == KEEP
     assert f"{record_key(_record(0))}.json" not in hub.data  # the oldest went
     assert f"{record_key(new)}.json" in hub.data
+
+
+def test_a_configmap_deleted_by_hand_is_created_again_with_the_next_records():
+    hub = FlakyHub(failures=0)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    key = ("ai", "ide")
+    asyncio.run(record(rt, key, [_record(1)]))
+    hub.cm = None  # kubectl delete configmap
+    asyncio.run(record(rt, key, [_record(2)]))
+    assert (hub.gets, hub.creates, hub.patches) == (0, 2, 0)
+    assert sorted(hub.data) == [f"{record_key(_record(2))}.json"]
+    assert rt.audit[key] == {record_key(_record(2)): encoded(_record(2)).size}

@@ -164,44 +164,30 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
             # (404), creating and then patching took three: at 2,000 new deployments on a
             # slow hub the reads alone were 200-600 a minute, and the audit backlog still
             # drained a minute after the fleet had converged.
-            first = evictions([], sorted(added.items()))
             try:
-                await rt.hub.create(
-                    {**_configmap(namespace, cm_name, key),
-                     "data": {k: v for k, v in data.items()
-                              if k.rsplit(".", 1)[0] not in first},
-                     "binaryData": {k: v for k, v in binary.items()
-                                    if k.rsplit(".", 1)[0] not in first}},
-                    priority=RECORD)
+                rt.audit[key] = await _create(rt, key, data, binary, added)
             except Conflict:  # it exists (written before this replica started): read it
-                sizes = keys_of(await rt.hub.get("v1", "ConfigMap", cm_name,
-                                                 namespace=namespace))
-                rt.audit[key] = sizes
+                sizes = rt.audit[key] = keys_of(await rt.hub.get(
+                    "v1", "ConfigMap", cm_name, namespace=namespace))
+        if sizes is not None:
+            drop = evictions(sorted(sizes.items()), sorted(added.items()))
+            patch_data: dict[str, Any] = dict(data)
+            patch_binary: dict[str, Any] = dict(binary)
+            for k in drop:
+                patch_data[f"{k}.json"] = None
+                patch_binary[f"{k}.replay"] = None
+            try:
+                await rt.hub.request(
+                    "PATCH", path("v1", "ConfigMap", namespace=namespace, name=cm_name),
+                    body={"data": patch_data, "binaryData": patch_binary},
+                    content_type="application/merge-patch+json", priority=RECORD)
+            except NotFound:  # deleted by hand meanwhile: start it again
+                rt.audit[key] = await _create(rt, key, data, binary, added)
             else:
-                rt.hub_writes += 1
-                rt.audit[key] = {k: n for k, n in added.items() if k not in first}
-                rt.telemetry.audit_records.inc(len(records))
-                return
-        drop = evictions(sorted(sizes.items()), sorted(added.items()))
-        patch_data: dict[str, Any] = dict(data)
-        patch_binary: dict[str, Any] = dict(binary)
-        for k in drop:
-            patch_data[f"{k}.json"] = None
-            patch_binary[f"{k}.replay"] = None
-        try:
-            await rt.hub.request(
-                "PATCH", path("v1", "ConfigMap", namespace=namespace, name=cm_name),
-                body={"data": patch_data, "binaryData": patch_binary},
-                content_type="application/merge-patch+json", priority=RECORD)
-        except NotFound:  # deleted by hand meanwhile: start it again
-            sizes.clear()
-            drop = []
-            await rt.hub.create({**_configmap(namespace, cm_name, key), "data": data,
-                                 "binaryData": binary}, priority=RECORD)
+                for k in drop:
+                    sizes.pop(k, None)
+                sizes.update(added)
         rt.hub_writes += 1
-        for k in drop:
-            sizes.pop(k, None)
-        sizes.update(added)
         rt.telemetry.audit_records.inc(len(records))
     except ClusterUnavailable as exc:
         # What the ConfigMap holds stays known: a patch that half-landed (the hub answered
@@ -221,6 +207,21 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
                     key[0], key[1], len(records), ", ".join(r.id for r in records),
                     f"; dropped the {len(dropped)} oldest ({', '.join(r.id for r in dropped)})"
                     if dropped else "", exc)
+
+
+async def _create(rt: Runtime, key: Key, data: Mapping[str, Any],
+                  binary: Mapping[str, Any], added: Mapping[str, int]) -> dict[str, int]:
+    """Create the deployment's ConfigMap with the records (past :data:`KEEP` or
+    :data:`MAX_BYTES`, only the newest); what it holds. Raises :class:`Conflict` when it
+    exists. Effects: one hub write."""
+    first = set(evictions([], sorted(added.items())))
+
+    def kept(entries: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in entries.items() if k.rsplit(".", 1)[0] not in first}
+
+    await rt.hub.create({**_configmap(rt.settings.namespace, configmap_name(*key), key),
+                         "data": kept(data), "binaryData": kept(binary)}, priority=RECORD)
+    return {k: n for k, n in added.items() if k not in first}
 
 
 def _configmap(namespace: str, cm_name: str, key: Key) -> dict[str, Any]:
