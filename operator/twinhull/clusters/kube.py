@@ -24,6 +24,8 @@ from urllib.parse import quote, urlencode
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.kube_config import KubeConfigLoader
+from urllib3.exceptions import MaxRetryError, ProtocolError
+from urllib3.util.retry import Retry
 
 from twinhull.errors import TwinhullError
 
@@ -72,7 +74,8 @@ KINDS: dict[tuple[str, str], Kind] = {
 
 class ClusterUnavailable(TwinhullError):
     """A call did not complete: the cluster is unreachable, too slow, or refused it.
-    Retry later; nothing was half-done by twinhull (each call is one request)."""
+    Retry later; nothing was half-done by twinhull (each call is one request, or a read
+    sent once more on a broken connection: :data:`RETRIES`)."""
 
 
 class NotFound(ClusterUnavailable):
@@ -299,6 +302,29 @@ class WriteSlots:
         self._free += 1
 
 
+class _Resend(Retry):
+    """urllib3's retries as a cluster's client has them: a read (GET, HEAD) is sent once
+    more when its connection broke before an answer (``ProtocolError``: the server closed
+    a pooled connection as it was reused), and nothing else is ever sent twice.
+
+    urllib3's default (``Retry(3)``) sends a request up to four times: again after a
+    refused or timed-out connection (448 "Retrying" warnings when a member's API server
+    was killed); a GET, PUT or DELETE also after a read timeout, when the caller had
+    already given the call up at its timeout (a probe's GET then holds one of the two
+    read threads for three more timeouts), and after sleeping out a 429's or 503's
+    ``Retry-After`` (a throttled PUT sent again behind the caller's back). A call that
+    fails is reported, once, and the loop that made it decides (each is level-triggered)."""
+
+    def _is_read_error(self, err: Exception) -> bool:
+        return isinstance(err, ProtocolError)  # a read timeout is not sent again
+
+
+RETRIES = _Resend(total=1, connect=0, read=1, redirect=False, status=0, other=0,
+                  allowed_methods=frozenset({"GET", "HEAD"}),
+                  respect_retry_after_header=False, raise_on_status=False)
+"""Every cluster client's urllib3 retries (see :class:`_Resend`)."""
+
+
 class NotLeading(ClusterUnavailable):
     """A write refused because this replica does not hold the leader Lease."""
 
@@ -308,13 +334,15 @@ class Kube:
 
     Reads (probes, observations) and writes have separate threads, so a backlog of slow
     writes never delays a probe (which would count as a failure and make a healthy cluster
-    Suspect). Every error message is redacted of the client's credentials.
+    Suspect). Every error message is redacted of the client's credentials. ``config``'s
+    urllib3 retries are set to :data:`RETRIES`.
     """
 
     def __init__(self, name: str, config: Configuration, *, timeout: float = 2.0,
                  threads: int = 4, read_threads: int = 2) -> None:
         self.name = name
         self.timeout = timeout
+        config.retries = RETRIES
         self.configuration = config
         """What this client was made from (another client for the same cluster)."""
         self._api = ApiClient(config)
@@ -395,9 +423,11 @@ class Kube:
             raise ClusterUnavailable(self.redact(
                 f"{self.name}: {label} {resource}: {exc.reason}")) from None
         except Exception as exc:  # urllib3 and socket errors: the cluster is unreachable
-            # the type only: urllib3's messages repeat the URL (user info included)
+            # the type only: urllib3's messages repeat the URL (user info included); the
+            # cause's, not MaxRetryError's (which every failure is, see RETRIES)
+            cause = getattr(exc, "reason", None) if isinstance(exc, MaxRetryError) else None
             raise ClusterUnavailable(f"{self.name}: {label} {resource}: "
-                                     f"{type(exc).__name__}") from None
+                                     f"{type(cause or exc).__name__}") from None
 
     def _request_sync(self, method: str, resource: str, *, query: Mapping[str, str] | None,
                       body: Any, content_type: str | None, timeout: float) -> Any:
