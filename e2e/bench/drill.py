@@ -16,9 +16,10 @@ runs=…
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import time
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from harness import (
@@ -51,14 +52,17 @@ def main() -> None:
                env["TWINHULL_HUB_KUBECONFIG"]]
 
     def weight(backend: str) -> int:
-        route = objects.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS,
-                                                     "httproutes", NAME)
+        route = cast(dict[str, Any], objects.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", NS, "httproutes", NAME))
         refs = route["spec"]["rules"][0]["backendRefs"]
         return int(next(r["weight"] for r in refs if r["name"] == f"{NAME}-{backend}"))
 
     def drill(name: str) -> dict[str, Any]:
-        return dict(objects.get_namespaced_custom_object(GROUP, VERSION, NS, "failoverdrills",
-                                                         name).get("status") or {})
+        return dict(cast(dict[str, Any], objects.get_namespaced_custom_object(
+            GROUP, VERSION, NS, "failoverdrills", name)).get("status") or {})
+
+    def resolved(name: str) -> bool:
+        return drill(name).get("phase") == "Resolved"
 
     def apply(docs: list[dict[str, Any]]) -> None:
         subprocess.run([*kubectl, "apply", "--server-side", "-f", "-"],
@@ -79,7 +83,7 @@ def main() -> None:
                         "metadata": {"name": name, "namespace": NS},
                         "spec": {"target": {"cluster": "west"}, "mode": "Drain",
                                  "durationSeconds": args.duration}}])
-                wait(lambda n=name: drill(n).get("phase") == "Resolved", 300, "drill end")
+                wait(functools.partial(resolved, name), 300, "drill end")
                 result = drill(name)["results"][0]
                 drills.append(float(result["shiftSeconds"]))
                 rtos.append(float(result["rtoSeconds"]))

@@ -52,7 +52,7 @@ import argparse
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from harness import (
@@ -65,8 +65,10 @@ from harness import (
     clusters_healthy,
     lab,
     lab_env,
+    name_of,
     operator,
     quantile,
+    ready_replicas,
     simulator,
     wait,
 )
@@ -115,14 +117,14 @@ def main() -> None:
                env["TWINHULL_HUB_KUBECONFIG"]]
 
     def weight(backend: str) -> int:
-        route = objects.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS,
-                                                     "httproutes", NAME)
+        route = cast(dict[str, Any], objects.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", NS, "httproutes", NAME))
         refs = route["spec"]["rules"][0]["backendRefs"]
         return int(next(r["weight"] for r in refs if r["name"] == f"{NAME}-{backend}"))
 
     def md_status() -> dict[str, Any]:
-        md = objects.get_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments",
-                                                  NAME)
+        md = cast(dict[str, Any], objects.get_namespaced_custom_object(
+            GROUP, VERSION, NS, "modeldeployments", NAME))
         return dict(md.get("status") or {})
 
     def steady() -> bool:
@@ -130,7 +132,8 @@ def main() -> None:
         return conditions.get("Ready") == "True" and conditions.get("FailedOver") == "False"
 
     def west_phase() -> str | None:
-        sc = objects.get_cluster_custom_object(GROUP, VERSION, "servingclusters", "west")
+        sc = cast(dict[str, Any], objects.get_cluster_custom_object(
+            GROUP, VERSION, "servingclusters", "west"))
         return (sc.get("status") or {}).get("phase")
 
     def zone_failed_over() -> bool:
@@ -140,17 +143,17 @@ def main() -> None:
 
     def east_ready(n: int) -> bool:
         items = east.list_namespaced_deployment(NS, _request_timeout=2).items
-        primary = [d for d in items if "-fallback-" not in d.metadata.name]
+        primary = [d for d in items if "-fallback-" not in name_of(d)]
         return len(primary) == 2 and all(
-            d.spec.replicas == n and (d.status.ready_replicas or 0) == n for d in primary)
+            d.spec.replicas == n and ready_replicas(d) == n for d in primary)
 
     def ready_outside(zone: str) -> int:
         """Ready primary replicas in every zone but ``zone`` (east's and west's)."""
-        return sum((d.status.ready_replicas or 0)
+        return sum(ready_replicas(d)
                    for member in (east, west)
                    for d in member.list_namespaced_deployment(NS, _request_timeout=2).items
-                   if "-fallback-" not in d.metadata.name
-                   and d.metadata.name != f"{NAME}-{zone}")
+                   if "-fallback-" not in name_of(d)
+                   and name_of(d) != f"{NAME}-{zone}")
 
     def set_probes(setting: str) -> None:
         subprocess.run([*kubectl, "patch", "servingcluster", "west", "--type=merge", "-p",

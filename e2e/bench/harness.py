@@ -18,7 +18,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from kubernetes import client, config
@@ -73,7 +73,8 @@ def lab_env() -> dict[str, str]:
 def api(kubeconfig: str) -> client.ApiClient:
     """A client that fails fast instead of retrying."""
     configuration = client.Configuration()
-    config.load_kube_config(kubeconfig, client_configuration=configuration)
+    config.load_kube_config(  # type: ignore[no-untyped-call]  # kubernetes.config is untyped
+        kubeconfig, client_configuration=configuration)
     configuration.retries = False
     return client.ApiClient(configuration)
 
@@ -152,10 +153,22 @@ def rss_mb(pid: int) -> float:
 def clusters_healthy(hub: client.ApiClient, names: tuple[str, ...] = ("east", "west")) -> bool:
     """Whether the lab's member ServingClusters are Healthy (not merely back: past their
     recovery count); others (e.g. the hostile corpus's, never reachable) do not count."""
-    items = client.CustomObjectsApi(hub).list_cluster_custom_object(
-        GROUP, VERSION, "servingclusters")["items"]
+    items = cast(dict[str, Any], client.CustomObjectsApi(hub).list_cluster_custom_object(
+        GROUP, VERSION, "servingclusters"))["items"]
     phases = {i["metadata"]["name"]: (i.get("status") or {}).get("phase") for i in items}
     return all(phases.get(name) == "Healthy" for name in names)
+
+
+def name_of(d: client.V1Deployment) -> str:
+    """A listed Deployment's name (the API server's objects always have one)."""
+    assert d.metadata is not None and d.metadata.name is not None
+    return d.metadata.name
+
+
+def ready_replicas(d: client.V1Deployment) -> int:
+    """A listed Deployment's Ready replicas (0 while its status counts none)."""
+    assert d.status is not None
+    return d.status.ready_replicas or 0
 
 
 def median(values: list[float]) -> float:

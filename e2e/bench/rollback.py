@@ -29,11 +29,12 @@ load_seconds=… deadline_s=…
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from harness import (
@@ -83,7 +84,8 @@ def main() -> None:
                for c in ("east", "west")}
 
     def status(name: str) -> dict[str, Any]:
-        md = objects.get_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments", name)
+        md = cast(dict[str, Any], objects.get_namespaced_custom_object(
+            GROUP, VERSION, NS, "modeldeployments", name))
         return dict(md.get("status") or {})
 
     def good_hash(name: str) -> str | None:
@@ -91,9 +93,12 @@ def main() -> None:
         if not s.get("currentSnapshot") or s.get("currentSnapshot") != s.get(
                 "lastGoodSnapshot") or s.get("rollout"):
             return None
-        snap = objects.get_namespaced_custom_object(GROUP, VERSION, NS, "modelsnapshots",
-                                                    s["currentSnapshot"])
+        snap = cast(dict[str, Any], objects.get_namespaced_custom_object(
+            GROUP, VERSION, NS, "modelsnapshots", s["currentSnapshot"]))
         return str(snap["spec"]["hash"])
+
+    def has_good(name: str) -> bool:
+        return good_hash(name) is not None
 
     def runs(name: str, revision: str) -> bool:
         for api_ in members.values():
@@ -103,9 +108,12 @@ def main() -> None:
             if not items:
                 return False
             for d in items:
-                st, want = d.status, d.spec.replicas or 0
-                if (d.metadata.annotations or {}).get(REVISION) != revision or not (
-                        (st.observed_generation or 0) >= d.metadata.generation
+                meta, st, want = d.metadata, d.status, d.spec.replicas or 0
+                assert meta is not None  # the API server's objects have one
+                if (meta.annotations or {}).get(REVISION) != revision:
+                    return False
+                assert st is not None and meta.generation is not None  # the API server sets both
+                if not ((st.observed_generation or 0) >= meta.generation
                         and (st.updated_replicas or 0) == want
                         and (st.replicas or 0) == want and (st.ready_replicas or 0) >= want):
                     return False
@@ -128,10 +136,10 @@ def main() -> None:
         wait(lambda: clusters_healthy(hub), 120, "every cluster Healthy")
         good: dict[str, str] = {}
         for name in names:
-            wait(lambda n=name: good_hash(n) is not None, settle,
+            wait(functools.partial(has_good, name), settle,
                  f"a Good revision of {name} running")
             good[name] = str(good_hash(name))
-            wait(lambda n=name: runs(n, good[n]), settle,
+            wait(functools.partial(runs, name, good[name]), settle,
                  f"{name}'s Good revision settled everywhere")
         seen = {n: rollback_ids(n) for n in names}
         before = {n: counts(f"{NS}/{n}") for n in names}

@@ -56,7 +56,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from harness import (
@@ -68,6 +68,7 @@ from harness import (
     lab,
     lab_env,
     operator,
+    ready_replicas,
     rss_mb,
     wait,
 )
@@ -159,8 +160,7 @@ def ready_deployments(member: client.ApiClient) -> tuple[int, int]:
     """(Deployments, Deployments with every replica Ready) in the benchmark's namespace."""
     items = client.AppsV1Api(member).list_namespaced_deployment(
         NS, _request_timeout=60).items
-    return len(items), sum((d.status.ready_replicas or 0) >= (d.spec.replicas or 0)
-                           for d in items)
+    return len(items), sum(ready_replicas(d) >= (d.spec.replicas or 0) for d in items)
 
 
 def progress(start: float, ready: Callable[[], int], members: dict[str, client.ApiClient],
@@ -197,6 +197,7 @@ def floor(members: list[tuple[str, list[str]]], apis: dict[str, client.ApiClient
     from twinhull.api.deployment import ModelDeploymentSpec
     from twinhull.clusters.kube import Kube, configuration
     from twinhull.clusters.member import key_of
+    from twinhull.plan.fleet import Slot
     from twinhull.plan.render import member_objects, priority_class
     from twinhull.policy import load_file
 
@@ -208,8 +209,8 @@ def floor(members: list[tuple[str, list[str]]], apis: dict[str, client.ApiClient
         spec = ModelDeploymentSpec.model_validate(doc["spec"])
         tier = tiers.resolve(spec.sla_tier)
         pc = priority_class(spec.sla_tier, tier)  # the fleet adds its tier's class too
-        replicas = {(p.cluster, "primary", z): n for p in spec.placement
-                    for z, n in p.zones.items()}
+        replicas: dict[Slot, int] = {(p.cluster, "primary", z): n for p in spec.placement
+                                     for z, n in p.zones.items()}
         for p in spec.placement:
             objects = member_objects(doc["metadata"]["name"], NS, p.cluster, spec, tier,
                                      replicas) + ([pc] if pc is not None else [])
@@ -323,8 +324,8 @@ def main() -> None:
     objects = client.CustomObjectsApi(hub)
 
     def statuses() -> list[dict[str, Any]]:
-        items = objects.list_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments",
-                                                      _request_timeout=60)["items"]
+        items = cast(dict[str, Any], objects.list_namespaced_custom_object(
+            GROUP, VERSION, NS, "modeldeployments", _request_timeout=60))["items"]
         return [dict(i.get("status") or {}) for i in items]
 
     def ready() -> int:
@@ -338,20 +339,21 @@ def main() -> None:
     def finalized() -> int:
         """ModelDeployments kopf has put its finalizer on (one patch each: its first pass
         over them, which runs at its own pace next to the fleet's)."""
-        items = objects.list_namespaced_custom_object(GROUP, VERSION, NS, "modeldeployments",
-                                                      _request_timeout=60)["items"]
+        items = cast(dict[str, Any], objects.list_namespaced_custom_object(
+            GROUP, VERSION, NS, "modeldeployments", _request_timeout=60))["items"]
         return sum(FINALIZER in (i["metadata"].get("finalizers") or []) for i in items)
 
     def routes_without(member: str) -> int:
         """HTTPRoutes that give ``member`` weight 0 (or no backend)."""
-        items = objects.list_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", NS, "httproutes", _request_timeout=60)["items"]
+        items = cast(dict[str, Any], objects.list_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", NS, "httproutes", _request_timeout=60))["items"]
         return sum(all(r.get("weight", 1) == 0 for rule in i["spec"].get("rules") or []
                        for r in rule.get("backendRefs") or [] if r["name"].endswith(f"-{member}"))
                    for i in items)
 
     def phase(member: str) -> str | None:
-        sc = objects.get_cluster_custom_object(GROUP, VERSION, "servingclusters", member)
+        sc = cast(dict[str, Any], objects.get_cluster_custom_object(
+            GROUP, VERSION, "servingclusters", member))
         return (sc.get("status") or {}).get("phase")
 
     def heap_dump(process: subprocess.Popen[bytes]) -> None:

@@ -52,7 +52,12 @@ class Measures:
     tpot_late: int = 0
 
     def __add__(self, other: Measures) -> Measures:
-        return Measures(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+        return Measures(
+            requests=self.requests + other.requests, within=self.within + other.within,
+            dropped=self.dropped + other.dropped, gpu_hours=self.gpu_hours + other.gpu_hours,
+            floor_hours=self.floor_hours + other.floor_hours,
+            reversals=self.reversals + other.reversals, changes=self.changes + other.changes,
+            ttft_late=self.ttft_late + other.ttft_late, tpot_late=self.tpot_late + other.tpot_late)
 
     def astuple(self) -> tuple[float, ...]:
         return (self.requests, self.within, self.dropped, self.gpu_hours, self.floor_hours,

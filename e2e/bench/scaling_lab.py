@@ -30,7 +30,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from harness import E2E, GROUP, VERSION, api, clusters_healthy, lab_env, operator, wait
@@ -142,8 +142,8 @@ def run_lab(args: argparse.Namespace) -> int:
                 while sim.poll() is None and time.monotonic() - start < length:
                     for key in specs:
                         ns, name = key.split("/")
-                        md = objects.get_namespaced_custom_object(
-                            GROUP, VERSION, ns, "modeldeployments", name)
+                        md = cast(dict[str, Any], objects.get_namespaced_custom_object(
+                            GROUP, VERSION, ns, "modeldeployments", name))
                         total = sum(z["desired"] for c in (md.get("status") or {}).get(
                             "clusters") or [] for z in c["zones"].values())
                         samples[key].append(total)

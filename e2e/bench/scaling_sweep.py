@@ -71,8 +71,8 @@ def task(args: dict[str, Any], volume: float, seed: int) -> list[Row]:
 
 def sweep(args: argparse.Namespace) -> int:
     if args.report_from:
-        rows = [r for f in sorted(Path(args.report_from).glob("*.json"))
-                for r in json.loads(f.read_text())]
+        rows: list[Row] = [r for f in sorted(Path(args.report_from).glob("*.json"))
+                           for r in json.loads(f.read_text())]
         report(rows, volumes=sorted({r["volume"] for r in rows}),
                colds=sorted({r["cold"] for r in rows}),
                factors=sorted({r["factor"] for r in rows}), plot=args.plot)
@@ -95,7 +95,7 @@ def sweep(args: argparse.Namespace) -> int:
           f"cycling {', '.join(VARIANT_NAMES)}; modes "
           + ("respected" if args.respect_modes else "Suggest/Off run as Enforce"), flush=True)
     began = time.monotonic()
-    rows: list[Row] = []
+    rows = []
     workers = max(0, min(args.workers, 1))  # the machine is shared: one extra at most
     with ProcessPoolExecutor(max_workers=workers) if workers else _Inline() as pool:
         futures: list[Future[list[Row]]] = []
@@ -249,9 +249,9 @@ def paired(rows: list[Row], *, volumes: list[float], colds: list[float]) -> None
     pts: dict[tuple[float, float, str, int, str], list[tuple[float, float]]] = (
         defaultdict(list))
     for r in rows:
-        m = _sum([r])
+        one = _sum([r])
         pts[(r["volume"], r["cold"], r["policy"], r["seed"], r["app"])].append(
-            (m.above_floor, m.within_target))
+            (one.above_floor, one.within_target))
     seeds = sorted({r["seed"] for r in rows})
     apps = sorted({r["app"] for r in rows})
     policies = [p for p in (*SWEPT, "oracle") if any(r["policy"] == p for r in rows)]
