@@ -116,6 +116,7 @@ image: ## build the operator image with buildah from a debootstrap base (image/b
 bench: $(STAMP) ## offline benchmarks (print key=value summary lines); lab ones: see README
 	$(BIN)/python tests/bench/validate.py
 	$(BIN)/python tests/bench/planning.py
+	$(BIN)/python tests/bench/round_memory.py
 	$(BIN)/python e2e/bench/scaling
 
 .PHONY: demo

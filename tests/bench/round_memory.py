@@ -1,0 +1,143 @@
+"""Benchmark: the memory a fleet round over N ModelDeployments keeps and passes through.
+
+The scale benchmark (e2e/bench/scale.py) measures the operator's RSS at 2,000
+ModelDeployments on the lab; this one isolates the hub-side round
+(:func:`twinhull.handlers.fleet.reconcile`) in one process without clusters, to see what
+the round itself holds. N deployments (the examples ide-assistant, code-review and
+aiops-platform in turn) on two Healthy members with GPUs for all; the hub's answers are
+the objects sent (every write succeeds, nothing is kept), so the HTTP clients, kopf, the
+informers and the member objects are not in these figures.
+
+Three rounds (the first records every snapshot and audit record, the next ones are
+steady), then the same three again under tracemalloc:
+
+* ``rss_mib``: the process's RSS before the rounds (the bodies, imports) and its growth
+  after them (``rss_growth_mib``);
+* ``retained_mib``: Python memory the rounds left (traced, after the third round);
+* ``peak_mib``: the highest traced during a round above what was there before it (what
+  it keeps included);
+* the five twinhull lines holding the most of ``retained_mib``, each allocation counted
+  at the innermost twinhull line that made it (pydantic's and json's lines say nothing).
+
+Run: .venv/bin/python tests/bench/round_memory.py [--deployments N]
+Last line: deployments=N rss_mib=… rss_growth_mib=… retained_mib=… peak_mib=… round_s=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import time
+import tracemalloc
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from twinhull.handlers import fleet
+from twinhull.handlers.runtime import Runtime, Settings, now
+from twinhull.plan.fleet import ClusterView
+from twinhull.policy import load_file
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ("ide-assistant", "code-review", "aiops-platform")
+
+
+class Accepting:
+    """A hub that accepts every write and answers with what was sent (nothing kept)."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            body = kwargs.get("body")
+            if body is None:
+                body = next((a for a in args if isinstance(a, dict)), None)
+            return body if body is not None else {}
+        return call
+
+
+def runtime(count: int) -> Runtime:
+    specs = [next(yaml.safe_load_all((ROOT / "examples" / f"{n}.yaml").read_text()))["spec"]
+             for n in EXAMPLES]
+    rt = Runtime(hub=Accepting(), policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    rt.started = now() - timedelta(hours=1)
+    for name in ("east", "west"):
+        rt.views[name] = ClusterView(name=name, phase="Healthy", gpus=1_000_000,
+                                     zones_ready={f"{name}-a": True, f"{name}-b": True})
+        rt.view_times[name] = now()
+    for i in range(count):
+        name = f"d{i:04}"
+        rt.deployments[("bench", name)] = {
+            "apiVersion": "serving.twinhull.io/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": "bench", "generation": 1,
+                         "uid": f"uid-{name}", "creationTimestamp": "2026-11-01T00:00:00Z"},
+            "spec": dict(specs[i % len(specs)]), "status": {}}
+    return rt
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rounds(rt: Runtime, count: int) -> float:
+    """Run ``count`` rounds; the slowest one's seconds."""
+    slowest = 0.0
+    for _ in range(count):
+        for key in list(rt.views):
+            rt.view_times[key] = now()
+        start = time.monotonic()
+        asyncio.run(fleet.reconcile(rt))
+        slowest = max(slowest, time.monotonic() - start)
+    return slowest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--deployments", type=int, default=2000)
+    args = ap.parse_args()
+
+    rt = runtime(args.deployments)
+    gc.collect()
+    before = rss_mib()
+    round_s = rounds(rt, 3)
+    gc.collect()
+    growth = rss_mib() - before
+
+    rt = runtime(args.deployments)
+    gc.collect()
+    tracemalloc.start(8)
+    base, _ = tracemalloc.get_traced_memory()
+    peak = 0.0
+    for _ in range(3):
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        rounds(rt, 1)
+        peak = max(peak, tracemalloc.get_traced_memory()[1] - start)
+    gc.collect()
+    retained = tracemalloc.get_traced_memory()[0] - base
+    holders: dict[str, list[int]] = {}
+    for trace in tracemalloc.take_snapshot().traces:
+        mine = [f for f in trace.traceback if "/twinhull/" in f.filename]
+        if mine:  # by the innermost twinhull line (the one that asked for pydantic's...)
+            where = f"{mine[-1].filename.split('/twinhull/', 1)[-1]}:{mine[-1].lineno}"
+            held = holders.setdefault(where, [0, 0])
+            held[0] += trace.size
+            held[1] += 1
+    tracemalloc.stop()
+    print(f"{args.deployments} deployments, 3 rounds: RSS {before:.0f} MiB before, "
+          f"+{growth:.0f} MiB after; the slowest round {round_s:.1f} s (untraced)")
+    print(f"traced: {retained / 2**20:.1f} MiB retained, a round's peak "
+          f"+{peak / 2**20:.1f} MiB; the twinhull lines holding most:")
+    for where, (size, blocks) in sorted(holders.items(), key=lambda h: -h[1][0])[:5]:
+        print(f"  {size / 2**20:6.1f} MiB  {blocks:7d} blocks  {where}")
+    print(f"deployments={args.deployments} rss_mib={before:.0f} rss_growth_mib={growth:.0f} "
+          f"retained_mib={retained / 2**20:.1f} peak_mib={peak / 2**20:.1f} "
+          f"round_s={round_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
