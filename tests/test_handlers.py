@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from twinhull.api.annotations import APPROVE, MAX_BYTES, ROLLBACK, parse
+from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.clusters.kube import NOTICE, TRAFFIC, ClusterUnavailable
 from twinhull.handlers import fleet, revisions, supervise
 from twinhull.handlers.runtime import Runtime, Settings, deployment_spec, now, slim
@@ -366,6 +367,37 @@ def snapshot_manifest(digest: str) -> dict[str, Any]:
     return {"apiVersion": API, "kind": "ModelSnapshot",
             "metadata": {"name": "x-1", "namespace": "team-409"},
             "spec": {"hash": digest, "deploymentRef": {"name": "x"}}}
+
+
+def _snapshot_body(deployment: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "ide-0123", "namespace": "ai",
+                         "creationTimestamp": "2026-11-01T00:00:00Z"},
+            "spec": {"deploymentRef": {"name": "ide"}, "hash": "0123", "generation": 3,
+                     "reason": "NewRevision", "deployment": deployment},
+            "status": {"outcome": "Good"}}
+
+
+def test_a_recorded_snapshot_keeps_its_spec_as_json_until_it_is_read():
+    # a deployment keeps up to 10 snapshots and a round reads the spec of the one or two
+    # it renders: the others are held as JSON, not as validated models (~8x the memory)
+    raw = example_spec("ide-assistant")
+    snap = revisions.snapshot_of(_snapshot_body(raw))
+    assert snap is not None and isinstance(snap.source, str)
+    assert json.loads(snap.source) == raw
+    assert "spec" not in vars(snap)  # not validated again yet
+    assert snap.spec == ModelDeploymentSpec.model_validate(raw)
+    assert snap.spec is snap.spec  # validated once
+    assert (snap.name, snap.hash, snap.generation, snap.outcome) == ("ide-0123", "0123", 3,
+                                                                   "Good")
+    # the same revision compares equal however its spec is held
+    assert snap == replace(snap, source=ModelDeploymentSpec.model_validate(raw))
+    assert replace(snap, outcome="Bad").spec == snap.spec
+
+
+def test_an_unreadable_snapshot_is_none_at_once_not_when_read():
+    raw = example_spec("ide-assistant")
+    raw["placement"] = "everywhere"
+    assert revisions.snapshot_of(_snapshot_body(raw)) is None
 
 
 def test_a_refused_snapshot_is_not_taken_for_recorded_because_its_error_says_409():

@@ -11,22 +11,29 @@ informers and the member objects are not in these figures.
 Three rounds (the first records every snapshot and audit record, the next ones are
 steady), then the same three again under tracemalloc:
 
-* ``rss_mib``: the process's RSS before the rounds (the bodies, imports) and its growth
-  after them (``rss_growth_mib``);
+* ``rss_mib``: the process's RSS with the deployments' bodies (and the imports);
+  ``history_mib`` what the earlier revisions of ``--history`` hold (traced); and
+  ``rss_growth_mib`` the RSS the three rounds add;
 * ``retained_mib``: Python memory the rounds left (traced, after the third round);
 * ``peak_mib``: the highest traced during a round above what was there before it (what
   it keeps included);
 * the five twinhull lines holding the most of ``retained_mib``, each allocation counted
   at the innermost twinhull line that made it (pydantic's and json's lines say nothing).
 
-Run: .venv/bin/python tests/bench/round_memory.py [--deployments N]
-Last line: deployments=N rss_mib=… rss_growth_mib=… retained_mib=… peak_mib=… round_s=…
+With ``--history K`` each deployment also has K earlier revisions (ModelSnapshots, another
+image each) in memory before the rounds, as a fleet that has rolled out K times has
+(the tiers keep 10 by default).
+
+Run: .venv/bin/python tests/bench/round_memory.py [--deployments N] [--history K]
+Last line: deployments=N history=K rss_mib=… history_mib=… rss_growth_mib=… retained_mib=…
+peak_mib=… round_s=…
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import gc
 import time
 import tracemalloc
@@ -36,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from twinhull.handlers import fleet
+from twinhull.handlers import fleet, revisions
 from twinhull.handlers.runtime import Runtime, Settings, now
 from twinhull.plan.fleet import ClusterView
 from twinhull.policy import load_file
@@ -76,6 +83,20 @@ def runtime(count: int) -> Runtime:
     return rt
 
 
+def add_history(rt: Runtime, history: int) -> None:
+    """``history`` earlier revisions of every deployment: its spec with another image."""
+    for (namespace, name), body in list(rt.deployments.items()):
+        for k in range(history):
+            old = copy.deepcopy(body["spec"])
+            old["model"]["image"] = f"{old['model']['image']}-r{k}"
+            revisions.remember(rt, {
+                "metadata": {"name": f"{name}-r{k}", "namespace": namespace,
+                             "creationTimestamp": "2026-11-01T00:00:00Z"},
+                "spec": {"deploymentRef": {"name": name}, "hash": f"{k:016x}",
+                         "generation": 1, "reason": "NewRevision", "deployment": old},
+                "status": {"outcome": "Good"}})
+
+
 def rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -98,27 +119,35 @@ def rounds(rt: Runtime, count: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--deployments", type=int, default=2000)
+    ap.add_argument("--history", type=int, default=0,
+                    help="earlier revisions (ModelSnapshots) of each deployment, kept in memory")
     args = ap.parse_args()
+    n, k = args.deployments, args.history
 
-    rt = runtime(args.deployments)
+    rt = runtime(n)
+    gc.collect()
+    start = rss_mib()
+    add_history(rt, k)
     gc.collect()
     before = rss_mib()
     round_s = rounds(rt, 3)
     gc.collect()
     growth = rss_mib() - before
 
-    rt = runtime(args.deployments)
+    rt = runtime(n)
     gc.collect()
     tracemalloc.start(8)
-    base, _ = tracemalloc.get_traced_memory()
+    add_history(rt, k)
+    gc.collect()
+    history = tracemalloc.get_traced_memory()[0]
     peak = 0.0
     for _ in range(3):
-        start, _ = tracemalloc.get_traced_memory()
+        at, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         rounds(rt, 1)
-        peak = max(peak, tracemalloc.get_traced_memory()[1] - start)
+        peak = max(peak, tracemalloc.get_traced_memory()[1] - at)
     gc.collect()
-    retained = tracemalloc.get_traced_memory()[0] - base
+    retained = tracemalloc.get_traced_memory()[0] - history
     holders: dict[str, list[int]] = {}
     for trace in tracemalloc.take_snapshot().traces:
         mine = [f for f in trace.traceback if "/twinhull/" in f.filename]
@@ -128,15 +157,17 @@ def main() -> None:
             held[0] += trace.size
             held[1] += 1
     tracemalloc.stop()
-    print(f"{args.deployments} deployments, 3 rounds: RSS {before:.0f} MiB before, "
-          f"+{growth:.0f} MiB after; the slowest round {round_s:.1f} s (untraced)")
-    print(f"traced: {retained / 2**20:.1f} MiB retained, a round's peak "
-          f"+{peak / 2**20:.1f} MiB; the twinhull lines holding most:")
+    mib = 2**20
+    print(f"{n} deployments: RSS {start:.0f} MiB; {k} earlier revisions each +{before - start:.0f}"
+          f" MiB ({history / mib:.1f} traced); 3 rounds +{growth:.0f} MiB, the slowest "
+          f"{round_s:.1f} s (untraced)")
+    print(f"traced: the rounds kept {retained / mib:.1f} MiB, a round's peak "
+          f"+{peak / mib:.1f} MiB; the twinhull lines holding most (revisions included):")
     for where, (size, blocks) in sorted(holders.items(), key=lambda h: -h[1][0])[:5]:
-        print(f"  {size / 2**20:6.1f} MiB  {blocks:7d} blocks  {where}")
-    print(f"deployments={args.deployments} rss_mib={before:.0f} rss_growth_mib={growth:.0f} "
-          f"retained_mib={retained / 2**20:.1f} peak_mib={peak / 2**20:.1f} "
-          f"round_s={round_s:.2f}")
+        print(f"  {size / mib:6.1f} MiB  {blocks:7d} blocks  {where}")
+    print(f"deployments={n} history={k} rss_mib={start:.0f} history_mib={history / mib:.1f} "
+          f"rss_growth_mib={growth:.0f} retained_mib={retained / mib:.1f} "
+          f"peak_mib={peak / mib:.1f} round_s={round_s:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ writes, memory.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from dataclasses import replace
@@ -56,12 +58,16 @@ async def snapshot_event(event: kopf.RawEvent, body: kopf.Body, namespace: str |
 def snapshot_of(body: dict[str, Any]) -> Snapshot | None:
     """A ModelSnapshot object as the planner sees it (None if unreadable). Pure."""
     spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+    raw = spec.get("deployment") or {}
     try:
-        deployment = ModelDeploymentSpec.model_validate(spec.get("deployment") or {})
+        deployment = ModelDeploymentSpec.model_validate(raw)
     except pydantic.ValidationError:
         return None
+    source: ModelDeploymentSpec | str = deployment
+    with contextlib.suppress(TypeError, ValueError):  # kept as JSON (see Snapshot.source)
+        source = json.dumps(raw, separators=(",", ":"))
     return Snapshot(name=meta.get("name", ""), hash=str(spec.get("hash", "")),
-                    generation=int(spec.get("generation", 0)), spec=deployment,
+                    generation=int(spec.get("generation", 0)), source=source,
                     reason=str(spec.get("reason", "NewRevision")),
                     outcome=(body.get("status") or {}).get("outcome") or "Pending",
                     created=parse_time(meta.get("creationTimestamp")))

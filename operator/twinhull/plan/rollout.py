@@ -50,9 +50,11 @@ spec as the clusters run it, so a fallback that only the snapshot has gets its r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 from twinhull.api.deployment import ModelDeploymentSpec
@@ -113,10 +115,21 @@ class Snapshot:
     name: str
     hash: str
     generation: int
-    spec: ModelDeploymentSpec
+    source: ModelDeploymentSpec | str = field(compare=False, repr=False)
+    """The revision's spec, or the JSON of one already validated, validated again when
+    :attr:`spec` is first read. A deployment keeps up to its history limit of snapshots
+    (10 by default) and a round reads the spec of the one or two it renders: a validated
+    spec held ~8 KB, its JSON ~1 KB (``tests/bench/round_memory.py --history``)."""
     reason: str = "NewRevision"
     outcome: Outcome = "Pending"
     created: datetime | None = None
+
+    @cached_property
+    def spec(self) -> ModelDeploymentSpec:
+        """The revision's spec (validated once, on the first read)."""
+        if isinstance(self.source, ModelDeploymentSpec):
+            return self.source
+        return ModelDeploymentSpec.model_validate(json.loads(self.source))
 
 
 @dataclass(frozen=True)
