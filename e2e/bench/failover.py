@@ -240,10 +240,13 @@ def main() -> None:
                                    "fallback": fallback}
                             for k, v in row.items():
                                 m.setdefault(k, []).append(v)
+                            lost = ", ".join(  # which cluster's requests were dropped
+                                f"{c} {v:.0f}" for (n, c, _), v in sorted(delta.items())
+                                if n == SIM_COUNTS[0] and v)
                             print(f"{setting} {fault} run {run}: detect {detect:.2f}s  "
                                   f"weight0 {weight0:.2f}s  capacity {capacity:.2f}s  "
-                                  f"dropped {dropped:.0f} failed {failed:.0f} "
-                                  f"fallback {fallback:.0f}", flush=True)
+                                  f"dropped {dropped:.0f}{f' ({lost})' if lost else ''} "
+                                  f"failed {failed:.0f} fallback {fallback:.0f}", flush=True)
                 for _ in range(args.blips):
                     set_probes("default")
                     wait(lambda: clusters_healthy(hub) and steady() and weight("west") == 50,
