@@ -123,6 +123,8 @@ class Fleet:
         return out
 
     def crashing(self, cluster: str, revision: str) -> bool:
+        if revision == revision_of(self.spec):  # (not the snapshot's: it may be JSON)
+            return self.spec.model.image.endswith("-crashloop")
         snap = next((s for s in self.snapshots.values() if s.hash == revision), None)
         return snap is not None and snap.spec.model.image.endswith("-crashloop")
 
@@ -708,3 +710,24 @@ def test_a_manual_rollbacks_hold_marks_no_revision_bad():
     for _ in range(3):
         assert second not in f.round().outcomes
     assert f.snapshots[second].outcome == "Pending"
+
+
+def test_the_spec_of_the_revision_that_runs_is_not_validated_again_from_its_json():
+    # the operator keeps recorded snapshots as JSON (handlers.revisions.snapshot_of); the
+    # one of the spec's own revision is rendered from the spec, which has the same models
+    f = Fleet(IDE.spec, rendered=True)
+    f.until(lambda p: p.last_good is not None)
+    f.snapshots = {n: replace(s, source=s.spec.model_dump_json(by_alias=True))
+                   for n, s in f.snapshots.items()}
+    kept = dict(f.snapshots)
+    plan = f.round()
+    assert plan.render and all(s.source is f.spec for s in plan.render.values())
+    assert all("spec" not in vars(s) for s in kept.values())
+    # a new revision rolls out while the old one, read from its JSON, runs elsewhere
+    f.apply(image(IDE.spec, "v2"))
+    plan = f.until(lambda p: p.rollout is not None)
+    assert {s.hash for s in plan.render.values()} == {revision_of(IDE.spec),
+                                                     revision_of(f.spec)}
+    plan = f.until(lambda p: p.last_good is not None
+                   and f.snapshots[p.last_good].hash == revision_of(f.spec))
+    assert set(f.running.values()) == {revision_of(f.spec)}

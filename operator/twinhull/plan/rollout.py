@@ -292,6 +292,12 @@ class _Revisions:
         self.again: set[str] = set()
         want = revision_of(i.spec)
         known = self.by_hash.get(want)
+        if known is not None and known.source is not i.spec:
+            # the spec's own revision: its models are the spec's (the hash covers them all,
+            # and a snapshot's models are all the planner reads of its spec), so a snapshot
+            # kept as JSON is not validated again to render what runs
+            known = replace(known, source=i.spec)
+            self.by_name[known.name] = self.by_hash[want] = known
         self.desired = known or Snapshot(snapshot_name(i.name, want), want, i.generation,
                                          i.spec)
         self.record = None if known else self.desired
