@@ -1,7 +1,8 @@
-"""Each call a cluster client makes is sent once: no write twice, nothing after its caller
-gave it up, no sleeping on a 429 inside the call; only a read whose connection broke
-before any answer is sent once more. Against a TCP server on 127.0.0.1 that counts the
-requests it receives (urllib3's own retries are below any seam a fake could stand in)."""
+"""A call a cluster client makes is sent again only when the API server did not act on it:
+a 429 or 503 with Retry-After (after it, at most 3 times) and a read whose connection
+broke before any answer (once); never after a refused connection or a read timeout.
+Against a TCP server on 127.0.0.1 that counts the requests it receives (urllib3's own
+retries are below any seam a fake could stand in)."""
 
 from __future__ import annotations
 
@@ -140,14 +141,31 @@ def test_a_call_given_up_at_its_timeout_is_not_sent_again(serve, method):
     assert len(server.requests) == 1
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "POST"])
 @pytest.mark.parametrize("status", [429, 503])
-def test_a_throttled_call_is_reported_at_once_not_slept_on(serve, method, status):
-    server, kube = serve(lambda n: (status, {"Retry-After": "1"}))
+def test_a_call_refused_with_retry_after_is_sent_again_after_it(serve, method, status):
+    # API Priority and Fairness, or "storage is (re)initializing" while an API server
+    # starts: the request was not acted on, so any method is sent again when asked to
+    server, kube = serve(lambda n: (status, {"Retry-After": "1"}) if n == 0 else OK)
+    kube.timeout = 5.0
     start = time.monotonic()
-    with pytest.raises(ClusterUnavailable, match=f"HTTP {status}"):
-        _call(kube, method)
-    assert time.monotonic() - start < 0.9
+    assert _call(kube, method) == {}
+    assert time.monotonic() - start >= 0.9
+    assert len(server.requests) == 2
+
+
+def test_a_call_refused_again_and_again_is_reported_after_three_resends(serve):
+    server, kube = serve(lambda n: (429, {"Retry-After": "1"}))
+    kube.timeout = 8.0
+    with pytest.raises(ClusterUnavailable, match="HTTP 429"):
+        _call(kube, "PUT")
+    assert len(server.requests) == 4
+
+
+def test_a_refusal_without_retry_after_is_reported_at_once(serve):
+    server, kube = serve(lambda n: (503, {}))
+    with pytest.raises(ClusterUnavailable, match="HTTP 503"):
+        _call(kube, "GET")
     assert len(server.requests) == 1
 
 

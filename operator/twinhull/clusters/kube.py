@@ -74,8 +74,8 @@ KINDS: dict[tuple[str, str], Kind] = {
 
 class ClusterUnavailable(TwinhullError):
     """A call did not complete: the cluster is unreachable, too slow, or refused it.
-    Retry later; nothing was half-done by twinhull (each call is one request, or a read
-    sent once more on a broken connection: :data:`RETRIES`)."""
+    Retry later; nothing was half-done by twinhull (a call is sent again only when the API
+    server did not act on it: :data:`RETRIES`)."""
 
 
 class NotFound(ClusterUnavailable):
@@ -303,25 +303,35 @@ class WriteSlots:
 
 
 class _Resend(Retry):
-    """urllib3's retries as a cluster's client has them: a read (GET, HEAD) is sent once
-    more when its connection broke before an answer (``ProtocolError``: the server closed
-    a pooled connection as it was reused), and nothing else is ever sent twice.
+    """urllib3's retries as a cluster's client has them. A request is sent again only when
+    the API server did not act on it:
 
-    urllib3's default (``Retry(3)``) sends a request up to four times: again after a
-    refused or timed-out connection (448 "Retrying" warnings when a member's API server
-    was killed); a GET, PUT or DELETE also after a read timeout, when the caller had
-    already given the call up at its timeout (a probe's GET then holds one of the two
-    read threads for three more timeouts), and after sleeping out a 429's or 503's
-    ``Retry-After`` (a throttled PUT sent again behind the caller's back). A call that
-    fails is reported, once, and the loop that made it decides (each is level-triggered)."""
+    * a 429 or 503 with ``Retry-After`` (API Priority and Fairness rejecting it, or
+      "storage is (re)initializing" while an API server starts), any method, after the
+      time it asks for, at most :data:`THROTTLED_RESENDS` times (client-go resends them too);
+    * a read (GET, HEAD) whose connection broke before an answer (``ProtocolError``: the
+      server closed a pooled connection as it was reused), once.
+
+    urllib3's default (``Retry(3)``) also sent a request again after a refused or
+    timed-out connection (448 "Retrying" warnings when a member's API server was killed)
+    and a GET, PUT or DELETE after a read timeout, on the thread whose caller had already
+    given the call up at its timeout (a probe's GET then held one of the two read threads
+    for three more timeouts; a PUT may have been applied). Those fail once, and the loop
+    that made the call decides (each is level-triggered)."""
 
     def _is_read_error(self, err: Exception) -> bool:
         return isinstance(err, ProtocolError)  # a read timeout is not sent again
 
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        return bool(self.total and has_retry_after and status_code in (429, 503))
 
-RETRIES = _Resend(total=1, connect=0, read=1, redirect=False, status=0, other=0,
-                  allowed_methods=frozenset({"GET", "HEAD"}),
-                  respect_retry_after_header=False, raise_on_status=False)
+
+THROTTLED_RESENDS = 3
+"""How often a request refused with 429 or 503 and ``Retry-After`` is sent again."""
+
+RETRIES = _Resend(total=THROTTLED_RESENDS, connect=0, read=1, redirect=False,
+                  status=THROTTLED_RESENDS, other=0, allowed_methods=frozenset({"GET", "HEAD"}),
+                  raise_on_status=False)
 """Every cluster client's urllib3 retries (see :class:`_Resend`)."""
 
 
