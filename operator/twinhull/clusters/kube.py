@@ -317,7 +317,8 @@ class _Resend(Retry):
     and a GET, PUT or DELETE after a read timeout, on the thread whose caller had already
     given the call up at its timeout (a probe's GET then held one of the two read threads
     for three more timeouts; a PUT may have been applied). Those fail once, and the loop
-    that made the call decides (each is level-triggered)."""
+    that made the call decides (each is level-triggered). A throttled request's resend
+    can still come after its caller gave up at its timeout (urllib3 cannot see it)."""
 
     def _is_read_error(self, err: Exception) -> bool:
         return isinstance(err, ProtocolError)  # a read timeout is not sent again

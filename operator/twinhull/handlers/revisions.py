@@ -6,7 +6,6 @@ writes, memory.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -60,14 +59,12 @@ def snapshot_of(body: dict[str, Any]) -> Snapshot | None:
     spec, meta = body.get("spec") or {}, body.get("metadata") or {}
     raw = spec.get("deployment") or {}
     try:
-        deployment = ModelDeploymentSpec.model_validate(raw)
+        ModelDeploymentSpec.model_validate(raw)
     except pydantic.ValidationError:
         return None
-    source: ModelDeploymentSpec | str = deployment
-    with contextlib.suppress(TypeError, ValueError):  # kept as JSON (see Snapshot.source)
-        source = json.dumps(raw, separators=(",", ":"))
     return Snapshot(name=meta.get("name", ""), hash=str(spec.get("hash", "")),
-                    generation=int(spec.get("generation", 0)), source=source,
+                    generation=int(spec.get("generation", 0)),
+                    source=json.dumps(raw, separators=(",", ":")),  # see Snapshot.source
                     reason=str(spec.get("reason", "NewRevision")),
                     outcome=(body.get("status") or {}).get("outcome") or "Pending",
                     created=parse_time(meta.get("creationTimestamp")))
