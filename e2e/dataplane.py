@@ -32,7 +32,9 @@ is split over clusters by the weights of the hub's HTTPRoute, and inside a clust
 zones in proportion to their Ready primary replicas (read from the members every second);
 the fallback backend is served by the fallback replicas the same way; requests of
 ``--tokens-per-request`` tokens (or the app's token distribution with ``--apps``) arrive
-evenly spaced at that rate.
+evenly spaced at that rate. The model advances every :data:`STEP_SECONDS` (0.1 s), so
+counters grow as smoothly as a server's; the lab is read every second on a thread of its
+own, whose view replaces the model's whole.
 
 What the model servers export, the simulator serves as they would: each Ready pod's
 ``/metrics`` at that pod's own address (KWOK gives pods loopback IPs, e2e/labkit/members.py)
@@ -75,6 +77,13 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 """vLLM's buckets of ``vllm:time_to_first_token_seconds``."""
 DEFAULT_TARGET_SECONDS = 5.0
 """Latency target where a deployment's tier is unknown (the standard tier's)."""
+STEP_SECONDS = 0.1
+"""How often the live simulator advances its model: tokens reach the exporters' counters
+in steps this long, as a real server's engine steps add them (a counter that jumped by a
+second's tokens at a time made the lab's 10 s rates of a steady load swing by a quarter)."""
+OBSERVE_SECONDS = 1.0
+"""How often the live simulator reads pods, weights and ModelDeployments from the lab (on
+a thread of its own: a slow API server delays the view, never the serving)."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +339,12 @@ class World:
     """(namespace, deployment) to its tier's latency target, seconds."""
     runtimes: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
     """(namespace, deployment, role) to (runtime, model name) from the ModelDeployment."""
+
+    def copy(self) -> World:
+        """A copy :func:`observe` can update while the model steps on this one."""
+        return World(dict(self.ready), {c: list(p) for c, p in self.pods.items()},
+                     {k: dict(w) for k, w in self.weights.items()}, dict(self.targets),
+                     dict(self.runtimes))
 
 
 def load_trace(path: Path) -> list[dict[str, Any]]:
@@ -791,23 +806,46 @@ def main(argv: list[str] | None = None) -> int:
                                    "labels": {"job": "loadsim"}}]))
     print(f"loadsim: metrics on 127.0.0.1:{server.server_address[1]}, "
           f"trace {args.trace or args.apps}, {end:.0f}s", flush=True)
-    start = last = time.monotonic()
-    reported: set[str] = set()
-    try:
-        while (now := time.monotonic()) - start <= end:
-            observe(world, members, hub)
-            for problem in sync_pods(world, cells, servers, lock, model.prompt_share):
+    stop = threading.Event()
+    current = [world]  # the newest complete view, swapped whole under the lock
+
+    def observing() -> None:
+        """Read the lab every OBSERVE_SECONDS on a thread of its own, into a copy that
+        replaces the model's view whole (a half-read view would count replicas as gone)."""
+        reported: set[str] = set()
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                view = current[0].copy()
+                observe(view, members, hub)
+                problems = sync_pods(view, cells, servers, lock, model.prompt_share)
+                with lock:
+                    current[0] = view
+            except Exception as exc:  # keep serving on the last view, and say why
+                problems = [f"reading the lab failed, serving on the last view: {exc!r}"]
+            for problem in problems:
                 if problem not in reported:
                     reported.add(problem)
                     print(f"loadsim: {problem}", file=sys.stderr, flush=True)
+            stop.wait(max(0.0, OBSERVE_SECONDS - (time.monotonic() - began)))
+
+    observe(world, members, hub)
+    sync_pods(world, cells, servers, lock, model.prompt_share)
+    observer = threading.Thread(target=observing, name="observe", daemon=True)
+    observer.start()
+    start = last = time.monotonic()
+    try:
+        while (now := time.monotonic()) - start <= end:
             with lock:
-                step(world, pools, feeds, demand_at(points, now - start), now - start,
+                step(current[0], pools, feeds, demand_at(points, now - start), now - start,
                      now - last, model=model, size=sizes, listeners=cells)
             last = now
-            time.sleep(1.0)
+            time.sleep(STEP_SECONDS)
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
+        observer.join(timeout=10)
         target.unlink(missing_ok=True)
         server.shutdown()
         for pod in servers.values():
