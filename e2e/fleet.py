@@ -99,13 +99,17 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str,
 
 
 def explain_deployment(lab: Any, namespace: str, name: str) -> str:
-    """A ModelDeployment's conditions, rollout and current snapshot, one line each: what a
-    failed wait prints so that a CI failure says where the deployment stood."""
+    """A ModelDeployment's conditions, rollout, current snapshot, scaling and last five
+    decisions, one line each: what a failed wait prints so that a CI failure says where
+    the deployment stood."""
     s = status(lab, namespace, name)
     lines = [f"{c['type']}={c['status']} {c.get('reason', '')}: {c.get('message', '')}"
              for c in s.get("conditions") or []]
     lines.append(f"rollout={s.get('rollout')!r} current={s.get('currentSnapshot')} "
                  f"lastGood={s.get('lastGoodSnapshot')}")
+    lines.append(f"scaling={s.get('scaling')!r} unserved={s.get('unservedReplicas')!r}")
+    lines.extend(f"decision {d.get('time')} {d.get('kind')}: {d.get('reason')}"
+                 for d in (s.get("decisions") or [])[-5:])
     return f"{namespace}/{name}:\n  " + "\n  ".join(lines)
 
 
