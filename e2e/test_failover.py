@@ -221,6 +221,44 @@ def test_a_zone_without_ready_nodes_fails_over_and_back_in_steps(lab, md):
              timeout=30, what="50/50 again")
 
 
+def test_a_failover_fills_no_zone_past_what_its_nodes_hold(lab, operator):
+    """4-GPU replicas declared east-a 3, east-b 1 (and so in west), on 8-GPU nodes, two a
+    zone. West is killed: its 4 replicas go to east by the declared 3:1, which would give
+    east-a 6 (24 GPUs on 16) and leave 2 Pending; the zones' probed GPUs cap east-a at 4
+    and east-b takes the rest, every replica Ready."""
+    name = f"fz-{int(time.time() * 1000) % 100000}"
+    lopsided = {c: {f"{c}-a": 3, f"{c}-b": 1} for c in ("east", "west")}
+    manifest = deployment_manifest(name, NS, placement=lopsided, gpus=4)
+    manifest["spec"]["scaling"] = {"mode": "Off"}
+    apply(lab, namespace_manifest(NS), manifest)
+    try:
+        def ready(cluster: str, want: dict[str, int]) -> bool:
+            got = replicas(lab, cluster, name)
+            return all(got[z] == (n, n) for z, n in want.items())
+
+        wait_for(lambda: ready("east", {"east-a": 3, "east-b": 1})
+                 and ready("west", {"west-a": 3, "west-b": 1}), timeout=90,
+                 what=f"{name} converged")
+        zones = ((get(lab, "hub", "servingcluster", "east") or {}).get("status") or {})["zones"]
+        assert zones["east-a"]["nodeGpus"] == 16 and zones["east-a"]["largestNodeGpus"] == 8
+        lab.run("kill", "west")
+        try:
+            wait_for(lambda: weights(lab, name)["west"] == 0 or None, timeout=30,
+                     what="west weight 0")
+            wait_for(lambda: ready("east", {"east-a": 4, "east-b": 4}), timeout=60,
+                     what="east-a 4 and east-b 4 Ready (16 GPUs each)",
+                     explain=lambda: f"east: {replicas(lab, 'east', name)}")
+            st = status(lab, NS, name)
+            assert st["unservedReplicas"] == 0
+        finally:
+            lab.run("revive", "west")
+        wait_for(lambda: ready("east", {"east-a": 3, "east-b": 1}), timeout=120,
+                 what="east back to its declared replicas after the failback")
+    finally:
+        kubectl(lab, "hub", "delete", "modeldeployment", name, "-n", NS, "--wait=true",
+                "--timeout=60s", check=False)
+
+
 def test_a_freeze_shorter_than_the_threshold_fails_nothing_over(lab, md):
     before = len(status(lab, NS, md).get("decisions") or [])
     lab.run("freeze", "west")

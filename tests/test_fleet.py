@@ -749,3 +749,83 @@ def test_a_rollbacks_surge_never_moves_a_model_ranked_after_to_its_fallback():
     assert ide_plan.weights["east"] == 0, "drained all the same"
     ide_plan, review_plan = plans(16)  # 4 spare: one more
     assert west_primary(ide_plan) == 3 and review_plan.unserved == 0
+
+
+def _zoned(name: str, phase: str = "Healthy", gpus: int = 64, node: int = 8,
+           nodes: int = 2) -> ClusterView:
+    """A cluster whose two zones have ``nodes`` nodes of ``node`` GPUs each, as probed."""
+    from twinhull.plan.fleet import ZoneGpus
+
+    return replace(cluster(name, phase, gpus), zone_gpus={
+        f"{name}-{z}": ZoneGpus(total=node * nodes, largest=node) for z in "ab"})
+
+
+def _lopsided(gpus: int = 4) -> ModelDeployment:
+    """4-GPU replicas, east-a 3 and east-b 1 (as west), a 1-GPU cold fallback."""
+    return ModelDeployment.model_validate({
+        "metadata": {"name": "lopsided", "namespace": "ai-platform"},
+        "spec": {"slaTier": "critical", "scaling": {"mode": "Off"},
+                 "model": {"name": "m", "image": "i", "resources": {"gpus": gpus}},
+                 "fallback": {"model": {"name": "s", "image": "i", "resources": {"gpus": 1}},
+                              "replicasPerZone": 0},
+                 "placement": [{"cluster": c, "zones": {f"{c}-a": 3, f"{c}-b": 1}}
+                               for c in ("east", "west")]}})
+
+
+def test_a_failover_gives_no_zone_more_replicas_than_its_nodes_hold():
+    """West's 4 replicas go to east by the declared 3:1, but east-a's two 8-GPU nodes
+    hold 4 replicas of 4 GPUs: the rest goes to east-b, not to a Pending pod."""
+    d, _ = steady(_lopsided(), [_zoned("east"), _zoned("west")])
+    plan = plan_one(d, [_zoned("east"), _zoned("west", "Down")])
+    assert plan.replicas[("east", "primary", "east-a")] == 4, "16 GPUs: 4 replicas"
+    assert plan.replicas[("east", "primary", "east-b")] == 4
+    assert plan.unserved == 0
+    unzoned = plan_one(d, [cluster("east", gpus=64), cluster("west", "Down")])
+    assert unzoned.replicas[("east", "primary", "east-a")] == 6, \
+        "without a probe of the zones the cluster's GPUs are the only limit"
+
+
+def test_a_zone_full_of_replicas_sends_the_rest_to_the_fallback_and_names_the_zone():
+    d, _ = steady(_lopsided(), [_zoned("east"), _zoned("west")])
+    # east-b has one 8-GPU node: 2 replicas; east-a 4; 2 of west's 4 are unserved
+    east = replace(_zoned("east"), zone_gpus={**_zoned("east").zone_gpus,
+                                              "east-b": _zoned("east", nodes=1)
+                                              .zone_gpus["east-b"]})
+    plan = plan_one(d, [east, _zoned("west", "Down")])
+    assert plan.replicas[("east", "primary", "east-a")] == 4
+    assert plan.replicas[("east", "primary", "east-b")] == 2
+    assert plan.unserved == 2
+    assert plan.replicas[("east", "fallback", "east-b")] == 0, "east-b has no GPU left"
+    assert plan.replicas[("east", "fallback", "east-a")] == 0
+    (capacity,) = [x for x in plan.decisions if x.kind == "Capacity"]
+    assert "zone east-a: 0 of 16 GPUs free" in capacity.reason
+    assert "zone east-b: 0 of 8 GPUs free" in capacity.reason
+
+
+def test_a_replica_larger_than_every_node_of_a_zone_is_not_planned_there():
+    d = deployment(_lopsided(gpus=12))
+    plan = plan_one(d, [_zoned("east", node=8), _zoned("west", node=16)])
+    assert all(plan.replicas[("east", "primary", z)] == 0 for z in ("east-a", "east-b"))
+    assert plan.replicas[("west", "primary", "west-a")] == 2, "32 GPUs in two 16-GPU nodes"
+    assert plan.replicas[("west", "primary", "west-b")] == 2, "what west-a and east cannot"
+    assert plan.unserved == 4, "8 declared, 4 fit"
+    (capacity,) = [x for x in plan.decisions if x.kind == "Capacity"]
+    assert "zone east-a: no node has 12 GPUs, the largest 8" in capacity.reason
+
+
+def test_zones_share_one_ledger_across_deployments_in_rank_order():
+    """A critical deployment's failover fills east-a; the best-effort one ranked after it
+    finds the zone full and moves to its fallback there, though east has GPUs left."""
+    crit_d, _ = steady(_lopsided(), [_zoned("east"), _zoned("west")])
+    batch = deployment(_best_effort())
+    views = {"east": _zoned("east"), "west": _zoned("west", "Down")}
+    plans = plan_fleet([batch, crit_d], views, now=T0)
+    crit, low = plans[("ai-platform", "lopsided")], plans[("ai-platform", "batch")]
+    assert crit.replicas[("east", "primary", "east-a")] == 4
+    assert low.replicas[("east", "primary", "east-a")] == 0, "east-a's 16 GPUs are taken"
+    assert crit.unserved == 0 and low.unserved >= 1
+    for zone in ("east-a", "east-b"):
+        used = sum(n * (4 if role == "primary" else 1)
+                   for p in (crit, low) for (c, role, z), n in p.replicas.items()
+                   if z == zone)
+        assert used <= 16, f"{zone}: {used} GPUs planned in 16"

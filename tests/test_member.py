@@ -67,10 +67,17 @@ def test_zones_count_ready_nodes_and_their_gpus():
                 "status": {"allocatable": {"nvidia.com/gpu": str(gpus)},
                            "conditions": [{"type": "Ready",
                                            "status": "True" if ready else "False"}]}}
-    zones = zones_of([node("east-a", True), node("east-a", False), node("other", True)],
+    zones = zones_of([node("east-a", True), node("east-a", False, 16), node("other", True)],
                      ["east-a", "east-b"])
     assert zones["east-a"].nodes == 2 and zones["east-a"].ready == 1
     assert zones["east-a"].gpus == 8 and zones["east-b"].nodes == 0
+    # what the zone's nodes hold, Ready or not: a NotReady node keeps its pods
+    assert zones["east-a"].node_gpus == 24 and zones["east-a"].largest == 16
+    # a count no node reports (a quantity with a suffix, a float, garbage) counts 0 and
+    # never fails the probe
+    odd = zones_of([node("east-b", True, g) for g in ("1k", "2.5", "x", "-3", "4")],
+                   ["east-b"])
+    assert odd["east-b"].nodes == 5 and odd["east-b"].node_gpus == 4
 
 
 def test_objects_of_a_deployment_that_cannot_be_planned_are_kept():

@@ -181,3 +181,21 @@ def test_a_ledger_basis_is_bounded_and_still_replays_every_decision():
     last = plans[("ai-platform", "batch-39")].basis
     assert last is not None and last.held["east"][OTHERS] > 0
     assert sum(last.held["east"].values()) == 120, "every GPU held is still counted"
+
+
+def test_a_decision_limited_by_a_zones_nodes_replays_from_the_zone_gpus_it_found():
+    """The record keeps each zone's free GPUs as the deployment found them: without them
+    the replay would place west's replicas where the zone had no room."""
+    from test_fleet import _lopsided, _zoned
+
+    crit, _ = steady(_lopsided(), [_zoned("east"), _zoned("west")])
+    batch_in = deployment(_best_effort())
+    clusters = {"east": _zoned("east"), "west": _zoned("west", "Down")}
+    batch = plan_fleet([batch_in, crit], clusters, now=T0)[("ai-platform", "batch")]
+    (decision,) = [x for x in batch.decisions if x.kind == "Capacity"]
+    assert batch.basis is not None and batch.basis.zone_free["east/east-a"] == 0
+    assert "zone east-a: 0 of 16 GPUs free" in decision.reason
+    result = explain(fleet_record(batch_in, clusters, decision, batch), VERSION)
+    assert result.reproduced, result.differences
+    bare = replace(batch, basis=replace(batch.basis, zone_free={}))
+    assert not explain(fleet_record(batch_in, clusters, decision, bare), VERSION).reproduced

@@ -91,6 +91,12 @@ class ZoneHealth(Status):
     """Of those, nodes whose Ready condition is True."""
     allocatable_gpus: Annotated[int, Field(ge=0)] = 0
     """Allocatable ``nvidia.com/gpu`` on the Ready nodes."""
+    node_gpus: Annotated[int, Field(ge=0)] = 0
+    """Allocatable ``nvidia.com/gpu`` on all the zone's nodes, Ready or not: no more of
+    the zone's replicas are planned than this holds."""
+    largest_node_gpus: Annotated[int, Field(ge=0)] = 0
+    """The most allocatable ``nvidia.com/gpu`` of one node: a replica needing more is not
+    planned in this zone."""
 
 
 class ServingClusterStatus(Status):

@@ -51,6 +51,11 @@ class ZoneNodes:
     nodes: int = 0
     ready: int = 0
     gpus: int = 0
+    """Allocatable GPUs on the Ready nodes."""
+    node_gpus: int = 0
+    """Allocatable GPUs on all the nodes, Ready or not."""
+    largest: int = 0
+    """The most allocatable GPUs of one node, Ready or not."""
 
 
 @dataclass(frozen=True)
@@ -87,17 +92,29 @@ def _node_ready(node: Mapping[str, Any]) -> bool:
 
 
 def zones_of(nodes: Iterable[Mapping[str, Any]], zones: Iterable[str]) -> dict[str, ZoneNodes]:
-    """Per listed zone: nodes, Ready nodes and allocatable GPUs on Ready nodes. Pure."""
+    """Per listed zone: nodes, Ready nodes, allocatable GPUs on Ready nodes and on all,
+    and the most one node has. Pure."""
     out = {z: ZoneNodes() for z in zones}
     for node in nodes:
         zone = node.get("metadata", {}).get("labels", {}).get(ZONE_LABEL)
         if zone not in out:
             continue
         ready = _node_ready(node)
-        gpus = int(node.get("status", {}).get("allocatable", {}).get(GPU, 0) or 0)
+        gpus = quantity_count((node.get("status") or {}).get("allocatable", {}).get(GPU))
         z = out[zone]
-        out[zone] = ZoneNodes(z.nodes + 1, z.ready + ready, z.gpus + (gpus if ready else 0))
+        out[zone] = ZoneNodes(z.nodes + 1, z.ready + ready, z.gpus + (gpus if ready else 0),
+                              z.node_gpus + gpus, max(z.largest, gpus))
     return out
+
+
+def quantity_count(value: Any) -> int:
+    """An extended resource's count as a node reports it (a whole number, as a string
+    or not); 0 for anything else. Pure."""
+    try:
+        count = int(str(value)) if value is not None else 0
+    except ValueError:
+        return 0
+    return max(0, count)
 
 
 def seen_of(obj: Mapping[str, Any]) -> Seen:

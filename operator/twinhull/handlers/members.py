@@ -25,11 +25,11 @@ from twinhull.clusters.kube import (
     Kube,
     configuration,
 )
-from twinhull.clusters.member import Member, ProbeResult, ZoneNodes
+from twinhull.clusters.member import Member, ProbeResult, ZoneNodes, quantity_count
 from twinhull.handlers import events
 from twinhull.handlers.runtime import Runtime, Settings, now, parse_time, rfc3339
 from twinhull.handlers.supervise import beat, forget, supervised
-from twinhull.plan.fleet import ClusterView
+from twinhull.plan.fleet import ClusterView, ZoneGpus
 from twinhull.plan.health import Health, next_health
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,8 @@ on a slow member takes a while) before it counts as stuck."""
 
 def _status(spec: ServingClusterSpec, health: Health, probe: ProbeResult, generation: int,
             extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    zones = {z: {"nodes": n.nodes, "readyNodes": n.ready, "allocatableGpus": n.gpus}
+    zones = {z: {"nodes": n.nodes, "readyNodes": n.ready, "allocatableGpus": n.gpus,
+                 "nodeGpus": n.node_gpus, "largestNodeGpus": n.largest}
              for z, n in probe.zones.items()}
     ready = health.phase == "Healthy"
     return {
@@ -362,9 +363,14 @@ class MemberDaemon:
         self.health = health = next_health(
             self.health, ok=probe.ok, failure_threshold=spec.health.failure_threshold,
             recovery_threshold=spec.health.recovery_threshold, now=now())
+        last = rt.views.get(name)
         zones_ready = ({z: n.ready > 0 for z, n in probe.zones.items()} if probe.ok else
-                       (rt.views[name].zones_ready if name in rt.views else {}))
+                       (last.zones_ready if last is not None else {}))
+        zone_gpus = ({z: ZoneGpus(n.node_gpus, n.largest) for z, n in probe.zones.items()
+                      if n.nodes} if probe.ok else
+                     (last.zone_gpus if last is not None else {}))
         view = ClusterView(name=name, phase=health.phase, zones_ready=zones_ready,
+                           zone_gpus=zone_gpus,
                            gpus=spec.capacity.gpus)
         changed_view = rt.views.get(name) != view
         rt.views[name] = view
@@ -467,8 +473,9 @@ async def cluster_daemon(name: str, body: kopf.Body, memo: Any,
 def member_zones(rt: Runtime, name: str) -> dict[str, ZoneNodes]:
     """The zones of the last good probe, kept while the cluster does not answer."""
     status = (rt.clusters.get(name) or {}).get("status") or {}
-    return {z: ZoneNodes(v.get("nodes", 0), v.get("readyNodes", 0), v.get("allocatableGpus", 0))
-            for z, v in (status.get("zones") or {}).items()}
+    return {z: ZoneNodes(*(quantity_count(v.get(k)) for k in (
+                "nodes", "readyNodes", "allocatableGpus", "nodeGpus", "largestNodeGpus")))
+            for z, v in (status.get("zones") or {}).items() if isinstance(v, dict)}
 
 
 async def _writer(rt: Runtime, member: Member) -> None:

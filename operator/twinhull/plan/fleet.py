@@ -89,6 +89,20 @@ class ClusterView:
     """Zone name to whether it has at least one Ready node."""
     gpus: int
     """``spec.capacity.gpus``: GPUs twinhull may place here, over all deployments."""
+    zone_gpus: Mapping[str, ZoneGpus] = field(default_factory=dict)
+    """Per zone, what its nodes hold as last probed (a zone not listed, or a cluster
+    never probed, limits nothing but the cluster's ``gpus``)."""
+
+
+@dataclass(frozen=True)
+class ZoneGpus:
+    """The GPUs of one zone's nodes, Ready or not: a node that is NotReady for a while
+    holds its pods, and moving replicas at every node flap would reload models."""
+
+    total: int = 0
+    """Allocatable GPUs of the zone's nodes."""
+    largest: int = 0
+    """The most allocatable GPUs of any one node: a replica needing more never starts."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +247,9 @@ class LedgerState:
     """GPUs per cluster that the deployments ranked after it need for their declared
     replicas and warm fallbacks (:func:`baseline_gpus`): a rollback's surge leaves them
     (:meth:`_Planner._surge`)."""
+    zone_free: Mapping[str, int] = field(default_factory=dict)
+    """Free GPUs per ``cluster/zone`` as it found them (zones with a probed size only;
+    a record made before zones were counted has none, and was planned without them)."""
 
 
 def decision_id(namespace: str, name: str, kind: str, inputs: Mapping[str, Any]) -> str:
@@ -279,14 +296,29 @@ class _Summary:
     """The first holders by name."""
 
 
+def zone_key(cluster: str, zone: str) -> str:
+    """The ``cluster/zone`` key of :attr:`LedgerState.zone_free` (cluster names are DNS
+    labels: no slash). Pure."""
+    return f"{cluster}/{zone}"
+
+
 class _Ledger:
     """Free GPUs per cluster while the fleet is planned in tier priority order, and who
-    holds them (to explain to a deployment that got less why)."""
+    holds them (to explain to a deployment that got less why); and free GPUs per zone
+    whose nodes were probed, so no zone is given more replicas than its nodes hold."""
 
     def __init__(self, clusters: Mapping[str, ClusterView],
                  state: LedgerState | None = None) -> None:
         self.free = {c: max(0, v.gpus) for c, v in clusters.items()}
         self.capacity = dict(self.free)
+        self.largest = {zone_key(c, z): max(0, g.largest)
+                        for c, v in clusters.items() for z, g in v.zone_gpus.items()}
+        self.zone_size = {zone_key(c, z): max(0, g.total)
+                          for c, v in clusters.items() for z, g in v.zone_gpus.items()}
+        self.zone_free = dict(self.zone_size)
+        self.turn: dict[str, int] = {}
+        """Zone GPUs taken by the holder whose turn is open (:meth:`state` leaves its
+        takes out, as it leaves out what it holds)."""
         self.holders: dict[str, dict[str, int]] = {c: {} for c in clusters}
         self.summaries: dict[str, _Summary] = {}
         """Per cluster, what the holders whose turn is over hold (see :meth:`state`)."""
@@ -299,10 +331,14 @@ class _Ledger:
             self.holders = {c: dict(state.held.get(c, {})) for c in self.capacity}
             self.free = {c: max(0, n - sum(self.holders[c].values()))
                          for c, n in self.capacity.items()}
+            # replayed as it was found: a zone not in the record limited nothing then
+            self.zone_free = {k: max(0, n) for k, n in state.zone_free.items()
+                              if k in self.zone_size}
 
     def close_turn(self, holder: str) -> None:
         """``holder`` has planned: add what it holds to each cluster's summary (see
         :meth:`state`). Effects: memory."""
+        self.turn = {}
         for cluster, cell in self.holders.items():
             gpus = cell.get(holder, 0)
             if not gpus:
@@ -332,26 +368,51 @@ class _Ledger:
         names = sorted({h for cell in held.values() for h in cell if h != OTHERS})
         return LedgerState(dict(self.capacity), held,
                            {h: why for h in names if (why := ahead(h)) is not None},
-                           dict(self.reserved))
+                           dict(self.reserved),
+                           {k: n + self.turn.get(k, 0) for k, n in self.zone_free.items()})
 
-    def take(self, cluster: str, gpus: int, want: int, holder: str, *,
+    def take(self, cluster: str, zone: str, gpus: int, want: int, holder: str, *,
              spare: bool = False) -> int:
-        """Reserve up to ``want`` replicas of ``gpus`` each for ``holder``; return how many
-        fit (``spare``: only in what the deployments ranked after leave, see
-        :attr:`reserved`). A cluster without a view (no ServingCluster seen) has no known
-        capacity and limits nothing: the plan keeps its replicas as declared until it is
-        seen."""
+        """Reserve up to ``want`` replicas of ``gpus`` each for ``holder`` in a zone;
+        return how many fit in the cluster's GPUs (``spare``: only in what the deployments
+        ranked after leave, see :attr:`reserved`) and in the zone's (none if no node of
+        the zone has ``gpus``). A cluster without a view (no ServingCluster seen) has no
+        known capacity and limits nothing: the plan keeps its replicas as declared until
+        it is seen; a zone without probed nodes is limited by its cluster alone."""
         if gpus <= 0 or want <= 0 or cluster not in self.free:
             return max(want, 0)
         free = self.free.get(cluster, 0) - (self.reserved.get(cluster, 0) if spare else 0)
         fit = max(0, min(want, free // gpus))
+        key = zone_key(cluster, zone)
+        if key in self.zone_free:
+            fit = 0 if gpus > self.largest.get(key, 0) else min(fit,
+                                                                self.zone_free[key] // gpus)
         if fit:
             self.free[cluster] -= fit * gpus
             held = self.holders.setdefault(cluster, {})
             held[holder] = held.get(holder, 0) + fit * gpus
+            if key in self.zone_free:
+                self.zone_free[key] -= fit * gpus
+                self.turn[key] = self.turn.get(key, 0) + fit * gpus
         return fit
 
-    def explain(self, cluster: str, exclude: str) -> str:
+    def zone_note(self, cluster: str, gpus: int) -> str:
+        """The zones of a cluster that hold no more replicas of ``gpus`` GPUs, e.g.
+        `` (zone east-a: 2 of 16 GPUs free)``, or ``""``."""
+        notes = []
+        for key in sorted(self.zone_free):
+            c, _, zone = key.partition("/")
+            if c != cluster:
+                continue
+            if gpus > self.largest.get(key, 0):
+                notes.append(f"zone {zone}: no node has {gpus} GPUs, the largest "
+                             f"{self.largest.get(key, 0)}")
+            elif self.zone_free[key] < gpus:
+                notes.append(f"zone {zone}: {self.zone_free[key]} of "
+                             f"{self.zone_size.get(key, 0)} GPUs free")
+        return f" ({', '.join(notes)})" if notes else ""
+
+    def explain(self, cluster: str, exclude: str, gpus: int = 0) -> str:
         """Who holds a cluster's GPUs, largest first, e.g. ``east: 32 GPUs, 30 held by
         ai/ide (critical) 18, ai/aiops (critical) 12``."""
         held = {h: g for h, g in self.holders.get(cluster, {}).items() if h != exclude}
@@ -360,7 +421,8 @@ class _Ledger:
         who = ", ".join(f"{h} {g}" for h, g in top[:4]) + (", ..." if len(top) > 4 else "")
         return (f"{cluster}: {self.capacity.get(cluster, 0)} GPUs, "
                 f"{sum(held.values())} held by deployments ranked ahead: "
-                f"{who or 'nobody'}, {self.free.get(cluster, 0)} free")
+                f"{who or 'nobody'}, {self.free.get(cluster, 0)} free"
+                f"{self.zone_note(cluster, gpus)}")
 
 
 def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, gpus: int,
@@ -377,7 +439,7 @@ def _spread(total: int, slots: Mapping[tuple[str, str], int], ledger: _Ledger, g
         progress, closed = 0, False
         for key, share in shares.items():
             cluster, zone = key.split("\0")
-            fit = ledger.take(cluster, gpus, share, holder, spare=spare)
+            fit = ledger.take(cluster, zone, gpus, share, holder, spare=spare)
             placed[(cluster, zone)] += fit
             progress += fit
             if fit < share:
@@ -664,8 +726,8 @@ class _Planner:
         gpus = spec.model.resources.gpus
         cells = self.cells()
         serving = [cz for cz in cells if self.serves(legs, *cz)]
-        own = {cz: self.ledger.take(cz[0], gpus, self.declared[cz], me) for cz in serving}
-        kept = {cz: self.ledger.take(cz[0], gpus, self.declared[cz], me)
+        own = {cz: self.ledger.take(*cz, gpus, self.declared[cz], me) for cz in serving}
+        kept = {cz: self.ledger.take(*cz, gpus, self.declared[cz], me)
                 for cz in cells if cz not in own and not self._emptied(cz)}
         missing = sum(self.declared[cz] - own.get(cz, 0) for cz in cells)
         takers = {cz: self.declared[cz] for cz in serving if self.phase(cz[0]) == "Healthy"}
@@ -679,7 +741,7 @@ class _Planner:
         if spec.fallback is not None:
             base, fb_gpus = spec.fallback.replicas_per_zone, spec.fallback.model.resources.gpus
             order = serving + [cz for cz in cells if cz not in own]  # serving zones first
-            warm = {cz: self.ledger.take(cz[0], fb_gpus, base, me) for cz in order
+            warm = {cz: self.ledger.take(*cz, fb_gpus, base, me) for cz in order
                     if not self._emptied(cz)}
             fb_extra = _spread(unserved, takers, self.ledger, fb_gpus, me)
             for c, z in self.declared:
@@ -688,7 +750,7 @@ class _Planner:
         if unserved:
             short = sorted({c for (c, z) in cells if (c, z) in own or c in
                             {cc for cc, _ in takers}})
-            self.shortage = "; ".join(self.ledger.explain(c, me) for c in short)
+            self.shortage = "; ".join(self.ledger.explain(c, me, gpus) for c in short)
             why = {h: self.ahead(h) for c in short for h in self.ledger.holders.get(c, {})
                    if h != me}
             ahead = sorted(h for h, w in why.items() if w is not None)
