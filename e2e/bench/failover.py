@@ -52,6 +52,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import yaml
@@ -82,6 +83,26 @@ FAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "member": (("member-down", "west"), ("member-up", "west")),
     "zone": (("zone-down", "west", "west-a"), ("zone-up", "west", "west-a")),
 }
+BLIP_SETTLE = 45.0
+"""Seconds the fleet must hold steady at 50/50 before a blip (see :class:`Settled`)."""
+
+
+class Settled:
+    """A condition that has held for ``seconds`` without a break, polled."""
+
+    def __init__(self, condition: Callable[[], bool], seconds: float) -> None:
+        self.condition, self.seconds = condition, seconds
+        self.since: float | None = None
+
+    def __call__(self) -> bool:
+        if not self.condition():
+            self.since = None
+            return False
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        return now - self.since >= self.seconds
+
+
 PROBES = {"default": {"probeIntervalSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 3},
           "conservative": {"probeIntervalSeconds": 10, "timeoutSeconds": 5,
                            "failureThreshold": 3}}
@@ -249,24 +270,32 @@ def main() -> None:
                                   f"failed {failed:.0f} fallback {fallback:.0f}", flush=True)
                 for _ in range(args.blips):
                     set_probes("default")
-                    wait(lambda: clusters_healthy(hub) and steady() and weight("west") == 50,
-                         300, "steady before a blip")
+                    # settled for BLIP_SETTLE s: after a fault's undo the member's node
+                    # lifecycle controller may still mark its pods unready (their nodes'
+                    # heartbeats stopped with the API server), which moves weights by
+                    # readiness, not by the blip
+                    calm = Settled(lambda: clusters_healthy(hub) and steady()
+                                   and weight("west") == 50, BLIP_SETTLE)
+                    wait(calm, 300 + BLIP_SETTLE, f"steady {BLIP_SETTLE:g}s before a blip")
                     undoing = ("heal", "west")
                     lab("partition", "west")
                     end = time.monotonic() + args.blip_seconds
-                    moved = False
+                    moved, phases = False, set()
                     while time.monotonic() < end:
                         moved = moved or weight("west") != 50
+                        phases.add(west_phase())
                         time.sleep(0.1)
                     lab("heal", "west")
                     undoing = ()
                     end = time.monotonic() + 10
                     while time.monotonic() < end:
                         moved = moved or weight("west") != 50
+                        phases.add(west_phase())
                         time.sleep(0.2)
                     blip_failovers += moved
-                    print(f"blip {args.blip_seconds:g}s: {'FAILED OVER' if moved else 'held'}",
-                          flush=True)
+                    seen = ", ".join(sorted(p for p in phases if p))
+                    print(f"blip {args.blip_seconds:g}s: {'FAILED OVER' if moved else 'held'}"
+                          f" (west seen {seen})", flush=True)
             finally:
                 if undoing:
                     subprocess.run([str(E2E / "lab"), *undoing], capture_output=True)
