@@ -796,3 +796,38 @@ def test_objects_made_in_a_member_do_not_rewrite_its_servingcluster_status():
     settled = asyncio.run(main())
     assert len(hub.statuses) == settled, [_condition(s, "Observed") for s in hub.statuses]
     assert _condition(hub.statuses[-1], "Observed")["status"] == "True"
+
+
+@pytest.mark.parametrize("heartbeat, writes", [(300.0, 1), (0.0, 0)])
+def test_an_unchanged_status_is_written_again_only_at_the_heartbeat(monkeypatch, heartbeat,
+                                                                     writes):
+    """A steady member's probes write nothing; its lastProbeTime is refreshed once the
+    heartbeat has passed (--heartbeat, 300 s), never with --heartbeat=0."""
+    from datetime import UTC, datetime, timedelta
+
+    import twinhull.handlers.members as members
+
+    clock = [datetime(2026, 12, 4, 5, 0, tzinfo=UTC)]
+    monkeypatch.setattr(members, "now", lambda: clock[0])
+    hub = FakeHub(_kubeconfig())
+    rt = _runtime(hub, heartbeat_seconds=heartbeat)
+    daemon, _ = _daemon(rt, [ClusterKube()])
+
+    async def main() -> list[int]:
+        counts = []
+        try:
+            for _ in range(5):  # consecutiveSuccesses counts up to its threshold
+                await daemon.step()
+            for seconds in (30, 299, 301, 302):
+                settled = len(hub.statuses)
+                clock[0] = datetime(2026, 12, 4, 5, 0, tzinfo=UTC) + timedelta(seconds=seconds)
+                await daemon.step()
+                counts.append(len(hub.statuses) - settled)
+        finally:
+            daemon.close()
+        return counts
+
+    counts = asyncio.run(main())
+    assert counts[:2] == [0, 0], "unchanged within the heartbeat: no write"
+    assert counts[2] == writes
+    assert counts[3] == 0, "the refreshed status is the new reference"

@@ -19,3 +19,18 @@ def test_a_max_workers_that_is_not_a_positive_whole_number_is_refused(
         parser().parse_args(["run", "--max-workers", value])
     assert raised.value.code == 2
     assert "--max-workers" in capsys.readouterr().err
+
+
+def test_heartbeat_defaults_to_five_minutes_and_zero_turns_it_off() -> None:
+    assert parser().parse_args(["run"]).heartbeat == 300.0
+    assert parser().parse_args(["run", "--heartbeat", "0"]).heartbeat == 0.0
+    assert parser().parse_args(["run", "--heartbeat=45.5"]).heartbeat == 45.5
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf", "nan"])
+def test_a_heartbeat_that_is_not_a_number_of_seconds_is_refused(
+        value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parser().parse_args(["run", f"--heartbeat={value}"])
+    assert raised.value.code == 2
+    assert "--heartbeat" in capsys.readouterr().err

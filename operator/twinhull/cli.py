@@ -161,6 +161,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more, or a message saying so."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def _identity() -> str:
     """This replica's name in the Lease: the pod's name (HOSTNAME in a pod) and a random
     part, so a restarted process is a new candidate. Effects: reads the environment."""
@@ -182,6 +193,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         failure_metric=args.failure_metric or None,
                         prewarm_period_seconds=args.prewarm_period,
                         prewarm_lead_seconds=args.prewarm_lead,
+                        heartbeat_seconds=args.heartbeat,
                         installation_id=args.installation_id or None,
                         allow_exec_plugins=args.allow_exec_plugins,
                         max_workers=args.max_workers)
@@ -430,6 +442,11 @@ def parser() -> argparse.ArgumentParser:
                           "(yesterday and a week ago at 86400; 0: no pre-warm)")
     run.add_argument("--prewarm-lead", type=float, default=600.0,
                      help="seconds ahead pre-warm provisions for (about a replica's start-up)")
+    run.add_argument("--heartbeat", type=_seconds, default=300.0,
+                     help="seconds after which a ServingCluster's status is written again "
+                          "when no probe changed it, to refresh status.lastProbeTime "
+                          "(default 300, as kubelets report an unchanged Node; 0: only "
+                          "changes are written)")
     run.add_argument("--resync", type=float, default=10.0,
                      help="seconds between full re-plans when nothing changes")
     run.add_argument("--max-workers", type=_positive_int, default=20,

@@ -109,7 +109,8 @@ class ServingClusterStatus(Status):
     phase_since: str | None = None
     """RFC 3339 time the phase last changed."""
     last_probe_time: str | None = None
-    """RFC 3339 time of the last probe (refreshed at least every 30 s while unchanged)."""
+    """RFC 3339 time of the last probe written: every probe that changes this status is,
+    an unchanged one after the operator's ``--heartbeat`` (5 minutes by default)."""
     consecutive_failures: Annotated[int, Field(ge=0)] = 0
     """Failed probes in a row."""
     consecutive_successes: Annotated[int, Field(ge=0)] = 0

@@ -392,9 +392,9 @@ class MemberDaemon:
 
     async def _write(self, status: dict[str, Any]) -> None:
         t = now()
-        stale = (self.last_probe_written is None or
-                 (t - self.last_probe_written).total_seconds() >=
-                 self.rt.settings.heartbeat_seconds)
+        heartbeat = self.rt.settings.heartbeat_seconds
+        stale = self.last_probe_written is None or (
+            heartbeat > 0 and (t - self.last_probe_written).total_seconds() >= heartbeat)
         if status == self.last_written and not stale:
             return
         status = {**status, "lastProbeTime": rfc3339(t)}

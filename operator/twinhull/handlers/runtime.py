@@ -71,9 +71,10 @@ class Settings:
     """The period of recurring peaks pre-warm looks back by (a day; 0: no pre-warm)."""
     prewarm_lead_seconds: float = 600.0
     """How far ahead pre-warm provisions for: about a replica's start-up time."""
-    heartbeat_seconds: float = 30.0
-    """A ServingCluster's lastProbeTime is refreshed at most this often when nothing else
-    changes, so a steady cluster costs no write per probe."""
+    heartbeat_seconds: float = 300.0
+    """A ServingCluster's status is written again after this long when no probe changed it,
+    to refresh its lastProbeTime (0: never; only changes are written). A steady cluster
+    costs no write per probe; kubelets report an unchanged Node every 5 minutes too."""
     installation_id: str | None = None
     """This installation's identity, stamped on every member object (None: the hub's
     kube-system Namespace UID)."""
