@@ -466,6 +466,13 @@ def _daemon(rt, kubes: list[ClusterKube]):
     return daemon, connected
 
 
+async def _step(daemon) -> None:
+    """One probe round, and its status and Events written (the daemon writes them off the
+    probe loop)."""
+    await daemon.step()
+    await daemon.drain()
+
+
 def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
@@ -485,7 +492,7 @@ def test_a_bad_first_kubeconfig_leaves_no_client_reports_it_and_the_cluster_goes
     async def main() -> None:
         for _ in range(3):
             daemon.secret_checked = None  # due again
-            await daemon.step()
+            await _step(daemon)
 
     asyncio.run(main())
     assert "east" not in rt.members and connected == []
@@ -505,11 +512,11 @@ def test_a_bad_rotated_kubeconfig_keeps_the_working_client():
     daemon, connected = _daemon(rt, [first, ClusterKube()])
 
     async def main() -> None:
-        await daemon.step()
+        await _step(daemon)
         assert rt.members["east"].kube is first and rt.views["east"].phase == "Healthy"
         hub.set_secret(b"kubeconfig: [unterminated", "2")
         daemon.secret_checked = None
-        await daemon.step()
+        await _step(daemon)
         daemon.close()
 
     asyncio.run(main())
@@ -527,7 +534,7 @@ def test_exec_plugins_are_refused_unless_the_operator_allows_them():
     hub = FakeHub(exec_config)
     rt = _runtime(hub)
     daemon, connected = _daemon(rt, [ClusterKube()])
-    asyncio.run(daemon.step())
+    asyncio.run(_step(daemon))
     assert connected == []
     assert "--allow-exec-plugins" in _condition(hub.statuses[-1], "CredentialsValid")["message"]
 
@@ -536,7 +543,7 @@ def test_exec_plugins_are_refused_unless_the_operator_allows_them():
 
     async def allowed() -> None:
         try:
-            await daemon.step()
+            await _step(daemon)
         finally:
             daemon.close()
 
@@ -553,8 +560,8 @@ def test_a_probe_writes_the_view_time_and_beats_and_a_failed_observation_is_repo
 
     async def main() -> None:
         try:
-            await daemon.step()
-            await daemon.step()
+            await _step(daemon)
+            await _step(daemon)
             rt.poke_member("east")
             await asyncio.sleep(0.05)
         finally:
@@ -574,7 +581,7 @@ def test_view_time_and_beats_are_recorded_while_running():
 
     async def main() -> tuple[set[str], set[str]]:
         try:
-            await daemon.step()
+            await _step(daemon)
             rt.poke_member("east")
             await asyncio.sleep(0.05)
             return set(rt.view_times), set(rt.beats)
@@ -617,19 +624,71 @@ def test_the_daemon_survives_a_failing_round_and_leaves_no_view_when_stopped():
         task = asyncio.ensure_future(daemon.run(stopped))  # type: ignore[arg-type]
         await asyncio.sleep(1.3)  # two rounds, one second apart
         seen = rt.views["east"].phase
-        error = rt.loop_errors.get(daemon.loop, "")
-        beating = daemon.loop in rt.beats
+        error = rt.loop_errors.get(daemon.status_loop, "")
+        beating = daemon.loop in rt.beats and daemon.loop not in rt.loop_errors
         stopped.flag.set()
         await task
         return seen, len(failures), error, beating
 
     phase, rounds, error, beating = asyncio.run(main())
     assert phase == "Healthy" and rounds >= 2
-    # alive (it beats: one cluster's failing round never fails the operator's liveness)
-    # and the error is reported with the loop
+    # the probes go on (the status is written off their loop, so its failure fails no
+    # probe round and never the operator's liveness); the failure is reported as the
+    # status writer's, and counted
     assert beating and "RuntimeError: a bug in the status write" in error
+    assert rt.telemetry.reconcile_errors.labels("status/east")._value.get() >= 2
     assert "east" not in rt.views and "east" not in rt.view_times and "east" not in rt.members
-    assert kube.closed and not rt.loop_bounds
+    assert kube.closed and not rt.loop_bounds and "status/east" not in rt.loop_errors
+
+
+def test_a_backed_up_hub_delays_no_probe():
+    """The status and Events are written off the probe loop. A hub whose write queue is
+    full (a fleet round's thousands of writes ahead of an Event) answers them late; when
+    the probe loop waited for them, a killed member of 2,000 ModelDeployments was Down
+    after 18.7 s instead of three probes. Here the hub answers no write until released:
+    the member still goes Down after three probes a second apart, and what was written
+    once the hub answers is the newest status, Down."""
+    hub = FakeHub(_kubeconfig())
+    rt = _runtime(hub)
+    kube = HangingKube()
+    spec = {**CLUSTER["spec"], "health": {"probeIntervalSeconds": 1, "timeoutSeconds": 1,
+                                          "failureThreshold": 3}}
+    rt.clusters["east"] = {**CLUSTER, "spec": spec}
+    daemon, _ = _daemon(rt, [kube])
+    patch, create = hub.patch_status, hub.create
+
+    async def main() -> tuple[str | None, float, int]:
+        gate = asyncio.Event()
+
+        async def patch_status(*args: Any, **kw: Any) -> None:
+            await gate.wait()
+            await patch(*args, **kw)
+
+        async def post(obj: dict[str, Any], **kw: Any) -> dict[str, Any]:
+            await gate.wait()
+            return await create(obj, **kw)
+
+        hub.patch_status, hub.create = patch_status, post  # type: ignore[method-assign]
+        stopped = _Stopped()
+        began = time.monotonic()
+        task = asyncio.ensure_future(daemon.run(stopped))  # type: ignore[arg-type]
+        while daemon.health.phase != "Down" and time.monotonic() - began < 10:
+            await asyncio.sleep(0.05)
+        down = time.monotonic() - began
+        phase = rt.views["east"].phase
+        waiting = len(daemon.posting)
+        gate.set()
+        await daemon.drain()
+        stopped.flag.set()
+        await task
+        return phase, down, waiting
+
+    phase, down, waiting = asyncio.run(main())
+    assert phase == "Down" and down < 4.0, f"Down after {down:.1f}s"
+    assert waiting >= 1, "the Suspect/Down Events were waiting for the hub"
+    assert [s["phase"] for s in hub.statuses][-1] == "Down"
+    assert len(hub.statuses) <= 2, "superseded statuses are not written one by one"
+    assert {e["reason"] for e in hub.events} >= {"ClusterDown"}
 
 
 class HangingKube(ClusterKube):
@@ -776,7 +835,7 @@ def test_objects_made_in_a_member_do_not_rewrite_its_servingcluster_status():
     async def main() -> int:
         try:
             for _ in range(5):  # consecutiveSuccesses counts up to its threshold
-                await daemon.step()
+                await _step(daemon)
             settled = len(hub.statuses)
             for obj in [o for o in OBJECTS if (o["apiVersion"], o["kind"]) in WORKLOAD_KINDS]:
                 await kube.apply(_labelled(obj, "hub-a"))
@@ -788,7 +847,7 @@ def test_objects_made_in_a_member_do_not_rewrite_its_servingcluster_status():
                     await asyncio.sleep(0.01)
                 else:
                     raise AssertionError(f"never observed {obj['metadata']['name']}")
-                await daemon.step()
+                await _step(daemon)
             return settled
         finally:
             daemon.close()
@@ -817,11 +876,11 @@ def test_an_unchanged_status_is_written_again_only_at_the_heartbeat(monkeypatch,
         counts = []
         try:
             for _ in range(5):  # consecutiveSuccesses counts up to its threshold
-                await daemon.step()
+                await _step(daemon)
             for seconds in (30, 299, 301, 302):
                 settled = len(hub.statuses)
                 clock[0] = datetime(2026, 12, 4, 5, 0, tzinfo=UTC) + timedelta(seconds=seconds)
-                await daemon.step()
+                await _step(daemon)
                 counts.append(len(hub.statuses) - settled)
         finally:
             daemon.close()
