@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -98,6 +98,30 @@ def manifests(count: int, members: list[tuple[str, list[str]]]) -> list[dict[str
     return docs
 
 
+def operator_requests(path: Path, since: datetime, until: datetime
+                      ) -> Iterator[tuple[datetime, str, str]]:
+    """The operator's requests one API server received in [since, until), from its audit
+    log (the rotated file first): (when, verb, resource with its subresource)."""
+    for name in (path.with_name(path.name + ".1"), path):
+        if not name.exists():
+            continue
+        with name.open() as lines:
+            for line in lines:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by rotation
+                user = (event.get("user") or {}).get("username", "")
+                if not user.startswith(OPERATOR_USERS):
+                    continue
+                at = datetime.fromisoformat(event["requestReceivedTimestamp"])
+                if not since <= at < until:
+                    continue
+                ref = event.get("objectRef") or {}
+                sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+                yield at, event.get("verb", ""), f"{ref.get('resource', '')}{sub}"
+
+
 def audit_counts(logs: dict[str, Path], since: datetime, until: datetime
                  ) -> dict[str, Counter[str]]:
     """Per cluster, the operator's requests received in [since, until), by kind: ``read``
@@ -106,35 +130,31 @@ def audit_counts(logs: dict[str, Path], since: datetime, until: datetime
     found: dict[str, Counter[str]] = {}
     for cluster, path in logs.items():
         counts: Counter[str] = Counter()
-        for name in (path.with_name(path.name + ".1"), path):  # rotated first (older)
-            if not name.exists():
-                continue
-            with name.open() as lines:
-                for line in lines:
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut by rotation
-                    user = (event.get("user") or {}).get("username", "")
-                    if not user.startswith(OPERATOR_USERS):
-                        continue
-                    at = datetime.fromisoformat(event["requestReceivedTimestamp"])
-                    if not since <= at < until:
-                        continue
-                    verb = event.get("verb", "")
-                    ref = event.get("objectRef") or {}
-                    resource = ref.get("resource", "")
-                    if verb in WRITES:
-                        kind = "lease" if resource == "leases" else "write"
-                        counts[kind] += 1
-                        sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
-                        counts[f"{kind}:{verb} {resource}{sub}"] += 1
-                    elif verb == "watch":
-                        counts["watch"] += 1
-                    else:
-                        counts["read"] += 1
+        for _, verb, resource in operator_requests(path, since, until):
+            if verb in WRITES:
+                kind = "lease" if resource == "leases" else "write"
+                counts[kind] += 1
+                counts[f"{kind}:{verb} {resource}"] += 1
+            elif verb == "watch":
+                counts["watch"] += 1
+            else:
+                counts["read"] += 1
         found[cluster] = counts
     return found
+
+
+def write_timeline(path: Path, since: datetime, until: datetime, step: float = 5.0
+                   ) -> list[str]:
+    """The operator's writes to one API server in [since, until), per ``step`` seconds
+    and resource: where the time between a fault and its last route write went."""
+    buckets: dict[int, Counter[str]] = {}
+    for at, verb, resource in operator_requests(path, since, until):
+        if verb in WRITES and resource != "leases":
+            buckets.setdefault(int((at - since).total_seconds() // step), Counter())[
+                resource] += 1
+    return [f"{i * step:5.0f}-{(i + 1) * step:<4.0f}s " + ", ".join(
+        f"{what} {n}" for what, n in buckets[i].most_common())
+        for i in sorted(buckets)]
 
 
 def window(logs: dict[str, Path], seconds: float, label: str) -> dict[str, Counter[str]]:
@@ -414,8 +434,8 @@ def main() -> None:
             print(f"kopf's first pass (finalizers) ended at {first_pass:.1f}s", flush=True)
             time.sleep(10)  # the last status writes and observations settle
             steady = window(logs, args.steady_seconds, "steady")
-            t0 = time.monotonic()
             heap_dump(process)
+            t0, killed = time.monotonic(), datetime.now(UTC)
             lab("kill", lost)
             try:
                 wait(lambda: phase(lost) == "Down", 120, f"{lost} Down", interval=0.5)
@@ -424,7 +444,11 @@ def main() -> None:
                      f"every HTTPRoute without {lost}", interval=every)
                 loss_weight0 = time.monotonic() - t0
                 print(f"{lost} lost: Down at {loss_detect:.1f}s, weight 0 in every route at "
-                      f"{loss_weight0:.1f}s", flush=True)
+                      f"{loss_weight0:.1f}s; the operator's hub writes from the kill:",
+                      flush=True)
+                time.sleep(3)  # the audit log is written in batches (1 s)
+                for line in write_timeline(logs["hub"], killed, datetime.now(UTC)):
+                    print(f"    {line}", flush=True)
                 loss = window(logs, args.steady_seconds, f"{lost} down")
             finally:  # the figures are taken; a revive that fails is said, not raised
                 revived = subprocess.run([str(E2E / "lab"), "revive", lost],
