@@ -237,6 +237,7 @@ class MemberDaemon:
         self.writer_loop = f"writer/{name}"
         self.status_loop = f"status/{name}"
         """Where a failed status write is reported (``rt.loop_errors``)."""
+        rt.telemetry.start_loop(self.status_loop)
 
     # -- credentials --------------------------------------------------------------------------
 
@@ -405,8 +406,9 @@ class MemberDaemon:
         """Post an Event without waiting for it. Events are the hub's last writes (behind a
         fleet round's thousands, up to their queue time); awaited in the probe loop they
         held the next probe back: at 2,000 ModelDeployments a killed member was Down
-        after 18.7 s instead of three probes. At most :data:`EVENTS_PENDING` wait; more
-        are counted as dropped (the phase is in the status). Effects: a task."""
+        after 18.7 s (11.9 s since; 5.1 s at 30 deployments). At most
+        :data:`EVENTS_PENDING` wait; more are counted as dropped (the phase is in the
+        status). Effects: a task."""
         if len(self.posting) >= EVENTS_PENDING:
             self.rt.telemetry.events_dropped.inc()
             self.throttle.warn("events", "cluster %s: %d Events wait for the hub; %s not "
@@ -446,8 +448,9 @@ class MemberDaemon:
                 self.rt.loop_errors.pop(self.status_loop, None)
 
     async def drain(self) -> None:
-        """Wait until the status and Events handed over so far are written (tests, and a
-        clean stop). Effects: waits."""
+        """Wait until the status and Events handed over so far are written (for tests: a
+        stopping daemon cancels its status write, the next leader writes its own).
+        Effects: waits."""
         while (self.status_task is not None and not self.status_task.done()) or self.posting:
             await asyncio.gather(*([self.status_task] if self.status_task else []),
                                  *self.posting, return_exceptions=True)
