@@ -641,13 +641,22 @@ def test_the_daemon_survives_a_failing_round_and_leaves_no_view_when_stopped():
     assert kube.closed and not rt.loop_bounds and "status/east" not in rt.loop_errors
 
 
-def test_a_backed_up_hub_delays_no_probe():
-    """The status and Events are written off the probe loop. A hub whose write queue is
-    full (a fleet round's thousands of writes ahead of an Event) answers them late; when
-    the probe loop waited for them, a killed member of 2,000 ModelDeployments was Down
-    after 18.7 s instead of three probes. Here the hub answers no write until released:
-    the member still goes Down after three probes a second apart, and what was written
-    once the hub answers is the newest status, Down."""
+class HangingKube(ClusterKube):
+    """A frozen API server: a list hangs until the client's timeout, then fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probes: list[float] = []
+
+    async def list(self, api_version: str, kind: str, **kw: Any) -> list[dict[str, Any]]:
+        if kind == "Node":
+            self.probes.append(time.monotonic())
+        await asyncio.sleep(float(kw.get("timeout") or 1.0))
+        raise ClusterUnavailable("east: no answer within 1s")
+
+
+def _frozen_member():
+    """A daemon probing a frozen member every second (timeout 1 s, Down after 3)."""
     hub = FakeHub(_kubeconfig())
     rt = _runtime(hub)
     kube = HangingKube()
@@ -655,6 +664,40 @@ def test_a_backed_up_hub_delays_no_probe():
                                           "failureThreshold": 3}}
     rt.clusters["east"] = {**CLUSTER, "spec": spec}
     daemon, _ = _daemon(rt, [kube])
+    return hub, rt, kube, daemon
+
+
+def test_probes_keep_their_cadence_when_each_waits_out_its_timeout():
+    """A frozen member makes every probe wait its timeout (1 s here, as the interval): the
+    next starts at once, so failures come one interval apart (Down after the threshold's
+    intervals), not an interval plus a timeout apart."""
+    _, _, kube, daemon = _frozen_member()
+
+    async def main() -> str | None:
+        stopped = _Stopped()
+        task = asyncio.ensure_future(daemon.run(stopped))  # type: ignore[arg-type]
+        await asyncio.sleep(3.6)
+        phase = daemon.health.phase
+        stopped.flag.set()
+        await task
+        return phase
+
+    phase = asyncio.run(main())
+    gaps = [b - a for a, b in zip(kube.probes, kube.probes[1:], strict=False)]
+    assert len(kube.probes) >= 3, kube.probes
+    assert all(g < 1.5 for g in gaps), f"a probe waited an interval after a timeout: {gaps}"
+    assert phase == "Down"
+
+
+
+def test_a_backed_up_hub_delays_no_probe():
+    """The status and Events are written off the probe loop. A hub whose write queue is
+    full (a fleet round's thousands of writes ahead of an Event) answers them late; when
+    the probe loop waited for them, a killed member of 2,000 ModelDeployments was Down
+    after 18.7 s instead of three probes. Here the hub answers no write until released:
+    the member still goes Down after three probes a second apart, and what was written
+    once the hub answers is the newest status, Down."""
+    hub, rt, _, daemon = _frozen_member()
     patch, create = hub.patch_status, hub.create
 
     async def main() -> tuple[str | None, float, int]:
@@ -689,48 +732,6 @@ def test_a_backed_up_hub_delays_no_probe():
     assert [s["phase"] for s in hub.statuses][-1] == "Down"
     assert len(hub.statuses) <= 2, "superseded statuses are not written one by one"
     assert {e["reason"] for e in hub.events} >= {"ClusterDown"}
-
-
-class HangingKube(ClusterKube):
-    """A frozen API server: a list hangs until the client's timeout, then fails."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.probes: list[float] = []
-
-    async def list(self, api_version: str, kind: str, **kw: Any) -> list[dict[str, Any]]:
-        if kind == "Node":
-            self.probes.append(time.monotonic())
-        await asyncio.sleep(float(kw.get("timeout") or 1.0))
-        raise ClusterUnavailable("east: no answer within 1s")
-
-
-def test_probes_keep_their_cadence_when_each_waits_out_its_timeout():
-    """A frozen member makes every probe wait its timeout (1 s here, as the interval): the
-    next starts at once, so failures come one interval apart (Down after the threshold's
-    intervals), not an interval plus a timeout apart."""
-    hub = FakeHub(_kubeconfig())
-    rt = _runtime(hub)
-    kube = HangingKube()
-    spec = {**CLUSTER["spec"], "health": {"probeIntervalSeconds": 1, "timeoutSeconds": 1,
-                                          "failureThreshold": 3}}
-    rt.clusters["east"] = {**CLUSTER, "spec": spec}
-    daemon, _ = _daemon(rt, [kube])
-
-    async def main() -> str | None:
-        stopped = _Stopped()
-        task = asyncio.ensure_future(daemon.run(stopped))  # type: ignore[arg-type]
-        await asyncio.sleep(3.6)
-        phase = daemon.health.phase
-        stopped.flag.set()
-        await task
-        return phase
-
-    phase = asyncio.run(main())
-    gaps = [b - a for a, b in zip(kube.probes, kube.probes[1:], strict=False)]
-    assert len(kube.probes) >= 3, kube.probes
-    assert all(g < 1.5 for g in gaps), f"a probe waited an interval after a timeout: {gaps}"
-    assert phase == "Down"
 
 
 def test_installation_id_is_the_flag_or_the_hubs_kube_system_uid():
