@@ -9,6 +9,7 @@ import asyncio
 import copy
 import json
 import re
+import threading
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -256,6 +257,49 @@ def test_a_planner_exception_on_one_object_holds_it_and_backs_off(monkeypatch):
     run(rt)
     assert ("ai", "boom") not in rt.backoff, "a good round clears the backoff"
     assert ready(hub(rt).last_status("boom"))["reason"] != "PlanningFailed"
+
+
+def test_a_long_round_lets_the_loop_run_and_plans_off_it(monkeypatch):
+    """A round over many deployments gives the event loop back between them (the member
+    probes share it), and the fleet planner runs on another thread; a view that moves
+    while the round yields does not change what the round writes about that round."""
+    monkeypatch.setattr(fleet, "YIELD_SECONDS", 0.0)  # yield after every deployment
+    real, threads = fleet.plan_fleet, set()
+
+    def planner(inputs, views, *, now):
+        threads.add(threading.get_ident())
+        return real(inputs, views, now=now)
+
+    monkeypatch.setattr(fleet, "plan_fleet", planner)
+    names = [f"md{i}" for i in range(20)]
+    rt = runtime(*(body(n, example_spec("aiops-platform")) for n in names))
+    ticks = 0
+
+    async def round_beside_a_probe() -> None:
+        nonlocal ticks
+        done = asyncio.Event()
+
+        async def probe() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                if ticks == 3:  # a member turns Suspect mid-round
+                    rt.views["west"] = replace(rt.views["west"], phase="Suspect")
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(probe())
+        await asyncio.sleep(0)
+        await fleet.reconcile(rt)
+        done.set()
+        await task
+
+    asyncio.run(round_beside_a_probe())
+    assert ticks >= 4 * len(names), "the loop ran between the deployments of each stage"
+    assert threads and threading.get_ident() not in threads, "planned on another thread"
+    # the round planned with west Healthy; every status it wrote says so, none mixes
+    for n in names:
+        west = next(c for c in hub(rt).last_status(n)["clusters"] if c["name"] == "west")
+        assert west["phase"] == "Healthy"
 
 
 # -- status is replaced, not merged ------------------------------------------------------

@@ -26,7 +26,11 @@ image each) in memory before the rounds, as a fleet that has rolled out K times 
 
 Run: .venv/bin/python tests/bench/round_memory.py [--deployments N] [--history K]
 Last line: deployments=N history=K rss_mib=… history_mib=… rss_growth_mib=… retained_mib=…
-peak_mib=… round_s=…
+peak_mib=… round_s=… loop_stall_s=…
+
+``loop_stall_s``: the longest a task sleeping 10 ms at a time waited past its 10 ms during
+the untraced rounds, i.e. how long a round held the event loop in one piece (the member
+probes share it).
 """
 
 from __future__ import annotations
@@ -104,16 +108,40 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def rounds(rt: Runtime, count: int) -> float:
-    """Run ``count`` rounds; the slowest one's seconds."""
-    slowest = 0.0
+async def _watched(rt: Runtime) -> float:
+    """One round beside a task that sleeps 10 ms at a time, as the member probes and the
+    watch handlers share the loop with the round; the longest the task waited past its
+    10 ms (how long the round held the loop in one piece)."""
+    stalls = [0.0]
+    done = False
+
+    async def ticker() -> None:
+        while not done:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            stalls.append(time.monotonic() - t - 0.01)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)  # the ticker runs before the round takes the loop
+    try:
+        await fleet.reconcile(rt)
+    finally:
+        done = True
+        await task
+    return max(stalls)
+
+
+def rounds(rt: Runtime, count: int) -> tuple[float, float]:
+    """Run ``count`` rounds; the slowest one's seconds and the longest the event loop was
+    held in one piece during them."""
+    slowest = stall = 0.0
     for _ in range(count):
         for key in list(rt.views):
             rt.view_times[key] = now()
         start = time.monotonic()
-        asyncio.run(fleet.reconcile(rt))
-        slowest = max(slowest, time.monotonic() - start)
-    return slowest
+        stall = max(stall, asyncio.run(_watched(rt)))
+        slowest = max(slowest, time.monotonic() - start - 0.05)
+    return slowest, stall
 
 
 def main() -> None:
@@ -130,7 +158,7 @@ def main() -> None:
     add_history(rt, k)
     gc.collect()
     before = rss_mib()
-    round_s = rounds(rt, 3)
+    round_s, stall_s = rounds(rt, 3)
     gc.collect()
     growth = rss_mib() - before
 
@@ -160,14 +188,14 @@ def main() -> None:
     mib = 2**20
     print(f"{n} deployments: RSS {start:.0f} MiB; {k} earlier revisions each +{before - start:.0f}"
           f" MiB ({history / mib:.1f} traced); 3 rounds +{growth:.0f} MiB, the slowest "
-          f"{round_s:.1f} s (untraced)")
+          f"{round_s:.1f} s (untraced), holding the event loop {stall_s:.2f} s at most")
     print(f"traced: the rounds kept {retained / mib:.1f} MiB, a round's peak "
           f"+{peak / mib:.1f} MiB; the twinhull lines holding most (revisions included):")
     for where, (size, blocks) in sorted(holders.items(), key=lambda h: -h[1][0])[:5]:
         print(f"  {size / mib:6.1f} MiB  {blocks:7d} blocks  {where}")
     print(f"deployments={n} history={k} rss_mib={start:.0f} history_mib={history / mib:.1f} "
           f"rss_growth_mib={growth:.0f} retained_mib={retained / mib:.1f} "
-          f"peak_mib={peak / mib:.1f} round_s={round_s:.2f}")
+          f"peak_mib={peak / mib:.1f} round_s={round_s:.2f} loop_stall_s={stall_s:.2f}")
 
 
 if __name__ == "__main__":

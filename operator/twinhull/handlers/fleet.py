@@ -223,13 +223,18 @@ class Notes:
 
 def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: DeploymentPlan,
             observed: dict[Slot, Replicas], t: str | None, rev: RevisionPlan,
-            notes: Notes = Notes()) -> dict[str, Any]:
+            notes: Notes = Notes(), views: Mapping[str, ClusterView] | None = None
+            ) -> dict[str, Any]:
+    """The status of one deployment from its plan; each cluster's phase from ``views``
+    (the round's, which the plan was made from; the current ones when not given). Pure
+    (reads memory)."""
+    views = rt.views if views is None else views
     old = as_mapping(body.get("status"))
     generation = int(body["metadata"].get("generation", 0))
     key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
     clusters: list[dict[str, Any]] = []
     for p in spec.placement:
-        view = rt.views.get(p.cluster)
+        view = views.get(p.cluster)
         zones: dict[str, Any] = {}
         fallback_zones: dict[str, Any] = {}
         for (c, role, zone), n in sorted(plan.replicas.items()):
@@ -631,9 +636,12 @@ class _Round:
     as they are). A deployment that fails is reported on itself and backs off; the others
     go on. Effects: memory (writes run at the end of the round)."""
 
-    def __init__(self, rt: Runtime, t_now: datetime) -> None:
+    def __init__(self, rt: Runtime, t_now: datetime,
+                 views: Mapping[str, ClusterView] | None = None) -> None:
         self.rt = rt
         self.now = t_now
+        self.views: Mapping[str, ClusterView] = views if views is not None else {}
+        """The cluster views this round plans from (taken once at its start)."""
         self.writes: list[Any] = []
         self.held: set[Key] = set()
         self.statuses: list[tuple[bool, Key, dict[str, Any]]] = []
@@ -732,6 +740,32 @@ class _Round:
         return False
 
 
+YIELD_SECONDS = 0.02
+"""A round gives the event loop back after at most this much work between two deployments
+(:class:`_Pause`). In one piece, a steady round over 2,000 ModelDeployments held the loop
+for 1.6-1.9 s on an idle machine (``tests/bench/round_memory.py``, ``loop_stall_s``), many
+seconds on a loaded one: the member probes, which share the loop, then came 3.2 s apart
+instead of 1 s, and a killed member was Down ~6 s later than its probes allow."""
+
+
+class _Pause:
+    """Yield to the event loop when :data:`YIELD_SECONDS` have passed since the last
+    yield, so probes, watch events and the Lease's bookkeeping run during a long round.
+    What the round reads from memory after a yield may have moved on (a probe changed a
+    view, a watch event a body): the round plans from what it took at its start, and its
+    writes are level-triggered, so the next round corrects what moved. Effects: yields."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.yields = 0
+
+    async def __call__(self) -> None:
+        if time.monotonic() - self.last >= YIELD_SECONDS:
+            await asyncio.sleep(0)
+            self.yields += 1
+            self.last = time.monotonic()
+
+
 async def reconcile(rt: Runtime) -> None:
     """One round over the whole fleet. Each ModelDeployment is planned, rendered and
     reported on its own: one that raises is held and reported on itself, never stops the
@@ -741,16 +775,19 @@ async def reconcile(rt: Runtime) -> None:
         log.debug("waiting for every cluster's first observation")
         return
     t = rfc3339(t_now)
+    pause = _Pause()
     views = current_views(rt, t_now)
     loads, loads_missing = current_loads(rt, t_now)
-    rnd = _Round(rt, t_now)
+    rnd = _Round(rt, t_now, views)
     inputs: list[DeploymentInput] = []
     bodies: dict[Key, dict[str, Any]] = {}
     notes: dict[Key, Annotations] = {}
-    ready = {cluster: member.ready_replicas() for cluster, member in rt.members.items()}
+    members = dict(rt.members)  # a member removed during the round is published to no more
+    ready = {cluster: member.ready_replicas() for cluster, member in members.items()}
     drilled = drills.faults(rt, t_now)
     candidates: dict[Key, tuple[dict[str, Any], ModelDeploymentSpec, ServingTierSpec]] = {}
     for key, body in list(rt.deployments.items()):
+        await pause()
         if as_mapping(body.get("metadata")).get("deletionTimestamp"):
             continue
         if rnd.backing_off(key):
@@ -774,6 +811,7 @@ async def reconcile(rt: Runtime) -> None:
     collided = collisions({k: rendered_names(k[1], s) for k, (_, s, _) in candidates.items()},
                           created)
     for key, (body, spec, tier) in candidates.items():
+        await pause()
         if key in collided:
             rnd.report(key, body, "NameCollision", collided[key])
             continue
@@ -796,12 +834,13 @@ async def reconcile(rt: Runtime) -> None:
             continue
         bodies[key], notes[key] = body, parsed
     snapshots = revisions.snapshots_by_deployment(rt)
-    settled = {c: m.revisions() for c, m in rt.members.items()}
+    settled = {c: m.revisions() for c, m in members.items()}
     revs: dict[Key, RevisionPlan] = {}
     rev_inputs: dict[Key, RevisionInput] = {}
     effective: dict[Key, ModelDeploymentSpec] = {}
     manifests: dict[Key, dict[str, Any]] = {}
     for d in list(inputs):
+        await pause()
         key = (d.namespace, d.name)
         try:
             request = revisions.request_of(bodies[key], notes[key].rollback)
@@ -822,7 +861,9 @@ async def reconcile(rt: Runtime) -> None:
     planned = {(d.namespace, d.name): replace(
         d, spec=effective[(d.namespace, d.name)],
         drained=frozenset(_drained(revs[(d.namespace, d.name)]))) for d in inputs}
-    plans, failed = _plan_isolated(list(planned.values()), views, t_now)
+    # pure, on a thread: the loop goes on meanwhile (a third of a round's time at 2,000)
+    plans, failed = await asyncio.to_thread(_plan_isolated, list(planned.values()), views,
+                                            t_now)
     for key, error in failed.items():
         rnd.fail(key, bodies[key], "planning", error)
     inputs = [d for d in inputs if (d.namespace, d.name) in plans]
@@ -834,10 +875,11 @@ async def reconcile(rt: Runtime) -> None:
     rnd.held |= unrecorded
     inputs = [d for d in inputs if (d.namespace, d.name) not in unrecorded]
 
-    desired: dict[str, list[dict[str, Any]]] = {c: [] for c in rt.members}
+    desired: dict[str, list[dict[str, Any]]] = {c: [] for c in members}
     tiers_used: set[str] = set()
     rendered: list[DeploymentInput] = []
     for d in inputs:
+        await pause()
         key = (d.namespace, d.name)
         plan, rev = plans[key], revs[key]
         try:
@@ -863,11 +905,12 @@ async def reconcile(rt: Runtime) -> None:
             pc = priority_class(tier_name, rt.policy.resolve(tier_name))
             if pc is not None:
                 objects.insert(0, pc)
-        if rt.members[cluster].publish(objects, keep=rnd.held):
+        if members[cluster].publish(objects, keep=rnd.held):
             rt.poke_member(cluster)
 
     audited: set[Key] = set()
     for d in rendered:
+        await pause()
         key = (d.namespace, d.name)
         try:
             fresh = _report(rt, rnd, d, bodies[key], plans[key], revs[key],
@@ -963,7 +1006,7 @@ def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
     metrics_error = (rt.load_errors.get(key) or (loads_missing if d.load is None else "")
                      if scaled else "")
     note = Notes(problems=parsed.problems, metrics_error=metrics_error, approved=approved)
-    status = _status(rt, body, d.spec, plan, dict(d.observed), t, rev, note)
+    status = _status(rt, body, d.spec, plan, dict(d.observed), t, rev, note, rnd.views)
     old = as_mapping(body.get("status"))
     if _differs(status, old):
         was, now_ready = _ready_of(old), _ready_of(status)
