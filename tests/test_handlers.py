@@ -23,7 +23,13 @@ from hypothesis import strategies as st
 
 from twinhull.api.annotations import APPROVE, MAX_BYTES, ROLLBACK, parse
 from twinhull.api.deployment import ModelDeploymentSpec
-from twinhull.clusters.kube import NOTICE, TRAFFIC, ClusterUnavailable
+from twinhull.clusters.kube import (
+    NOTICE,
+    TRAFFIC,
+    WRITE_SCOPE,
+    ClusterUnavailable,
+    WriteScope,
+)
 from twinhull.handlers import fleet, revisions, supervise
 from twinhull.handlers.runtime import Runtime, Settings, deployment_spec, now, slim
 from twinhull.plan.fleet import ClusterView
@@ -300,6 +306,59 @@ def test_a_long_round_lets_the_loop_run_and_plans_off_it(monkeypatch):
     for n in names:
         west = next(c for c in hub(rt).last_status(n)["clusters"] if c["name"] == "west")
         assert west["phase"] == "Healthy"
+
+
+def test_a_round_preempted_while_it_plans_publishes_and_writes_nothing(monkeypatch):
+    """A member going Down mid-round (``rt.preempt``) stops the round before it publishes
+    member objects, announces a decision or writes the hub; the next round starts at once
+    and does all of it with the member Down."""
+    monkeypatch.setattr(fleet, "YIELD_SECONDS", 0.0)
+    names = [f"md{i}" for i in range(10)]
+    rt = runtime(*(body(n, example_spec("aiops-platform")) for n in names))
+
+    async def round_with_a_member_lost() -> None:
+        async def probe() -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert rt.round_scope is not None, "a round runs"
+            rt.views["west"] = replace(rt.views["west"], phase="Down")
+            rt.preempt("cluster west went Down")
+
+        task = asyncio.create_task(probe())
+        await fleet.reconcile(rt)
+        await task
+
+    asyncio.run(round_with_a_member_lost())
+    assert not hub(rt).status and not hub(rt).applied and not hub(rt).events
+    assert not rt.unrecorded, "nothing announced"
+    assert rt.wake.is_set() and rt.round_scope is None
+    assert rt.telemetry.preempted._value.get() == 1
+    run(rt)
+    for n in names:
+        west = next(c for c in hub(rt).last_status(n)["clusters"] if c["name"] == "west")
+        assert (west["phase"], west["weight"]) == ("Down", 0)
+
+
+def test_every_hub_write_of_a_round_carries_its_scope(monkeypatch):
+    """The round's writes (statuses, routes, Events, snapshots, audit records) run under
+    its WriteScope, which ``rt.preempt`` abandons; writes made outside a round carry
+    none."""
+    seen: list[Any] = []
+    for method in ("patch_status", "apply", "create", "request", "delete"):
+        real = getattr(Hub, method, None)
+        if real is None:
+            continue
+
+        def recording(self, *a, _real=real, **kw):
+            seen.append(WRITE_SCOPE.get())
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(Hub, method, recording)
+    rt = runtime(body("ide"), body("ops", example_spec("aiops-platform")))
+    run(rt)
+    assert len(seen) > 4 and all(isinstance(s, WriteScope) for s in seen)
+    assert len({id(s) for s in seen}) == 1 and rt.round_scope is None
+    assert WRITE_SCOPE.get() is None
 
 
 # -- status is replaced, not merged ------------------------------------------------------

@@ -16,10 +16,19 @@ from typing import Any
 
 import pytest
 
-from twinhull.clusters.kube import ClusterUnavailable, Kube, configuration
+from twinhull.clusters.kube import (
+    WRITE_SCOPE,
+    Abandoned,
+    ClusterUnavailable,
+    Kube,
+    WriteScope,
+    configuration,
+)
 
 Answer = Any
-"""``"close"`` (close the connection without an answer), ``"hang"`` (never answer), or
+"""``"close"`` (close the connection without an answer), ``"hang"`` (never answer),
+``"trickle"`` (a 200 whose head and each byte of its body ``{}`` come 0.35 s apart: no
+read waits past the client's read timeout of 0.4 s, the whole answer takes 1.05 s), or
 ``(status, headers)`` (an answer with a JSON body ``{}``)."""
 
 
@@ -69,6 +78,14 @@ class Server:
             if answer == "hang":
                 self.stopped.wait()
                 return
+            if answer == "trickle":
+                time.sleep(0.35)
+                conn.sendall(b"HTTP/1.1 200 X\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 2\r\nConnection: close\r\n\r\n")
+                for byte in (b"{", b"}"):
+                    time.sleep(0.35)
+                    conn.sendall(byte)
+                return
             status, headers = answer
             extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
@@ -81,22 +98,22 @@ class Server:
         self.sock.close()
 
 
-def _kube(port: int) -> Kube:
+def _kube(port: int, threads: int = 4) -> Kube:
     return Kube("east", configuration({
         "apiVersion": "v1", "kind": "Config", "current-context": "east",
         "clusters": [{"name": "east", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
         "users": [{"name": "op", "user": {"token": "t0ken"}}],
         "contexts": [{"name": "east", "context": {"cluster": "east", "user": "op"}}],
-    }), timeout=0.4)
+    }), timeout=0.4, threads=threads)
 
 
 @pytest.fixture
 def serve() -> Iterator[Callable[[Callable[[int], Answer]], tuple[Server, Kube]]]:
     made: list[tuple[Server, Kube]] = []
 
-    def start(behave: Callable[[int], Answer]) -> tuple[Server, Kube]:
+    def start(behave: Callable[[int], Answer], threads: int = 4) -> tuple[Server, Kube]:
         server = Server(behave)
-        made.append((server, _kube(server.port)))
+        made.append((server, _kube(server.port, threads)))
         return made[-1]
 
     yield start
@@ -180,3 +197,56 @@ def test_a_refused_connection_is_tried_once_and_logs_nothing(caplog):
     finally:
         kube.close()
     assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+
+
+def _patch(kube: Kube) -> Any:
+    return kube.request("PATCH", RESOURCE, body={"data": {}},
+                        content_type="application/merge-patch+json")
+
+
+def test_queued_writes_of_an_abandoned_scope_are_never_sent(serve):
+    """A fleet round replaced by a newer one (a member went Down) sends none of its writes
+    still waiting for a thread; those on a thread finish; writes outside it go on."""
+    gate = threading.Event()
+    server, kube = serve(lambda n: (gate.wait(5), OK)[1])
+
+    async def go() -> list[Any]:
+        scope = WriteScope("round 1")
+        token = WRITE_SCOPE.set(scope)
+        writes = [asyncio.ensure_future(_patch(kube)) for _ in range(10)]
+        WRITE_SCOPE.reset(token)
+        for _ in range(200):  # the four write threads are sending theirs
+            if len(server.requests) == 4:
+                break
+            await asyncio.sleep(0.01)
+        scope.abandon("east went Down")
+        gate.set()
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        assert scope.dropped == 6
+        assert await _patch(kube) == {}  # no scope: sent
+        return results
+
+    results = asyncio.run(go())
+    assert [r for r in results if not isinstance(r, Exception)] == [{}] * 4
+    dropped = [r for r in results if isinstance(r, Exception)]
+    assert len(dropped) == 6 and all(isinstance(e, Abandoned) for e in dropped)
+    assert "round 1 was replaced (east went Down)" in str(dropped[0])
+    assert len(server.requests) == 5
+
+
+def test_a_write_given_up_keeps_its_thread_until_its_request_ends(serve):
+    """A write that timed out still occupies its thread until the request ends; the next
+    write waits for the thread in the queue (where its timeout has not started), not in
+    the pool behind it with its timeout running."""
+    server, kube = serve(lambda n: "trickle" if n == 0 else OK, threads=1)
+
+    async def go() -> Any:
+        first = asyncio.ensure_future(_patch(kube))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(_patch(kube))
+        with pytest.raises(ClusterUnavailable, match=r"no answer within 0\.4s"):
+            await first
+        return await second
+
+    assert asyncio.run(go()) == {}
+    assert len(server.requests) == 2

@@ -23,6 +23,7 @@ from twinhull.clusters.kube import (
     ClusterUnavailable,
     InvalidKubeconfig,
     Kube,
+    WriteScope,
     configuration,
     redact,
 )
@@ -494,9 +495,13 @@ def test_a_bad_first_kubeconfig_leaves_no_client_reports_it_and_the_cluster_goes
             daemon.secret_checked = None  # due again
             await _step(daemon)
 
+    rt.round_scope = scope = WriteScope("a fleet round")
     asyncio.run(main())
     assert "east" not in rt.members and connected == []
     assert rt.views["east"].phase == "Down" and "east" in rt.view_times
+    assert scope.abandoned and scope.why == "cluster east went Down", \
+        "the round running when east went Down is preempted"
+    assert rt.telemetry.preempted._value.get() == 1
     credentials = _condition(hub.statuses[-1], "CredentialsValid")
     assert credentials["status"] == "False"
     assert "twinhull-system/east-kubeconfig key 'kubeconfig'" in credentials["message"]

@@ -13,10 +13,12 @@ import copy
 import heapq
 import itertools
 import json
+import logging
 import re
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -93,6 +95,39 @@ class Gone(ClusterUnavailable):
 
 class Forbidden(ClusterUnavailable):
     """The identity may not do this (HTTP 403)."""
+
+
+class Abandoned(ClusterUnavailable):
+    """A write not sent because the work that queued it was abandoned
+    (:class:`WriteScope`): nothing was sent, and the work that replaces it decides again."""
+
+
+class WriteScope:
+    """The writes one piece of work (a fleet round) queues, abandoned together when newer
+    work replaces it: a write of an abandoned scope that has not taken a write thread yet
+    is never sent (it raises :class:`Abandoned`); one already on a thread finishes. Set
+    with :data:`WRITE_SCOPE`; tasks started under it inherit it. Effects: memory."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.why = ""
+        self.abandoned = False
+        self.dropped = 0
+        """Writes not sent because of it."""
+
+    def abandon(self, why: str) -> None:
+        """Send none of the writes still queued. Effects: memory."""
+        self.abandoned, self.why = True, why
+
+
+WRITE_SCOPE: ContextVar[WriteScope | None] = ContextVar("twinhull_write_scope", default=None)
+"""The scope of the writes the current task makes (none: they are always sent)."""
+
+
+def log_level(exc: BaseException) -> int:
+    """The level to log a failed write at: an :class:`Abandoned` one was replaced on
+    purpose (counted where it was abandoned), the others are warnings. Pure."""
+    return logging.DEBUG if isinstance(exc, Abandoned) else logging.WARNING
 
 
 STREAMS = 8
@@ -336,6 +371,17 @@ RETRIES = _Resend(total=THROTTLED_RESENDS, connect=0, read=1, redirect=False,
 """Every cluster client's urllib3 retries (see :class:`_Resend`)."""
 
 
+def _release_on(loop: asyncio.AbstractEventLoop, slots: WriteSlots
+                ) -> Callable[[Future[Any]], None]:
+    """A done-callback (run on the write thread) that frees the write thread in ``loop``:
+    a write given up at its timeout or cancelled keeps its thread until the request ends,
+    so the next write never waits in the pool's queue with its own timeout running."""
+    def release(_: Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits there
+            loop.call_soon_threadsafe(slots.release)
+    return release
+
+
 class NotLeading(ClusterUnavailable):
     """A write refused because this replica does not hold the leader Lease."""
 
@@ -392,26 +438,43 @@ class Kube:
         queues them, and counting the queue made all but the first few hundred fail at
         their timeout, round after round (2,000 ModelDeployments never converged). A
         write waits at most ``queue_seconds`` for a thread, behind the writes of a higher
-        ``priority`` (:class:`WriteSlots`)."""
+        ``priority`` (:class:`WriteSlots`), and holds it until its request ends, even when
+        given up earlier. A write whose :data:`WRITE_SCOPE` was abandoned before it took a
+        thread is not sent (:class:`Abandoned`)."""
         loop = asyncio.get_running_loop()
         slots = None
         if not read:
+            scope = WRITE_SCOPE.get()
             slots = self._write_slots.get(loop)
             if slots is None:
                 slots = self._write_slots[loop] = WriteSlots(self._threads)
             try:
-                await slots.acquire(priority, queue_seconds)
+                if scope is None or not scope.abandoned:
+                    await slots.acquire(priority, queue_seconds)
+                else:
+                    slots = None
             except TimeoutError as exc:
                 raise ClusterUnavailable(f"{self.name}: writes queued; none free for "
                                          f"{queue_seconds:g}s") from exc
+            if scope is not None and scope.abandoned:  # replaced while it queued
+                if slots is not None:
+                    slots.release()
+                scope.dropped += 1
+                raise Abandoned(f"{self.name}: not sent: {scope.what} was replaced "
+                                f"({scope.why})")
         pool = self._read_pool if read else self._pool
+        running: Future[T] | None = None
         try:
-            return await asyncio.wait_for(loop.run_in_executor(pool, fn), timeout + 0.05)
+            running = pool.submit(fn)
+            return await asyncio.wait_for(asyncio.wrap_future(running), timeout + 0.05)
         except TimeoutError as exc:
             raise ClusterUnavailable(f"{self.name}: no answer within {timeout:g}s") from exc
         finally:
             if slots is not None:
-                slots.release()
+                if running is None or running.done():
+                    slots.release()
+                else:  # given up (timeout, cancelled): the thread still sends it
+                    running.add_done_callback(_release_on(loop, slots))
 
     def _send(self, api: ApiClient, method: str, resource: str, *,
               query: Mapping[str, str] | None, body: Any, content_type: str | None,

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from twinhull.clusters.kube import RECORD, ClusterUnavailable, Conflict, NotFound, path
+from twinhull.clusters.kube import (
+    RECORD,
+    ClusterUnavailable,
+    Conflict,
+    NotFound,
+    log_level,
+    path,
+)
 from twinhull.handlers.runtime import Key, Runtime
 from twinhull.plan.record import AuditRecord, b64, encode_replay
 
@@ -203,10 +210,11 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord]) -> None:
             rt.audit_pending[key] = kept
         rt.telemetry.audit_errors.inc(len(records))
         rt.telemetry.audit_dropped.inc(len(dropped))
-        log.warning("%s/%s: cannot write %d audit record(s) (%s), retrying next round%s: %s",
-                    key[0], key[1], len(records), ", ".join(r.id for r in records),
-                    f"; dropped the {len(dropped)} oldest ({', '.join(r.id for r in dropped)})"
-                    if dropped else "", exc)
+        log.log(logging.WARNING if dropped else log_level(exc),
+                "%s/%s: cannot write %d audit record(s) (%s), retrying next round%s: %s",
+                key[0], key[1], len(records), ", ".join(r.id for r in records),
+                f"; dropped the {len(dropped)} oldest ({', '.join(r.id for r in dropped)})"
+                if dropped else "", exc)
 
 
 async def _create(rt: Runtime, key: Key, data: Mapping[str, Any],

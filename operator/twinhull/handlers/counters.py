@@ -56,6 +56,8 @@ class Telemetry:
                          registry=self.registry)
         self.events_posted, self.events_failed, self.events_dropped = (
             posted.labels(r) for r in ("posted", "failed", "dropped"))
+        self.preempted = Counter(name(n.ROUNDS_PREEMPTED_TOTAL), n.ROUNDS_PREEMPTED_TOTAL.help,
+                                 registry=self.registry)
         for outcome in ("Recorded", "Good", "Bad"):
             self.snapshots.labels(outcome)
         self.known: set[tuple[str, str]] = set()

@@ -21,7 +21,7 @@ from cronsim import CronSim, CronSimError
 from twinhull import __version__
 from twinhull.api.annotations import APPROVE
 from twinhull.api.drill import FailoverDrillSpec
-from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.clusters.kube import ClusterUnavailable, log_level
 from twinhull.handlers import audit as audit_log
 from twinhull.handlers import events
 from twinhull.handlers.members import health_of
@@ -497,7 +497,7 @@ async def _create(rt: Runtime, obj: dict[str, Any]) -> None:
         await rt.hub.create(obj)
         rt.hub_writes += 1
     except ClusterUnavailable as exc:
-        log.warning("cannot start drill run %s: %s", obj["metadata"]["name"], exc)
+        log.log(log_level(exc), "cannot start drill run %s: %s", obj["metadata"]["name"], exc)
 
 
 async def _delete(rt: Runtime, key: Key) -> None:
@@ -505,7 +505,7 @@ async def _delete(rt: Runtime, key: Key) -> None:
         await rt.hub.delete(API, "FailoverDrill", key[1], namespace=key[0])
         rt.hub_writes += 1
     except ClusterUnavailable as exc:
-        log.warning("cannot remove drill run %s/%s: %s", *key, exc)
+        log.log(log_level(exc), "cannot remove drill run %s/%s: %s", *key, exc)
 
 
 async def _write(rt: Runtime, key: Key, body: dict[str, Any], status: dict[str, Any]) -> None:
@@ -517,7 +517,7 @@ async def _write(rt: Runtime, key: Key, body: dict[str, Any], status: dict[str, 
         await rt.hub.patch_status(API, "FailoverDrill", key[1], patch, namespace=key[0])
         rt.hub_writes += 1
     except ClusterUnavailable as exc:
-        log.warning("drill %s/%s: cannot write status: %s", *key, exc)
+        log.log(log_level(exc), "drill %s/%s: cannot write status: %s", *key, exc)
         return
     current = rt.drills.get(key)
     if current is not None:  # our view follows our write until the watch event comes
@@ -532,4 +532,4 @@ async def _record_pass(rt: Runtime, deployment: str, drill: str, at: Any) -> Non
             "lastPassedDrill": drill, "lastPassedDrillTime": at}, namespace=ns)
         rt.hub_writes += 1
     except ClusterUnavailable as exc:
-        log.warning("%s: cannot record drill %s: %s", deployment, drill, exc)
+        log.log(log_level(exc), "%s: cannot record drill %s: %s", deployment, drill, exc)

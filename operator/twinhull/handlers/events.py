@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from twinhull.clusters.kube import NOTICE, ClusterUnavailable
+from twinhull.clusters.kube import NOTICE, Abandoned, ClusterUnavailable
 from twinhull.handlers.runtime import Runtime, now
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ async def post(rt: Runtime, body: Mapping[str, Any], type_: Literal["Normal", "W
                                       instance=rt.identity, action=action), priority=NOTICE)
         rt.hub_writes += 1
         rt.telemetry.events_posted.inc()
+    except Abandoned:  # its round was replaced before it was sent
+        rt.telemetry.events_dropped.inc()
     except ClusterUnavailable as exc:
         rt.telemetry.events_failed.inc()
         log.warning("cannot post Event %s on %s: %s", reason, body["metadata"]["name"], exc)

@@ -27,7 +27,15 @@ from twinhull.api.annotations import APPROVE, Annotations
 from twinhull.api.annotations import parse as parse_annotations
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
-from twinhull.clusters.kube import STATE, TRAFFIC, ClusterUnavailable
+from twinhull.clusters.kube import (
+    STATE,
+    TRAFFIC,
+    WRITE_SCOPE,
+    Abandoned,
+    ClusterUnavailable,
+    WriteScope,
+    log_level,
+)
 from twinhull.errors import UnknownTierError
 from twinhull.handlers import audit as audit_log
 from twinhull.handlers import drills, events, revisions
@@ -748,18 +756,29 @@ seconds on a loaded one: the member probes, which share the loop, then came 3.2 
 instead of 1 s, and a killed member was Down ~6 s later than its probes allow."""
 
 
+class _Preempted(Exception):
+    """The round was preempted (:meth:`Runtime.preempt`) before its writes."""
+
+
 class _Pause:
     """Yield to the event loop when :data:`YIELD_SECONDS` have passed since the last
     yield, so probes, watch events and the Lease's bookkeeping run during a long round.
     What the round reads from memory after a yield may have moved on (a probe changed a
     view, a watch event a body): the round plans from what it took at its start, and its
-    writes are level-triggered, so the next round corrects what moved. Effects: yields."""
+    writes are level-triggered, so the next round corrects what moved. Raises
+    :class:`_Preempted` once ``scope`` is abandoned. Effects: yields."""
 
-    def __init__(self) -> None:
+    def __init__(self, scope: WriteScope) -> None:
+        self.scope = scope
         self.last = time.monotonic()
         self.yields = 0
 
-    async def __call__(self) -> None:
+    async def __call__(self, *, stop: bool = True) -> None:
+        """Yield when due; raise :class:`_Preempted` when the round was preempted and
+        ``stop`` (once decisions are announced, the round goes on to queue their records:
+        its writes then fail as :class:`Abandoned`, each the way a failed write does)."""
+        if stop and self.scope.abandoned:
+            raise _Preempted
         if time.monotonic() - self.last >= YIELD_SECONDS:
             await asyncio.sleep(0)
             self.yields += 1
@@ -769,13 +788,33 @@ class _Pause:
 async def reconcile(rt: Runtime) -> None:
     """One round over the whole fleet. Each ModelDeployment is planned, rendered and
     reported on its own: one that raises is held and reported on itself, never stops the
-    others. Effects: publishes member objects, writes the hub."""
+    others. A round preempted (:meth:`Runtime.preempt`: a member went Down) stops planning
+    and sends none of its hub writes still queued; the fleet loop starts the next at
+    once. Effects: publishes member objects, writes the hub."""
+    scope = WriteScope("the fleet round")
+    rt.round_scope = scope
+    token = WRITE_SCOPE.set(scope)  # every write the round starts carries it
+    try:
+        await _round(rt, _Pause(scope))
+    except _Preempted:
+        log.info("fleet round preempted before its writes (%s); the next round starts now",
+                 scope.why)
+    finally:
+        WRITE_SCOPE.reset(token)
+        if rt.round_scope is scope:
+            rt.round_scope = None
+        if scope.dropped:
+            log.info("fleet round preempted (%s): %d of its hub writes not sent; the next "
+                     "round decides them again", scope.why, scope.dropped)
+
+
+async def _round(rt: Runtime, pause: _Pause) -> None:
+    """The body of :func:`reconcile`. Effects: as it."""
     t_now = now()
     if not observed_everywhere(rt) and (t_now - rt.started).total_seconds() < STARTUP_GRACE:
         log.debug("waiting for every cluster's first observation")
         return
     t = rfc3339(t_now)
-    pause = _Pause()
     views = current_views(rt, t_now)
     loads, loads_missing = current_loads(rt, t_now)
     rnd = _Round(rt, t_now, views)
@@ -900,6 +939,7 @@ async def reconcile(rt: Runtime) -> None:
         tiers_used.add(d.spec.sla_tier)
         rendered.append(d)
         rnd.writes.append(_write_route(rt, key, route))
+    await pause()  # nothing published, announced or written yet
     for cluster, objects in desired.items():
         for tier_name in sorted(tiers_used):
             pc = priority_class(tier_name, rt.policy.resolve(tier_name))
@@ -910,7 +950,7 @@ async def reconcile(rt: Runtime) -> None:
 
     audited: set[Key] = set()
     for d in rendered:
-        await pause()
+        await pause(stop=False)
         key = (d.namespace, d.name)
         try:
             fresh = _report(rt, rnd, d, bodies[key], plans[key], revs[key],
@@ -933,7 +973,7 @@ async def reconcile(rt: Runtime) -> None:
     writes = [*rnd.status_writes(), *rnd.writes, *rnd.event_writes()]
     results = await asyncio.gather(*writes, return_exceptions=True)
     for result in results:
-        if isinstance(result, Exception):
+        if isinstance(result, Exception) and not isinstance(result, Abandoned):
             log.warning("hub write failed, retrying next round: %s", result)
 
 
@@ -1084,7 +1124,7 @@ async def _patch_status(rt: Runtime, key: Key, status: dict[str, Any], *,
                                   priority=priority)
         rt.hub_writes += 1
     except ClusterUnavailable as exc:
-        log.warning("%s/%s: cannot write status: %s", key[0], key[1], exc)
+        log.log(log_level(exc), "%s/%s: cannot write status: %s", key[0], key[1], exc)
         return
     rt.unrecorded.pop(key, None)  # its decisions are in the status now
     # Keep our view current until the watch event arrives, so the next round compares

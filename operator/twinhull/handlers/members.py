@@ -390,6 +390,8 @@ class MemberDaemon:
                        f"Cluster{health.phase}",
                        f"{name}: {before or 'new'} -> {health.phase}: {probe.message}")
             log.info("cluster %s: %s -> %s (%s)", name, before, health.phase, probe.message)
+            if health.phase == "Down":  # the round running planned with it serving
+                rt.preempt(f"cluster {name} went Down")
         if changed_view or probe.ok:
             rt.poke()  # new health or new observed replicas: re-plan
         status = _status(spec, health, probe if probe.ok else

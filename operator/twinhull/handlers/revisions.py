@@ -19,7 +19,7 @@ import pydantic
 from twinhull.api.annotations import RollbackAnnotation
 from twinhull.api.deployment import ModelDeploymentSpec
 from twinhull.api.tier import ServingTierSpec
-from twinhull.clusters.kube import ClusterUnavailable
+from twinhull.clusters.kube import Abandoned, ClusterUnavailable, log_level
 from twinhull.handlers.runtime import Key, Runtime, as_mapping, parse_time, rfc3339, rfc3339_micro
 from twinhull.plan.render import DEPLOYMENT, MANAGED_BY, OPERATOR, RENDERER
 from twinhull.plan.rollout import (
@@ -176,6 +176,8 @@ async def record(rt: Runtime, manifest: dict[str, Any]) -> bool:
     meta = manifest["metadata"]
     try:
         created = await rt.hub.create(manifest)
+    except Abandoned:
+        return False  # its round was replaced; the next records it
     except ClusterUnavailable as exc:
         # Recorded only if a snapshot of that name exists with this very content: an error
         # text is never guessed at (a 403 in namespace "team-409" is not "already exists").
@@ -214,7 +216,8 @@ async def write_outcomes(rt: Runtime, namespace: str, plan: RevisionPlan, t: str
                 rt.telemetry.snapshots.labels(outcome).inc()
         except ClusterUnavailable as exc:
             rt.outcome_failed[(namespace, name)] = time.monotonic()
-            log.warning("%s/%s: cannot write the outcome: %s%s", namespace, name, exc,
+            log.log(log_level(exc), "%s/%s: cannot write the outcome: %s%s", namespace, name,
+                    exc,
                         "; the status went ahead and states it: written again in "
                         f"{OUTCOME_RETRY_SECONDS} s" if name in plan.again else "")
             continue
@@ -238,7 +241,7 @@ async def retain(rt: Runtime, key: Key, snapshots: list[Snapshot], limit: int,
             rt.snapshots.pop((key[0], name), None)
             log.info("%s/%s: pruned snapshot %s (history limit %d)", *key, name, limit)
         except ClusterUnavailable as exc:
-            log.warning("%s/%s: cannot prune %s: %s", *key, name, exc)
+            log.log(log_level(exc), "%s/%s: cannot prune %s: %s", *key, name, exc)
 
 
 def revision_status(plan: RevisionPlan, old: dict[str, Any], t: str | None,
