@@ -308,6 +308,32 @@ def test_a_long_round_lets_the_loop_run_and_plans_off_it(monkeypatch):
         assert west["phase"] == "Healthy"
 
 
+def test_routes_are_written_while_the_round_still_reports(monkeypatch):
+    """Traffic does not wait for the round's reporting (statuses, decisions, audit
+    records): the first routes are sent before the last deployment is reported."""
+    monkeypatch.setattr(fleet, "YIELD_SECONDS", 0.0)
+    reported: list[str] = []
+    real_report = fleet._report
+
+    def report(rt, rnd, d, *a, **kw):
+        reported.append(d.name)
+        return real_report(rt, rnd, d, *a, **kw)
+
+    monkeypatch.setattr(fleet, "_report", report)
+    at_route: list[int] = []
+    real_apply = Hub.apply
+
+    async def apply(self, obj, **kw):
+        at_route.append(len(reported))
+        return await real_apply(self, obj, **kw)
+
+    monkeypatch.setattr(Hub, "apply", apply)
+    names = [f"md{i}" for i in range(10)]
+    run(runtime(*(body(n, example_spec("aiops-platform")) for n in names)))
+    assert len(at_route) == len(names) and len(reported) == len(names)
+    assert min(at_route) < len(names) // 2, at_route
+
+
 def test_a_round_preempted_while_it_plans_publishes_and_writes_nothing(monkeypatch):
     """A member going Down mid-round (``rt.preempt``) stops the round before it publishes
     member objects, announces a decision or writes the hub; the next round starts at once

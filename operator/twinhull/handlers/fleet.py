@@ -917,6 +917,7 @@ async def _round(rt: Runtime, pause: _Pause) -> None:
     desired: dict[str, list[dict[str, Any]]] = {c: [] for c in members}
     tiers_used: set[str] = set()
     rendered: list[DeploymentInput] = []
+    routes: list[Coroutine[Any, Any, None]] = []
     for d in inputs:
         await pause()
         key = (d.namespace, d.name)
@@ -938,7 +939,7 @@ async def _round(rt: Runtime, pause: _Pause) -> None:
             desired[cluster] += objects
         tiers_used.add(d.spec.sla_tier)
         rendered.append(d)
-        rnd.writes.append(_write_route(rt, key, route))
+        routes.append(_write_route(rt, key, route))
     await pause()  # nothing published, announced or written yet
     for cluster, objects in desired.items():
         for tier_name in sorted(tiers_used):
@@ -947,34 +948,44 @@ async def _round(rt: Runtime, pause: _Pause) -> None:
                 objects.insert(0, pc)
         if members[cluster].publish(objects, keep=rnd.held):
             rt.poke_member(cluster)
-
-    audited: set[Key] = set()
-    for d in rendered:
-        await pause(stop=False)
-        key = (d.namespace, d.name)
-        try:
-            fresh = _report(rt, rnd, d, bodies[key], plans[key], revs[key],
-                            snapshots.get(key, []), notes[key], loads_missing, t)
-            rnd.writes.append(_audit(rt, planned[key], plans[key], rev_inputs[key], revs[key],
-                                     views, t_now, fresh))
-            audited.add(key)
-        except Exception as exc:
-            rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
-            continue
-        rt.backoff.pop(key, None)
-    rnd.writes += drills.step(rt, rendered, plans, views, t_now)
-    rnd.writes += audit_log.retries(rt, audited)
-    # Routes go first by their priority; then statuses (within the budget, each after its
-    # own snapshot outcomes) ahead of the round's other writes of the same priority: a
-    # status records the round's decisions, and one that fails makes the next round
-    # decide them again. With statuses queued behind every outcome, 2,000
-    # ModelDeployments on a slow hub wrote the same RolloutComplete outcomes round after
-    # round and no status for 10 minutes.
-    writes = [*rnd.status_writes(), *rnd.writes, *rnd.event_writes()]
-    results = await asyncio.gather(*writes, return_exceptions=True)
-    for result in results:
-        if isinstance(result, Exception) and not isinstance(result, Abandoned):
-            log.warning("hub write failed, retrying next round: %s", result)
+    # Traffic moves while the round reports: the routes are written from here on, beside
+    # the statuses, records and Events still being made. Written with them at the end, a
+    # member lost at 2,000 ModelDeployments had its routes wait for the round to report
+    # 4,000 decisions (their log lines, statuses and audit records: 7 s on the lab) and
+    # then for the records' encoding, which held the event loop.
+    traffic = asyncio.gather(*routes, return_exceptions=True)
+    try:
+        audited: set[Key] = set()
+        for d in rendered:
+            await pause(stop=False)
+            key = (d.namespace, d.name)
+            try:
+                fresh = _report(rt, rnd, d, bodies[key], plans[key], revs[key],
+                                snapshots.get(key, []), notes[key], loads_missing, t)
+                rnd.writes.append(_audit(rt, planned[key], plans[key], rev_inputs[key], revs[key],
+                                         views, t_now, fresh))
+                audited.add(key)
+            except Exception as exc:
+                rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
+                continue
+            rt.backoff.pop(key, None)
+        rnd.writes += drills.step(rt, rendered, plans, views, t_now)
+        rnd.writes += audit_log.retries(rt, audited)
+        # Routes go first by their priority; then statuses (within the budget, each after its
+        # own snapshot outcomes) ahead of the round's other writes of the same priority: a
+        # status records the round's decisions, and one that fails makes the next round
+        # decide them again. With statuses queued behind every outcome, 2,000
+        # ModelDeployments on a slow hub wrote the same RolloutComplete outcomes round after
+        # round and no status for 10 minutes.
+        writes = [*rnd.status_writes(), *rnd.writes, *rnd.event_writes()]
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, Abandoned):
+                log.warning("hub write failed, retrying next round: %s", result)
+    finally:
+        for result in await traffic:
+            if isinstance(result, Exception) and not isinstance(result, Abandoned):
+                log.warning("route write failed, retrying next round: %s", result)
 
 
 def rendered_objects(rt: Runtime, key: Key, cluster: str, spec: ModelDeploymentSpec,
@@ -1029,7 +1040,7 @@ def _audit(rt: Runtime, d: DeploymentInput, plan: DeploymentPlan, rev_in: Revisi
                                  by=f"{rt.identity} (twinhull {__version__})",
                                  version=__version__,
                                  replay=Replay("revision", t_now, revision=rev_in)))
-    return audit_log.record(rt, (d.namespace, d.name), records)
+    return audit_log.record(rt, (d.namespace, d.name), [audit_log.encoded(r) for r in records])
 
 
 def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
