@@ -751,9 +751,10 @@ class _Round:
 YIELD_SECONDS = 0.02
 """A round gives the event loop back after at most this much work between two deployments
 (:class:`_Pause`). In one piece, a steady round over 2,000 ModelDeployments held the loop
-for 1.6-1.9 s on an idle machine (``tests/bench/round_memory.py``, ``loop_stall_s``), many
-seconds on a loaded one: the member probes, which share the loop, then came 3.2 s apart
-instead of 1 s, and a killed member was Down ~6 s later than its probes allow."""
+for 1.6-2.1 s on an idle machine (0.26 s since: ``tests/bench/round_memory.py``,
+``loop_stall_s``), many seconds on the loaded lab: the member probes, which share the
+loop, came 3.2 s apart instead of 2, and a killed member of 2,000 deployments was Down in
+the hub after 11.9 s (7.0 s since, with probes ~2.1 s apart)."""
 
 
 class _Preempted(Exception):
@@ -771,7 +772,6 @@ class _Pause:
     def __init__(self, scope: WriteScope) -> None:
         self.scope = scope
         self.last = time.monotonic()
-        self.yields = 0
 
     async def __call__(self, *, stop: bool = True) -> None:
         """Yield when due; raise :class:`_Preempted` when the round was preempted and
@@ -781,7 +781,6 @@ class _Pause:
             raise _Preempted
         if time.monotonic() - self.last >= YIELD_SECONDS:
             await asyncio.sleep(0)
-            self.yields += 1
             self.last = time.monotonic()
 
 
@@ -821,7 +820,9 @@ async def _round(rt: Runtime, pause: _Pause) -> None:
     inputs: list[DeploymentInput] = []
     bodies: dict[Key, dict[str, Any]] = {}
     notes: dict[Key, Annotations] = {}
-    members = dict(rt.members)  # a member removed during the round is published to no more
+    # the members as the round starts: one removed while it yields is still published to
+    # (its writer is gone; nothing is written)
+    members = dict(rt.members)
     ready = {cluster: member.ready_replicas() for cluster, member in members.items()}
     drilled = drills.faults(rt, t_now)
     candidates: dict[Key, tuple[dict[str, Any], ModelDeploymentSpec, ServingTierSpec]] = {}
@@ -971,12 +972,12 @@ async def _round(rt: Runtime, pause: _Pause) -> None:
             rt.backoff.pop(key, None)
         rnd.writes += drills.step(rt, rendered, plans, views, t_now)
         rnd.writes += audit_log.retries(rt, audited)
-        # Routes go first by their priority; then statuses (within the budget, each after its
-        # own snapshot outcomes) ahead of the round's other writes of the same priority: a
-        # status records the round's decisions, and one that fails makes the next round
-        # decide them again. With statuses queued behind every outcome, 2,000
-        # ModelDeployments on a slow hub wrote the same RolloutComplete outcomes round after
-        # round and no status for 10 minutes.
+        # Statuses (within the budget, each after its own snapshot outcomes) go ahead of
+        # the round's other writes of the same priority (the routes, already on their way,
+        # go before them by theirs): a status records the round's decisions, and one that
+        # fails makes the next round decide them again. With statuses queued behind every
+        # outcome, 2,000 ModelDeployments on a slow hub wrote the same RolloutComplete
+        # outcomes round after round and no status for 10 minutes.
         writes = [*rnd.status_writes(), *rnd.writes, *rnd.event_writes()]
         results = await asyncio.gather(*writes, return_exceptions=True)
         for result in results:

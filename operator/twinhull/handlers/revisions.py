@@ -217,9 +217,8 @@ async def write_outcomes(rt: Runtime, namespace: str, plan: RevisionPlan, t: str
         except ClusterUnavailable as exc:
             rt.outcome_failed[(namespace, name)] = time.monotonic()
             log.log(log_level(exc), "%s/%s: cannot write the outcome: %s%s", namespace, name,
-                    exc,
-                        "; the status went ahead and states it: written again in "
-                        f"{OUTCOME_RETRY_SECONDS} s" if name in plan.again else "")
+                    exc, "; the status went ahead and states it: written again in "
+                    f"{OUTCOME_RETRY_SECONDS} s" if name in plan.again else "")
             continue
         rt.outcome_failed.pop((namespace, name), None)
         owner, snap = rt.snapshots.get((namespace, name), ("", None))
