@@ -26,11 +26,13 @@ image each) in memory before the rounds, as a fleet that has rolled out K times 
 
 Run: .venv/bin/python tests/bench/round_memory.py [--deployments N] [--history K]
 Last line: deployments=N history=K rss_mib=… history_mib=… rss_growth_mib=… retained_mib=…
-peak_mib=… round_s=… loop_stall_s=…
+peak_mib=… round_s=… loop_stall_s=… down_round_s=… down_loop_stall_s=…
 
 ``loop_stall_s``: the longest a task sleeping 10 ms at a time waited past its 10 ms during
 the untraced rounds, i.e. how long a round held the event loop in one piece (the member
-probes share it).
+probes share it). ``down_round_s`` and ``down_loop_stall_s``: the same for one more round
+after west went Down (every deployment placed there fails over: its decisions, Events,
+audit records, status and route).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import copy
 import gc
 import time
 import tracemalloc
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,8 @@ def main() -> None:
     round_s, stall_s = rounds(rt, 3)
     gc.collect()
     growth = rss_mib() - before
+    rt.views["west"] = replace(rt.views["west"], phase="Down")  # a member lost
+    down_s, down_stall_s = rounds(rt, 1)
 
     rt = runtime(n)
     gc.collect()
@@ -195,7 +200,8 @@ def main() -> None:
         print(f"  {size / mib:6.1f} MiB  {blocks:7d} blocks  {where}")
     print(f"deployments={n} history={k} rss_mib={start:.0f} history_mib={history / mib:.1f} "
           f"rss_growth_mib={growth:.0f} retained_mib={retained / mib:.1f} "
-          f"peak_mib={peak / mib:.1f} round_s={round_s:.2f} loop_stall_s={stall_s:.2f}")
+          f"peak_mib={peak / mib:.1f} round_s={round_s:.2f} loop_stall_s={stall_s:.2f} "
+          f"down_round_s={down_s:.2f} down_loop_stall_s={down_stall_s:.2f}")
 
 
 if __name__ == "__main__":
