@@ -845,7 +845,7 @@ def test_a_status_is_written_after_its_own_snapshot_outcomes(monkeypatch):
         await written(api, kind, name, *args, **kwargs)
 
     monkeypatch.setattr(hub(rt), "patch_status", status)
-    rnd = fleet._Round(rt, now())
+    rnd = fleet._Round(rt, now(), rt.views)
     rnd.status(("ai", "a"), {"phase": "x"}, urgent=True)
     rnd.status(("ai", "b"), {"phase": "y"}, urgent=False)  # over the budget: waits
     for name in ("a", "b", "c"):  # c has no status this round

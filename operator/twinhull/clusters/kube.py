@@ -119,6 +119,13 @@ class WriteScope:
         """Send none of the writes still queued. Effects: memory."""
         self.abandoned, self.why = True, why
 
+    def refuse(self, cluster: str) -> None:
+        """Raise :class:`Abandoned` for a write to ``cluster`` when this scope is
+        abandoned (and count it). Effects: memory."""
+        if self.abandoned:
+            self.dropped += 1
+            raise Abandoned(f"{cluster}: not sent: {self.what} was replaced ({self.why})")
+
 
 WRITE_SCOPE: ContextVar[WriteScope | None] = ContextVar("twinhull_write_scope", default=None)
 """The scope of the writes the current task makes (none: they are always sent)."""
@@ -445,23 +452,19 @@ class Kube:
         slots = None
         if not read:
             scope = WRITE_SCOPE.get()
+            if scope is not None:
+                scope.refuse(self.name)
             slots = self._write_slots.get(loop)
             if slots is None:
                 slots = self._write_slots[loop] = WriteSlots(self._threads)
             try:
-                if scope is None or not scope.abandoned:
-                    await slots.acquire(priority, queue_seconds)
-                else:
-                    slots = None
+                await slots.acquire(priority, queue_seconds)
             except TimeoutError as exc:
                 raise ClusterUnavailable(f"{self.name}: writes queued; none free for "
                                          f"{queue_seconds:g}s") from exc
             if scope is not None and scope.abandoned:  # replaced while it queued
-                if slots is not None:
-                    slots.release()
-                scope.dropped += 1
-                raise Abandoned(f"{self.name}: not sent: {scope.what} was replaced "
-                                f"({scope.why})")
+                slots.release()
+                scope.refuse(self.name)
         pool = self._read_pool if read else self._pool
         running: Future[T] | None = None
         try:

@@ -231,12 +231,9 @@ class Notes:
 
 def _status(rt: Runtime, body: dict[str, Any], spec: ModelDeploymentSpec, plan: DeploymentPlan,
             observed: dict[Slot, Replicas], t: str | None, rev: RevisionPlan,
-            notes: Notes = Notes(), views: Mapping[str, ClusterView] | None = None
-            ) -> dict[str, Any]:
+            notes: Notes, views: Mapping[str, ClusterView]) -> dict[str, Any]:
     """The status of one deployment from its plan; each cluster's phase from ``views``
-    (the round's, which the plan was made from; the current ones when not given). Pure
-    (reads memory)."""
-    views = rt.views if views is None else views
+    (the round's, which the plan was made from). Pure (reads memory)."""
     old = as_mapping(body.get("status"))
     generation = int(body["metadata"].get("generation", 0))
     key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
@@ -644,11 +641,11 @@ class _Round:
     as they are). A deployment that fails is reported on itself and backs off; the others
     go on. Effects: memory (writes run at the end of the round)."""
 
-    def __init__(self, rt: Runtime, t_now: datetime,
-                 views: Mapping[str, ClusterView] | None = None) -> None:
+    def __init__(self, rt: Runtime, t_now: datetime, views: Mapping[str, ClusterView]
+                 ) -> None:
         self.rt = rt
         self.now = t_now
-        self.views: Mapping[str, ClusterView] = views if views is not None else {}
+        self.views = views
         """The cluster views this round plans from (taken once at its start)."""
         self.writes: list[Any] = []
         self.held: set[Key] = set()
@@ -751,7 +748,7 @@ class _Round:
 YIELD_SECONDS = 0.02
 """A round gives the event loop back after at most this much work between two deployments
 (:class:`_Pause`). In one piece, a steady round over 2,000 ModelDeployments held the loop
-for 1.6-2.1 s on an idle machine (0.26 s since: ``tests/bench/round_memory.py``,
+for 1.4-2.1 s on an idle machine (0.26 s since: ``tests/bench/round_memory.py``,
 ``loop_stall_s``), many seconds on the loaded lab: the member probes, which share the
 loop, came 3.2 s apart instead of 2, and a killed member of 2,000 deployments was Down in
 the hub after 11.9 s (7.0 s since, with probes ~2.1 s apart)."""
