@@ -375,6 +375,74 @@ def test_a_failed_write_is_the_error_of_its_own_deployment_only():
     assert member.failed_writes == 1
 
 
+class SlowKube(FakeKube):
+    """Every write takes a moment; counts the writes in flight and the most at once."""
+
+    def __init__(self, broken: str = "") -> None:
+        super().__init__()
+        self.broken = broken
+        self.in_flight = self.most = 0
+        self.order: list[str] = []
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.order.append(obj["kind"])
+        try:
+            await asyncio.sleep(0.001)
+            if f"{obj['kind']}/{obj['metadata']['name']}" == self.broken:
+                raise RuntimeError(f"a bug writing {self.broken}")
+            return await super().apply(obj)
+        finally:
+            self.in_flight -= 1
+
+
+def _fleet_objects(count: int) -> list[dict[str, Any]]:
+    return [o for i in range(count) for o in member_objects(
+        f"app-{i:03}", "team", "east", IDE.spec, TIERS.resolve("critical"),
+        {("east", "primary", "east-a"): 1})]
+
+
+def test_a_converge_over_many_objects_keeps_only_its_parallel_writes_as_tasks():
+    # 200 deployments' objects in one member: 4 writes at a time, and only the tasks that
+    # send them exist, not one per object waiting its turn (18,000 at 2,000 deployments)
+    objects = _fleet_objects(200)
+    kube = SlowKube()
+    member = _member(kube)
+    most_tasks = 0
+
+    async def main() -> None:
+        nonlocal most_tasks
+        member.publish(objects)
+        converging = asyncio.create_task(member.converge(parallel=4))
+        while not converging.done():
+            most_tasks = max(most_tasks, len(asyncio.all_tasks()))
+            await asyncio.sleep(0)
+        await converging
+
+    asyncio.run(main())
+    assert len(kube.objects) == len({key_of(o) for o in objects})
+    assert kube.most == 4
+    assert most_tasks <= 4 + 2, most_tasks  # the writers, main and converge
+    # the namespace before any of the objects in it
+    assert kube.order[0] == "Namespace" and "Namespace" not in kube.order[1:]
+
+
+def test_a_write_that_raises_leaves_the_others_written_and_is_raised_after_them():
+    objects = _fleet_objects(20)
+    broken = next(o["metadata"]["name"] for o in objects if o["kind"] == "Deployment")
+    kube = SlowKube(broken=f"Deployment/{broken}")
+    member = _member(kube)
+
+    async def main() -> None:
+        member.publish(objects)
+        await member.converge(parallel=4)
+
+    with pytest.raises(RuntimeError, match=broken):
+        asyncio.run(main())
+    assert len(kube.objects) == len({key_of(o) for o in objects}) - 1
+
+
 def test_observation_sorts_objects_by_installation():
     kube = FakeKube([_labelled(o, "hub-b") for o in OBJECTS[:2]]
                     + [_labelled(o, "hub-a") for o in OBJECTS[2:]])

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
 from typing import Any
 
 from twinhull.clusters.informer import POLL_SECONDS, Informer
@@ -158,6 +160,29 @@ def stamped(obj: Mapping[str, Any], installation: str) -> dict[str, Any]:
     meta = dict(obj["metadata"])
     meta["labels"] = {**(meta.get("labels") or {}), INSTALLATION: installation}
     return {**obj, "metadata": meta}
+
+
+async def _bounded(calls: Iterable[Callable[[], Awaitable[None]]], parallel: int) -> None:
+    """Await every call, ``parallel`` at a time, in order: ``parallel`` workers take the
+    next call as each finishes, so only they exist while the rest wait as the iterator's
+    unstarted items. A task per write behind a semaphore made 6,000 tasks at once in each
+    member at 2,000 ModelDeployments (18,000 in all, each with its coroutines, future and
+    context, the operator's largest transient memory while the members converged). A call
+    that raises does not stop the others: the first exception is raised once every call
+    has been awaited. Effects: those of the calls."""
+    pending = iter(calls)
+    raised: list[Exception] = []
+
+    async def worker() -> None:
+        for call in pending:  # a shared iterator: each call is taken by one worker
+            try:
+                await call()
+            except Exception as exc:
+                raised.append(exc)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, parallel))))
+    if raised:
+        raise raised[0]
 
 
 class Member:
@@ -376,7 +401,6 @@ class Member:
         if not applies and not deletes and not self.errors and not self.last_error \
                 and not self.foreign:
             return 0
-        gate = asyncio.Semaphore(parallel)
         errors: list[tuple[ObjectKey, str]] = [
             (k, f"{k[1]} {k[2] + '/' if k[2] else ''}{k[3]} in {self.name} belongs to another "
                 f"twinhull installation ({owner}); rename this ModelDeployment or remove that "
@@ -385,31 +409,29 @@ class Member:
         conflicts = len(errors)
 
         async def apply(obj: dict[str, Any]) -> None:
-            async with gate:
-                try:
-                    await self.kube.apply(obj)
-                    self.writes += 1
-                    self._applied[key_of(obj)] = (
-                        obj["metadata"].get("annotations", {}).get(HASH), self.observed_round,
-                        obj["spec"]["replicas"] if obj["kind"] == "Deployment" else None)
-                except ClusterUnavailable as exc:
-                    errors.append((key_of(obj), str(exc)))
+            try:
+                await self.kube.apply(obj)
+                self.writes += 1
+                self._applied[key_of(obj)] = (
+                    obj["metadata"].get("annotations", {}).get(HASH), self.observed_round,
+                    obj["spec"]["replicas"] if obj["kind"] == "Deployment" else None)
+            except ClusterUnavailable as exc:
+                errors.append((key_of(obj), str(exc)))
 
         async def delete(key: ObjectKey) -> None:
-            async with gate:
-                try:
-                    await self.kube.delete(key[0], key[1], key[3], namespace=key[2] or None)
-                    self.writes += 1
-                    self.observed.pop(key, None)
-                    self._applied.pop(key, None)
-                except ClusterUnavailable as exc:
-                    errors.append((key, str(exc)))
+            try:
+                await self.kube.delete(key[0], key[1], key[3], namespace=key[2] or None)
+                self.writes += 1
+                self.observed.pop(key, None)
+                self._applied.pop(key, None)
+            except ClusterUnavailable as exc:
+                errors.append((key, str(exc)))
 
         if applies or deletes:
             first = [o for o in applies if o["kind"] in _ORDER]
-            await asyncio.gather(*(apply(o) for o in first))
-            await asyncio.gather(*(apply(o) for o in applies if o["kind"] not in _ORDER),
-                                 *(delete(k) for k in deletes))
+            await _bounded((partial(apply, o) for o in first), parallel)
+            await _bounded(chain((partial(apply, o) for o in applies if o["kind"] not in _ORDER),
+                                 (partial(delete, k) for k in deletes)), parallel)
         self._record(errors)
         return len(applies) + len(deletes) - (len(errors) - conflicts)
 
