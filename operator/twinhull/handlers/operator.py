@@ -44,6 +44,36 @@ class Undiffed(kopf.DiffBaseStorage):
         return None
 
 
+WORKER_IDLE_SECONDS = 0.5
+"""How long kopf keeps an object's worker, and its slot of ``--max-workers``, waiting for
+that object's next event once it has handled the last (kopf's default: 5 s)."""
+
+
+def configure(settings: kopf.OperatorSettings, max_workers: int) -> None:
+    """kopf's settings for twinhull. Effects: changes ``settings``."""
+    # State lives in status and our own annotations, not in kopf's default annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="serving.twinhull.io")
+    settings.persistence.diffbase_storage = Undiffed()
+    settings.persistence.finalizer = "serving.twinhull.io/cleanup"
+    settings.posting.level = logging.WARNING  # Events only for decisions and problems
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    # kopf hands each object's events to a worker of its own; at most ``max_workers`` run
+    # per kind (bounded requests in flight: unbounded, a start with 2,000
+    # ModelDeployments patched them all at once, the hub answered 429 and the Lease could
+    # not be renewed). The others wait their turn with every event of theirs queued, whole
+    # bodies. A worker that has handled its object's last event holds its slot for the
+    # idle time: at kopf's default of 5 s, 20 slots let 2-4 objects a second through per
+    # kind, so at 2,000 ModelDeployments kopf's first pass took ~1,100 s, and the
+    # ModelDeployments, ModelSnapshots and HTTPRoutes still waiting held their events
+    # (the echo of every status and route write among them): most of the operator's
+    # memory. Handling an event takes milliseconds here; a worker that exits is started
+    # again by the next event.
+    settings.queueing.worker_limit = max_workers
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Configure kopf, sync the tier policy to the hub, load every ModelDeployment, and start
@@ -54,15 +84,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     except ClusterUnavailable as exc:
         raise kopf.TemporaryError(f"cannot read the installation id: {exc}", delay=5) from exc
     log.info("installation %s", rt.installation)
-    # State lives in status and our own annotations, not in kopf's default annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="serving.twinhull.io")
-    settings.persistence.diffbase_storage = Undiffed()
-    settings.persistence.finalizer = "serving.twinhull.io/cleanup"
-    settings.posting.level = logging.WARNING  # Events only for decisions and problems
-    settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 30
-    settings.queueing.worker_limit = rt.settings.max_workers  # bounded requests in flight
+    configure(settings, rt.settings.max_workers)
     for tier in rt.policy.objects():
         try:
             await rt.hub.apply(tier)
