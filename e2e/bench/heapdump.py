@@ -8,7 +8,8 @@ allocator's free lists) is the difference between RSS and the traced total.
 
 With ``HEAPDUMP_FRAMES=0`` there is no tracemalloc (the operator runs at its own speed):
 each SIGUSR1 appends RSS, Python's object allocator's arenas and blocks
-(``sys._debugmallocstats``) and the 25 types of tracked objects taking the most bytes.
+(``sys._debugmallocstats``), the 25 types of tracked objects taking the most bytes and the
+coroutines by function.
 
 With ``HEAPDUMP_FRAMES=N`` (N > 1) each allocation keeps N frames and the memory is also
 grouped by its two innermost frames in twinhull's or kopf's own code: the line of JSON's

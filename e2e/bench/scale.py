@@ -351,17 +351,16 @@ def main() -> None:
     finalized_at: list[float] = []
     """When a listing first found kopf's finalizer on every one (monotonic)."""
 
-    def note_finalizers(items: list[dict[str, Any]]) -> int:
-        count = sum(FINALIZER in (i["metadata"].get("finalizers") or []) for i in items)
-        if count == args.objects and not finalized_at:
-            finalized_at.append(time.monotonic())
-        return count
-
-    def statuses() -> list[dict[str, Any]]:
+    def deployments() -> list[dict[str, Any]]:
+        """The ModelDeployments; notes when kopf's finalizer is first on all of them."""
         items = cast(dict[str, Any], objects.list_namespaced_custom_object(
             GROUP, VERSION, NS, "modeldeployments", _request_timeout=60))["items"]
-        note_finalizers(items)
-        return [dict(i.get("status") or {}) for i in items]
+        if not finalized_at and finalized(items) == args.objects:
+            finalized_at.append(time.monotonic())
+        return cast(list[dict[str, Any]], items)
+
+    def statuses() -> list[dict[str, Any]]:
+        return [dict(i.get("status") or {}) for i in deployments()]
 
     def ready() -> int:
         return sum(any(c["type"] == "Ready" and c["status"] == "True"
@@ -371,12 +370,14 @@ def main() -> None:
         return sum(bool(s.get("lastGoodSnapshot")) and not s.get("rollout")
                    for s in statuses())
 
-    def finalized() -> int:
+    def finalized(items: list[dict[str, Any]]) -> int:
         """ModelDeployments kopf has put its finalizer on (one patch each: its first pass
         over them, which runs at its own pace next to the fleet's)."""
-        items = cast(dict[str, Any], objects.list_namespaced_custom_object(
-            GROUP, VERSION, NS, "modeldeployments", _request_timeout=60))["items"]
-        return note_finalizers(items)
+        return sum(FINALIZER in (i["metadata"].get("finalizers") or []) for i in items)
+
+    def first_pass_over() -> int:
+        deployments()  # notes it
+        return len(finalized_at)
 
     def routes_without(member: str) -> int:
         """HTTPRoutes that give ``member`` weight 0 (or no backend)."""
@@ -420,7 +421,8 @@ def main() -> None:
                     return count()
                 return check
 
-            ready, verified, finalized = running(ready), running(verified), running(finalized)
+            ready, verified = running(ready), running(verified)
+            first_pass_over = running(first_pass_over)
             try:
                 wait(progress(start, ready, member_apis, args.objects), args.timeout,
                      "every ModelDeployment Ready", interval=every)
@@ -444,7 +446,7 @@ def main() -> None:
             # steady state begins once kopf has finished its first pass (its finalizer on
             # every object); it has ended long before when kopf's workers idle 0.5 s (at
             # 2,000, 144 s after the start), minutes after convergence at kopf's 5 s
-            wait(lambda: finalized() == args.objects, args.timeout,
+            wait(first_pass_over, args.timeout,
                  "kopf's finalizer on every ModelDeployment", interval=every)
             first_pass = finalized_at[0] - start
             print(f"kopf's first pass (finalizers) ended by {first_pass:.1f}s (seen in the "
