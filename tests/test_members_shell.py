@@ -304,6 +304,29 @@ def test_publishing_the_same_objects_again_keeps_their_stamped_copies():
                for o in member.desired.values())
 
 
+def test_objects_rendered_for_this_installation_are_kept_as_they_are_and_never_changed():
+    """The fleet renders for its installation; a copy of each object was a quarter of the
+    desired objects' memory at 2,000 ModelDeployments. Rendered objects share parts
+    (pod specs, the Namespace), so publishing and converging must not change them."""
+    rendered = [o for name in ("ide", "chat") for o in member_objects(
+        name, "ai", "east", IDE.spec, TIERS.resolve("critical"),
+        {("east", "primary", "east-a"): 2}, "hub-a")]
+    before = copy.deepcopy(rendered)
+    kube = FakeKube()
+    member = _member(kube)
+    assert member.publish(rendered)
+    assert all(member.desired[key_of(o)] is o for o in rendered)
+    asyncio.run(member.converge())
+    assert len(kube.objects) == len({key_of(o) for o in rendered})
+    assert rendered == before
+    for_other = member_objects("ide", "ai", "east", IDE.spec, TIERS.resolve("critical"),
+                               {("east", "primary", "east-a"): 2}, "hub-b")
+    member.publish(for_other)  # labelled for another hub: published as this one's copy
+    assert all(o["metadata"]["labels"][INSTALLATION] == "hub-a"
+               for o in member.desired.values())
+    assert all(o["metadata"]["labels"][INSTALLATION] == "hub-b" for o in for_other)
+
+
 def test_another_installations_objects_are_never_deleted_nor_overwritten():
     theirs = [_labelled(o, "hub-b") for o in OBJECTS]
     other = [_labelled({**o, "metadata": {**o["metadata"], "name": "x-" + o["metadata"]["name"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from test_fleet import IDE, TIERS, example
 from twinhull.plan.render import (
     HASH,
+    INSTALLATION,
     collisions,
     content_hash,
     http_route,
@@ -65,6 +66,40 @@ def test_content_hash_changes_with_content_only():
         return objects["Deployment/ide-east-a"]["metadata"]["annotations"][HASH]
     assert digest(first) == digest(again) != digest(scaled)
     assert content_hash({"a": 1}) == content_hash({"a": 1}) != content_hash({"a": 2})
+
+
+def test_objects_rendered_for_an_installation_carry_its_label_outside_their_hash():
+    plain = member_objects("ide", "ai", "east", IDE.spec, CRITICAL, replicas(1))
+    mine = member_objects("ide", "ai", "east", IDE.spec, CRITICAL, replicas(1), "hub-a")
+    assert all(o["metadata"]["labels"][INSTALLATION] == "hub-a" for o in mine)
+    assert all(INSTALLATION not in o["metadata"]["labels"] for o in plain)
+    assert [o["metadata"]["annotations"][HASH] for o in mine] == \
+        [o["metadata"]["annotations"][HASH] for o in plain]
+
+
+def test_deployments_of_one_server_share_its_pod_spec_and_their_namespace_object():
+    """Rendered objects are never changed, so the parts that do not depend on the
+    ModelDeployment are one object for all of them (the memory of a large fleet)."""
+    other_name = IDE.spec.model_copy(update={"model": IDE.spec.model.model_copy(
+        update={"name": "other-model"})})
+    other_image = IDE.spec.model_copy(update={"model": IDE.spec.model.model_copy(
+        update={"image": "vllm/vllm-openai:v0.12.0"})})
+    def pod(name, spec, zone="east-a"):
+        return by_name(member_objects(name, "ai", "east", spec, CRITICAL, replicas(1),
+                                      "hub-a"))[f"Deployment/{name}-{zone}"]["spec"][
+                                          "template"]["spec"]
+    assert pod("ide", IDE.spec) is pod("chat", other_name), "the model's name only labels pods"
+    assert pod("ide", IDE.spec) is not pod("ide", IDE.spec, "east-b")
+    assert pod("ide", IDE.spec) is not pod("chat", other_image)
+    assert pod("chat", other_image)["containers"][0]["image"] == "vllm/vllm-openai:v0.12.0"
+    first = by_name(member_objects("ide", "ai", "east", IDE.spec, CRITICAL, replicas(1), "hub-a"))
+    second = by_name(member_objects("chat", "ai", "east", other_name, CRITICAL, replicas(1),
+                                    "hub-a"))
+    assert first["Namespace/ai"] is second["Namespace/ai"]
+    labels = first["Deployment/ide-east-a"]["spec"]["template"]["metadata"]["labels"]
+    assert labels["serving.twinhull.io/model"] == "qwen3-next-80b"
+    assert second["Deployment/chat-east-a"]["spec"]["template"]["metadata"]["labels"][
+        "serving.twinhull.io/model"] == "other-model"
 
 
 def test_http_route_has_a_weighted_backend_per_cluster_and_the_fallback():

@@ -994,13 +994,15 @@ def rendered_objects(rt: Runtime, key: Key, cluster: str, spec: ModelDeploymentS
     and rendering and hashing 18,000 objects each round at 2,000 deployments took a
     quarter of the operator's time. The same list (and objects) is returned while its
     inputs are equal, so the member's comparison of desired objects stops at identity.
-    The objects must not be changed. Effects: memory."""
-    inputs = (spec, tier, {s: n for s, n in replicas.items() if s[0] == cluster})
+    They are rendered labelled with the installation, so the member keeps them as they
+    are. The objects must not be changed. Effects: memory."""
+    inputs = (spec, tier, {s: n for s, n in replicas.items() if s[0] == cluster},
+              rt.installation)
     mine = rt.rendered.setdefault(key, {})
     hit = mine.get(cluster)
     if hit is not None and hit[0] == inputs:
         return hit[1]
-    objects = member_objects(key[1], key[0], cluster, spec, tier, replicas)
+    objects = member_objects(key[1], key[0], cluster, spec, tier, replicas, rt.installation)
     mine[cluster] = (inputs, objects)
     return objects
 

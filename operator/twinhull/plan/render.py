@@ -11,6 +11,7 @@ never written again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -32,9 +33,10 @@ ZONE = "serving.twinhull.io/zone"
 CLUSTER = "serving.twinhull.io/cluster"
 HASH = "serving.twinhull.io/content-hash"
 INSTALLATION = "serving.twinhull.io/installation"
-"""Label of every member object: the twinhull installation (hub) that owns it. Stamped by
-the member shell at publish time, outside the content hash; cleanup and adoption select
-on it so two hubs sharing a member never touch each other's objects."""
+"""Label of every member object: the twinhull installation (hub) that owns it. Stamped when
+an object is rendered for an installation (or by the member shell when it publishes one
+rendered without), outside the content hash; cleanup and adoption select on it so two
+hubs sharing a member never touch each other's objects."""
 REVISION = "serving.twinhull.io/revision"
 """Annotation of a Deployment and label of its pods: the revision (:func:`revision_of`)
 they run (the pods' label lets metrics be told apart by revision during a rollout)."""
@@ -71,8 +73,12 @@ def revision_of(spec: ModelDeploymentSpec) -> str:
     return content_hash(content)
 
 
-def _stamped(obj: dict[str, Any]) -> dict[str, Any]:
-    obj["metadata"].setdefault("annotations", {})[HASH] = content_hash(obj)
+def _stamped(obj: dict[str, Any], installation: str = "") -> dict[str, Any]:
+    """``obj`` with its content hash, then its installation's label (outside the hash)."""
+    meta = obj["metadata"]
+    meta.setdefault("annotations", {})[HASH] = content_hash(obj)
+    if installation:
+        meta.setdefault("labels", {})[INSTALLATION] = installation
     return obj
 
 
@@ -172,12 +178,27 @@ def _resources(model: ModelSpec) -> dict[str, Any]:
     return out
 
 
-def _deployment(name: str, namespace: str, cluster: str, role: Role, zone: str,
-                model: ModelSpec, replicas: int, tier: ServingTierSpec, revision: str
-                ) -> dict[str, Any]:
-    selector = labels(name, role=role, zone=zone)
-    pod_labels = {**selector, CLUSTER: cluster, "serving.twinhull.io/model": model.name,
-                  REVISION: revision}
+_SHARED = 256
+"""Distinct shared parts kept (:func:`_pod_spec`, :func:`_namespace`, ...): enough for
+every model, zone and namespace of a large fleet; beyond it the least recent are
+rendered again, which costs memory, never correctness."""
+
+_STRATEGY: dict[str, Any] = {"type": "RollingUpdate",
+                             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
+def _server(model: ModelSpec) -> str:
+    """What of a model its pod spec is rendered from (all but the name clients route by,
+    which only labels the pods), as JSON: the key of :func:`_pod_spec`. Pure."""
+    return model.model_dump_json(by_alias=True, exclude={"name"})
+
+
+@functools.lru_cache(maxsize=_SHARED)
+def _pod_spec(server: str, zone: str, priority_class_name: str | None) -> dict[str, Any]:
+    """The pod spec of a model server (:func:`_server`) in one zone, one object for every
+    Deployment that runs that server there: rendered objects are never changed (see
+    :func:`member_objects`). Pure."""
+    model = ModelSpec.model_validate({**json.loads(server), "name": "server"})
     args = list(model.args)
     args += [a for a in METRICS_ARGS.get(model.runtime, ()) if a not in args]
     container: dict[str, Any] = {
@@ -196,8 +217,18 @@ def _deployment(name: str, namespace: str, cluster: str, role: Role, zone: str,
         "containers": [container],
         "terminationGracePeriodSeconds": 30,
     }
-    if tier.priority_class_name:
-        pod_spec["priorityClassName"] = tier.priority_class_name
+    if priority_class_name:
+        pod_spec["priorityClassName"] = priority_class_name
+    return pod_spec
+
+
+def _deployment(name: str, namespace: str, cluster: str, role: Role, zone: str,
+                model: ModelSpec, replicas: int, tier: ServingTierSpec, revision: str,
+                installation: str) -> dict[str, Any]:
+    selector = labels(name, role=role, zone=zone)
+    pod_labels = {**selector, CLUSTER: cluster, "serving.twinhull.io/model": model.name,
+                  REVISION: revision}
+    pod_spec = _pod_spec(_server(model), zone, tier.priority_class_name)
     return _stamped({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -207,15 +238,14 @@ def _deployment(name: str, namespace: str, cluster: str, role: Role, zone: str,
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": _STRATEGY,
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
-    })
+    }, installation)
 
 
 def _pdb(name: str, namespace: str, cluster: str, role: Role, zone: str,
-         tier: ServingTierSpec) -> dict[str, Any]:
+         tier: ServingTierSpec, installation: str) -> dict[str, Any]:
     selector = labels(name, role=role, zone=zone)
     return _stamped({
         "apiVersion": "policy/v1",
@@ -224,20 +254,23 @@ def _pdb(name: str, namespace: str, cluster: str, role: Role, zone: str,
                      "labels": {**selector, CLUSTER: cluster}},
         "spec": {"maxUnavailable": tier.disruption_budget.max_unavailable,
                  "selector": {"matchLabels": selector}},
-    })
+    }, installation)
 
 
-def _service(name: str, namespace: str, cluster: str, role: Role, port: int
-             ) -> dict[str, Any]:
+@functools.lru_cache(maxsize=_SHARED)
+def _service_ports(port: int) -> list[dict[str, Any]]:
+    return [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
+
+
+def _service(name: str, namespace: str, cluster: str, role: Role, port: int,
+             installation: str) -> dict[str, Any]:
     return _stamped({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": service_name(name, role, cluster), "namespace": namespace,
                      "labels": labels(name, role=role, cluster=cluster)},
-        "spec": {"selector": labels(name, role=role),
-                 "ports": [{"name": "http", "port": port, "targetPort": "http",
-                            "protocol": "TCP"}]},
-    })
+        "spec": {"selector": labels(name, role=role), "ports": _service_ports(port)},
+    }, installation)
 
 
 def priority_class(tier_name: str, tier: ServingTierSpec) -> dict[str, Any] | None:
@@ -255,13 +288,24 @@ def priority_class(tier_name: str, tier: ServingTierSpec) -> dict[str, Any] | No
     })
 
 
-def member_objects(name: str, namespace: str, cluster: str, spec: ModelDeploymentSpec,
-                   tier: ServingTierSpec, replicas: Mapping[Slot, int]) -> list[dict[str, Any]]:
-    """Every object of one ModelDeployment in one member cluster, namespace first. Pure."""
-    objects: list[dict[str, Any]] = [_stamped({
+@functools.lru_cache(maxsize=_SHARED)
+def _namespace(namespace: str, installation: str) -> dict[str, Any]:
+    """The Namespace object, one for every ModelDeployment of the namespace. Pure."""
+    return _stamped({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": namespace, "labels": {MANAGED_BY: OPERATOR}},
-    })]
+    }, installation)
+
+
+def member_objects(name: str, namespace: str, cluster: str, spec: ModelDeploymentSpec,
+                   tier: ServingTierSpec, replicas: Mapping[Slot, int],
+                   installation: str = "") -> list[dict[str, Any]]:
+    """Every object of one ModelDeployment in one member cluster, namespace first,
+    labelled with ``installation`` if given. Pure.
+
+    The objects share their unchanging parts (the Namespace, pod specs, ports) with
+    other ModelDeployments' objects: they must never be changed, only read or copied."""
+    objects: list[dict[str, Any]] = [_namespace(namespace, installation)]
     revision = revision_of(spec)
     roles: list[tuple[Role, ModelSpec]] = [("primary", spec.model)]
     if spec.fallback is not None:
@@ -271,9 +315,9 @@ def member_objects(name: str, namespace: str, cluster: str, spec: ModelDeploymen
             if c != cluster or r != role:
                 continue
             objects.append(_deployment(name, namespace, cluster, role, zone, model, count, tier,
-                                       revision))
-            objects.append(_pdb(name, namespace, cluster, role, zone, tier))
-        objects.append(_service(name, namespace, cluster, role, model.port))
+                                       revision, installation))
+            objects.append(_pdb(name, namespace, cluster, role, zone, tier, installation))
+        objects.append(_service(name, namespace, cluster, role, model.port, installation))
     return objects
 
 
