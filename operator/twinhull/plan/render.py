@@ -178,10 +178,10 @@ def _resources(model: ModelSpec) -> dict[str, Any]:
     return out
 
 
-_SHARED = 256
-"""Distinct shared parts kept (:func:`_pod_spec`, :func:`_namespace`, ...): enough for
-every model, zone and namespace of a large fleet; beyond it the least recent are
-rendered again, which costs memory, never correctness."""
+_SHARED = 4096
+"""Distinct shared parts remembered for sharing (:func:`_pod_spec`, :func:`_namespace`,
+...): model servers in zones, or namespaces, of a large fleet. Beyond it the least recent
+are forgotten and rendered again as new objects, which costs memory, never correctness."""
 
 _STRATEGY: dict[str, Any] = {"type": "RollingUpdate",
                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
