@@ -24,6 +24,9 @@ With ``--history K`` each deployment also has K earlier revisions (ModelSnapshot
 image each) in memory before the rounds, as a fleet that has rolled out K times has
 (the tiers keep 10 by default).
 
+``--down-holders`` instead: what the round after a member loss holds when it sends its
+first hub write, above the steady state, by twinhull line, and that round's traced peak.
+
 Run: .venv/bin/python tests/bench/round_memory.py [--deployments N] [--history K]
 Last line: deployments=N history=K rss_mib=… history_mib=… rss_growth_mib=… retained_mib=…
 peak_mib=… round_s=… loop_stall_s=… down_round_s=… down_loop_stall_s=…
@@ -60,10 +63,15 @@ EXAMPLES = ("ide-assistant", "code-review", "aiops-platform")
 
 
 class Accepting:
-    """A hub that accepts every write and answers with what was sent (nothing kept)."""
+    """A hub that accepts every write and answers with what was sent (nothing kept).
+    ``on_call``, when set, runs before each call (``--down-holders`` snapshots there)."""
+
+    on_call: Any = None
 
     def __getattr__(self, name: str) -> Any:
         async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.on_call is not None:
+                self.on_call()
             body = kwargs.get("body")
             if body is None:
                 body = next((a for a in args if isinstance(a, dict)), None)
@@ -147,13 +155,71 @@ def rounds(rt: Runtime, count: int) -> tuple[float, float]:
     return slowest, stall
 
 
+def holders_of(traces: Any, top: int) -> list[tuple[str, int, int]]:
+    """The ``top`` twinhull lines holding the most of ``traces`` (tracemalloc's traces,
+    or a comparison's growth: (traceback, size, blocks)), each allocation counted at the
+    innermost twinhull line that made it (pydantic's and json's lines say nothing)."""
+    held: dict[str, list[int]] = {}
+    for trace in traces:
+        traceback, size, blocks = trace if isinstance(trace, tuple) else (
+            trace.traceback, trace.size, 1)
+        mine = [f for f in traceback if "/twinhull/" in f.filename]
+        if mine and size > 0:
+            where = f"{mine[-1].filename.split('/twinhull/', 1)[-1]}:{mine[-1].lineno}"
+            sums = held.setdefault(where, [0, 0])
+            sums[0] += size
+            sums[1] += blocks
+    ranked = sorted(held.items(), key=lambda h: -h[1][0])[:top or None]
+    return [(where, size, blocks) for where, (size, blocks) in ranked]
+
+
+def down_holders(n: int, top: int = 8) -> None:
+    """What the round after a member loss holds when it sends its first hub write (its
+    plans, renders, routes and statuses are built by then), above the steady state, by
+    twinhull line, and its traced peak. Prints them."""
+    rt = runtime(n)
+    rounds(rt, 3)
+    gc.collect()
+    tracemalloc.start(8)
+    base = tracemalloc.take_snapshot()
+    at = tracemalloc.get_traced_memory()[0]
+    seen: list[Any] = []
+
+    def first_write() -> None:
+        if not seen:
+            seen.append((tracemalloc.take_snapshot(), tracemalloc.get_traced_memory()[0]))
+
+    rt.views["west"] = replace(rt.views["west"], phase="Down")
+    rt.hub.on_call = first_write  # type: ignore[attr-defined]
+    tracemalloc.reset_peak()
+    rounds(rt, 1)
+    peak = tracemalloc.get_traced_memory()[1] - at
+    tracemalloc.stop()
+    snap, size = seen[0]
+    grown = [(d.traceback, d.size_diff, d.count_diff)
+             for d in snap.compare_to(base, "traceback")]
+    mib = 2**20
+    every = holders_of(grown, 0)
+    print(f"down round, traced: +{(size - at) / mib:.1f} MiB at its first hub write, peak "
+          f"+{peak / mib:.1f} MiB; {sum(h[1] for h in every) / mib:.1f} MiB of what it added "
+          f"then by {len(every)} twinhull lines, those holding most:")
+    for where, held, blocks in every[:top]:
+        print(f"  {held / mib:6.1f} MiB  {blocks:7d} blocks  {where}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--deployments", type=int, default=2000)
     ap.add_argument("--history", type=int, default=0,
                     help="earlier revisions (ModelSnapshots) of each deployment, kept in memory")
+    ap.add_argument("--down-holders", action="store_true",
+                    help="only: what the round after a member loss holds at its first hub "
+                         "write, by twinhull line (traced), and its peak")
     args = ap.parse_args()
     n, k = args.deployments, args.history
+    if args.down_holders:
+        down_holders(n)
+        return
 
     rt = runtime(n)
     gc.collect()
@@ -181,14 +247,7 @@ def main() -> None:
         peak = max(peak, tracemalloc.get_traced_memory()[1] - at)
     gc.collect()
     retained = tracemalloc.get_traced_memory()[0] - history
-    holders: dict[str, list[int]] = {}
-    for trace in tracemalloc.take_snapshot().traces:
-        mine = [f for f in trace.traceback if "/twinhull/" in f.filename]
-        if mine:  # by the innermost twinhull line (the one that asked for pydantic's...)
-            where = f"{mine[-1].filename.split('/twinhull/', 1)[-1]}:{mine[-1].lineno}"
-            held = holders.setdefault(where, [0, 0])
-            held[0] += trace.size
-            held[1] += 1
+    holders = holders_of(tracemalloc.take_snapshot().traces, 5)
     tracemalloc.stop()
     mib = 2**20
     print(f"{n} deployments: RSS {start:.0f} MiB; {k} earlier revisions each +{before - start:.0f}"
@@ -196,7 +255,7 @@ def main() -> None:
           f"{round_s:.1f} s (untraced), holding the event loop {stall_s:.2f} s at most")
     print(f"traced: the rounds kept {retained / mib:.1f} MiB, a round's peak "
           f"+{peak / mib:.1f} MiB; the twinhull lines holding most (revisions included):")
-    for where, (size, blocks) in sorted(holders.items(), key=lambda h: -h[1][0])[:5]:
+    for where, size, blocks in holders:
         print(f"  {size / mib:6.1f} MiB  {blocks:7d} blocks  {where}")
     print(f"deployments={n} history={k} rss_mib={start:.0f} history_mib={history / mib:.1f} "
           f"rss_growth_mib={growth:.0f} retained_mib={retained / mib:.1f} "
