@@ -75,6 +75,11 @@ def test_objects_rendered_for_an_installation_carry_its_label_outside_their_hash
     assert all(INSTALLATION not in o["metadata"]["labels"] for o in plain)
     assert [o["metadata"]["annotations"][HASH] for o in mine] == \
         [o["metadata"]["annotations"][HASH] for o in plain]
+    pc, plain_pc = priority_class("critical", CRITICAL, "hub-a"), priority_class("critical",
+                                                                                  CRITICAL)
+    assert pc is not None and plain_pc is not None
+    assert pc["metadata"]["labels"][INSTALLATION] == "hub-a"
+    assert pc["metadata"]["annotations"][HASH] == plain_pc["metadata"]["annotations"][HASH]
 
 
 def test_deployments_of_one_server_share_its_pod_spec_and_their_namespace_object():

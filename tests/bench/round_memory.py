@@ -46,6 +46,7 @@ import copy
 import gc
 import time
 import tracemalloc
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -155,14 +156,13 @@ def rounds(rt: Runtime, count: int) -> tuple[float, float]:
     return slowest, stall
 
 
-def holders_of(traces: Any, top: int) -> list[tuple[str, int, int]]:
-    """The ``top`` twinhull lines holding the most of ``traces`` (tracemalloc's traces,
-    or a comparison's growth: (traceback, size, blocks)), each allocation counted at the
-    innermost twinhull line that made it (pydantic's and json's lines say nothing)."""
+def holders_of(traces: Iterable[tuple[Any, int, int]], top: int
+               ) -> list[tuple[str, int, int]]:
+    """The ``top`` (0: all) twinhull lines holding the most of ``traces`` ((traceback,
+    size, blocks)), each allocation counted at the innermost twinhull line that made it
+    (pydantic's and json's lines say nothing)."""
     held: dict[str, list[int]] = {}
-    for trace in traces:
-        traceback, size, blocks = trace if isinstance(trace, tuple) else (
-            trace.traceback, trace.size, 1)
+    for traceback, size, blocks in traces:
         mine = [f for f in traceback if "/twinhull/" in f.filename]
         if mine and size > 0:
             where = f"{mine[-1].filename.split('/twinhull/', 1)[-1]}:{mine[-1].lineno}"
@@ -247,7 +247,8 @@ def main() -> None:
         peak = max(peak, tracemalloc.get_traced_memory()[1] - at)
     gc.collect()
     retained = tracemalloc.get_traced_memory()[0] - history
-    holders = holders_of(tracemalloc.take_snapshot().traces, 5)
+    holders = holders_of(((t.traceback, t.size, 1) for t in tracemalloc.take_snapshot().traces),
+                         5)
     tracemalloc.stop()
     mib = 2**20
     print(f"{n} deployments: RSS {start:.0f} MiB; {k} earlier revisions each +{before - start:.0f}"

@@ -162,14 +162,6 @@ def stamped(obj: Mapping[str, Any], installation: str) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
-def _labelled(obj: Mapping[str, Any], installation: str) -> bool:
-    """Whether an object needs no stamped copy: it carries the installation's label, or
-    there is no installation to label it with. Pure."""
-    if not installation:
-        return True
-    return (obj["metadata"].get("labels") or {}).get(INSTALLATION) == installation
-
-
 async def _pooled(calls: Iterable[Callable[[], Awaitable[None]]], parallel: int) -> None:
     """Await every call, ``parallel`` at a time, in order: ``parallel`` workers take the
     next call as each finishes, so only they exist while the rest wait as the iterator's
@@ -315,8 +307,9 @@ class Member:
         sources: dict[ObjectKey, Mapping[str, Any]] = {}
         for o in desired:
             key = key_of(o)
-            if _labelled(o, self.installation):
-                new[key] = o
+            label = (o["metadata"].get("labels") or {}).get(INSTALLATION)
+            if not self.installation or label == self.installation:
+                new[key] = o  # nothing to stamp
                 continue
             before = self.desired.get(key)
             if before is not None and self._sources.get(key) is o:

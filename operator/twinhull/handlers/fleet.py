@@ -941,7 +941,7 @@ async def _round(rt: Runtime, pause: _Pause) -> None:
     await pause()  # nothing published, announced or written yet
     for cluster, objects in desired.items():
         for tier_name in sorted(tiers_used):
-            pc = priority_class(tier_name, rt.policy.resolve(tier_name))
+            pc = priority_class(tier_name, rt.policy.resolve(tier_name), rt.installation)
             if pc is not None:
                 objects.insert(0, pc)
         if members[cluster].publish(objects, keep=rnd.held):

@@ -273,8 +273,10 @@ def _service(name: str, namespace: str, cluster: str, role: Role, port: int,
     }, installation)
 
 
-def priority_class(tier_name: str, tier: ServingTierSpec) -> dict[str, Any] | None:
-    """The PriorityClass the tier's pods use, created in each member. Pure."""
+def priority_class(tier_name: str, tier: ServingTierSpec, installation: str = ""
+                   ) -> dict[str, Any] | None:
+    """The PriorityClass the tier's pods use, created in each member, labelled with
+    ``installation`` if given. Pure."""
     if not tier.priority_class_name:
         return None
     return _stamped({
@@ -285,7 +287,7 @@ def priority_class(tier_name: str, tier: ServingTierSpec) -> dict[str, Any] | No
         "value": tier.priority,
         "globalDefault": False,
         "description": f"twinhull tier {tier_name} (availability {tier.availability_target}%)",
-    })
+    }, installation)
 
 
 @functools.lru_cache(maxsize=_SHARED)
