@@ -459,6 +459,43 @@ def test_loads_older_than_their_bound_are_missing():
     assert fleet.current_loads(rt, now())[0] == {}
 
 
+
+def test_a_pre_warm_miss_is_kept_in_status_and_stands_the_next_forecast_down():
+    rt = runtime(body("ide", example_spec("ide-assistant")))  # 4 zones, 2,500 tokens/s each
+    rt.settings = replace(rt.settings, prometheus_url="http://127.0.0.1:9")
+    # the earlier days' peak (40k tokens/s) has not come: 3k did
+    rt.loads = {("ai", "ide"): Load(tokens_per_second=3_000, tokens_per_second_peak=3_000,
+                                    forecast_tokens_per_second=40_000,
+                                    forecast_said_tokens_per_second=40_000)}
+    rt.loads_time = now()
+    run(rt)
+    status = hub(rt).last_status("ide")
+    assert fleet.parse_time(status["scaling"]["forecastMissedAt"]) is not None
+    assert status["scaling"]["replicas"] == 4
+    # ten minutes later (confirmed), the windows forecast the next peak, right so far
+    missed = fleet.rfc3339(now() - timedelta(minutes=10))
+    status["scaling"]["forecastMissedAt"] = missed
+    rt.deployments[("ai", "ide")] = body("ide", example_spec("ide-assistant"), status=status)
+    rt.loads = {("ai", "ide"): Load(tokens_per_second=3_000, tokens_per_second_peak=3_000,
+                                    forecast_tokens_per_second=40_000,
+                                    forecast_said_tokens_per_second=3_000)}
+    rt.loads_time = now()
+    run(rt)
+    again = fleet.merge_patch(status, hub(rt).last_status("ide"))
+    assert again["scaling"]["replicas"] == 4  # not pre-warmed to 12
+    assert again["scaling"]["forecastMissedAt"] == missed
+    # a stored time that is not one is ignored: pre-warm acts
+    for garbage in ("yesterday", 12, {"a": 1}):
+        rt.deployments[("ai", "ide")] = body("ide", example_spec("ide-assistant"),
+                                             status={**status, "scaling": {
+                                                 **status["scaling"],
+                                                 "forecastMissedAt": garbage}})
+        run(rt)
+        fresh = fleet.merge_patch(status, hub(rt).last_status("ide"))
+        assert fresh["scaling"]["replicas"] == 8, garbage  # 4 -> 12, limited to double
+        assert "forecastMissedAt" not in fresh["scaling"]
+
+
 # -- names -------------------------------------------------------------------------------
 
 def test_colliding_member_names_hold_the_newer_deployment():

@@ -50,7 +50,8 @@ def test_a_capacity_decision_behind_a_higher_tier_replays_from_the_gpus_it_was_l
 def test_a_failover_with_load_and_history_round_trips_and_replays():
     d, _ = steady(load=Load(tokens_per_second=4200.0, waiting=3.0, running=20.0,
                             zones={"east/east-a": 2100.0, "west/west-a": 2100.0}),
-                  scaling_history=(Recommendation(T0 - timedelta(seconds=30), 4),))
+                  scaling_history=(Recommendation(T0 - timedelta(seconds=30), 4),),
+                  forecast_missed_at=T0 - timedelta(minutes=10))
     clusters = {"east": cluster("east"), "west": cluster("west", "Down")}
     now = T0 + timedelta(seconds=5)
     plan = plan_fleet([d], clusters, now=now)[(d.namespace, d.name)]

@@ -286,6 +286,9 @@ class Twinhull(Policy):
     name = "twinhull"
     wants_forecast = True
     history: tuple[Recommendation, ...] = ()
+    forecast_missed_at: datetime | None = None
+    """Since when the earlier days' peak has been missing, as the operator keeps it in
+    status (``status.scaling.forecastMissedAt``)."""
     prewarm: bool = True
     """False: no forecast at all (twinhull without pre-warm)."""
     adaptive: bool = False
@@ -304,8 +307,10 @@ class Twinhull(Policy):
                                                      else None))
         result = recommend(self.scaling, self.tier, load, current=obs.current,
                            zones=self.zones, history=self.history,
-                           now=EPOCH + timedelta(seconds=obs.now))
+                           now=EPOCH + timedelta(seconds=obs.now),
+                           forecast_missed_at=self.forecast_missed_at)
         self.history = tuple(result.history)
+        self.forecast_missed_at = result.forecast_missed_at
         return result.replicas
 
 

@@ -278,6 +278,9 @@ class ScalingStatus(Status):
     history: Annotated[list[ScalingRecommendation], Field(max_length=100)] = Field(
         default_factory=list)
     """Recent recommendations (for the scale-down stabilization window)."""
+    forecast_missed_at: str | None = None
+    """Since when the peak the pre-warm forecast said has been missing; once it has been
+    for 5 minutes pre-warm stands down until 12 h after this time."""
 
 
 class Decision(Status):

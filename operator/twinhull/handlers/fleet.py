@@ -175,6 +175,8 @@ def _scaling_status(plan: DeploymentPlan, old: dict[str, Any], t: str | None
     out = as_mapping(old)
     out["replicas"] = plan.scaled
     out["history"] = [{"time": rfc3339(r.time), "replicas": r.replicas} for r in scale.history]
+    out["forecastMissedAt"] = (rfc3339(scale.forecast_missed_at)
+                               if scale.forecast_missed_at is not None else None)
     if latest is not None:
         out.update({
             "decision": latest.id,
@@ -863,6 +865,8 @@ async def _round(rt: Runtime, pause: _Pause) -> None:
                 approved=parsed.approve, consumed=_consumed(status),
                 load=loads.get(key), scaled=_scaled_of(status),
                 scaling_history=_history(status),
+                forecast_missed_at=parse_time(
+                    as_mapping(status.get("scaling")).get("forecastMissedAt")),
                 unserved=max(0, _int(status.get("unservedReplicas"), 0)),
                 drill=drilled.get(key),
             ))

@@ -197,6 +197,8 @@ class DeploymentInput:
     """Primary replicas in all, as last decided by scaling (None: the placement's)."""
     scaling_history: tuple[Recommendation, ...] = ()
     """Recent scaling recommendations (kept in status)."""
+    forecast_missed_at: datetime | None = None
+    """When pre-warm last missed while it stands down (kept in status)."""
     unserved: int = 0
     """Replicas reported unserved last time (status), to decide only on a change."""
     consumed: frozenset[str] = frozenset()
@@ -986,7 +988,8 @@ class _Planner:
         cells = self.cells()
         current = self.d.scaled if self.d.scaled is not None else sum(self.declared.values())
         result = recommend(scaling, self.d.tier, self.d.load or Load(), current=current,
-                           zones=len(cells), history=self.d.scaling_history, now=self.now)
+                           zones=len(cells), history=self.d.scaling_history, now=self.now,
+                           forecast_missed_at=self.d.forecast_missed_at)
         total = current
         if result.replicas != current:
             inputs = {**result.inputs, "from": current, "to": result.replicas}

@@ -16,6 +16,13 @@ HPA and KEDA:
   days) raises the floor before a recurring peak arrives; given what the same forecast
   said for the last minutes, it **checks its own error** and scales the forecast by the
   measured/forecast ratio (a holiday or a moved peak withdraws it, growth raises it);
+* **pre-warm stands down after a miss**: when the forecast's windows said a peak that does
+  not come (under :data:`FORECAST_MISS_RATIO` of it, and by at least
+  :data:`FORECAST_MISS_REPLICAS` replicas' targets) for
+  :data:`FORECAST_MISS_CONFIRM_SECONDS`, the forecast is ignored until
+  :data:`FORECAST_MISS_HOLD_SECONDS` after the peak went missing: a day that does not
+  follow the earlier days (a holiday, a moved peak) is not pre-warmed for its later peaks
+  either, and the next day's are trusted again;
 * **headroom adapts to measured variability**: given the recent peak rate, the headroom
   is the recent peak's excess over the rate now, between the tier's headroom and
   :data:`ADAPTIVE_MAX_FACTOR` times it: bursty demand keeps more spare capacity than the
@@ -65,6 +72,16 @@ FORECAST_RATIO_MAX = 2.0
 FORECAST_RATIO_SLACK = 0.1
 """Fraction of a replica's target added to both sides of the measured/forecast ratio, so
 quiet periods (near-zero rates) do not make it swing."""
+FORECAST_MISS_RATIO = 0.5
+"""A forecast is a miss when what came is under this share of what it said (its ratio)..."""
+FORECAST_MISS_REPLICAS = 2.0
+"""...and short of it by at least this many replicas' targets (quiet hours never miss)."""
+FORECAST_MISS_HOLD_SECONDS = 43200
+"""How long pre-warm stands down after a miss: the rest of a day that does not follow the
+earlier days' shape."""
+FORECAST_MISS_CONFIRM_SECONDS = 300
+"""How long the peak must stay missing before pre-warm stands down: a peak that comes a
+few minutes later than on the earlier days is not a miss."""
 PREWARM_LOOKBACK_DAYS = (1, 7)
 """The earlier days whose same time forecasts now: yesterday, and a week ago."""
 DAY_SECONDS = 86400
@@ -98,7 +115,8 @@ class Load:
     with it the headroom grows with the measured variability; None: the tier's headroom."""
     forecast_said_tokens_per_second: float | None = None
     """What the pre-warm forecast's windows said for the last lead time (the same query
-    shifted by the lead): with it the forecast is scaled by the measured/forecast ratio."""
+    shifted by the lead): with it the forecast is scaled by the measured/forecast ratio,
+    and a peak that does not come stands pre-warm down."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,9 @@ class ScaleResult:
     metrics_available: bool
     history: tuple[Recommendation, ...]
     inputs: dict[str, Any] = field(default_factory=dict)
+    forecast_missed_at: datetime | None = None
+    """Since when the earlier days' peak has been missing, while that matters (kept in
+    status by the caller): pre-warm stands down once it is confirmed."""
 
 
 def headroom_percent(tier: ServingTierSpec, load: Load) -> float:
@@ -144,6 +165,36 @@ def forecast_ratio(spec: Scaling, load: Load) -> float:
         return 1.0
     slack = FORECAST_RATIO_SLACK * spec.target_tokens_per_second_per_replica
     return min((seen + slack) / (said + slack), FORECAST_RATIO_MAX)
+
+
+def forecast_missed(spec: Scaling, load: Load) -> bool:
+    """Whether the forecast's windows said a peak for the last lead time that did not come:
+    a ratio under :data:`FORECAST_MISS_RATIO` and a shortfall of at least
+    :data:`FORECAST_MISS_REPLICAS` replicas' targets. Pure."""
+    said = load.forecast_said_tokens_per_second
+    seen = (load.tokens_per_second_peak if load.tokens_per_second_peak is not None
+            else load.tokens_per_second)
+    if load.forecast_tokens_per_second is None or said is None or seen is None:
+        return False
+    short = said - seen
+    return (forecast_ratio(spec, load) < FORECAST_MISS_RATIO
+            and short >= FORECAST_MISS_REPLICAS * spec.target_tokens_per_second_per_replica)
+
+
+def _missing_since(spec: Scaling, load: Load, since: datetime | None, now: datetime
+                   ) -> tuple[datetime | None, bool]:
+    """Since when the earlier days' peak has been missing (kept by the caller, None: it is
+    not), and whether pre-warm stands down now: once the peak has been missing for
+    :data:`FORECAST_MISS_CONFIRM_SECONDS`, until :data:`FORECAST_MISS_HOLD_SECONDS` after
+    it went missing. A peak that comes before the confirmation clears it. Pure."""
+    age = None if since is None else (now - since).total_seconds()
+    if age is not None and 0 <= age < FORECAST_MISS_HOLD_SECONDS:
+        if age >= FORECAST_MISS_CONFIRM_SECONDS:
+            return since, True
+        if forecast_missed(spec, load):
+            return since, False
+        return None, False
+    return (now if forecast_missed(spec, load) else None), False
 
 
 def _in_progress(load: Load, current: int) -> float:
@@ -200,15 +251,21 @@ def _prewarming(spec: Scaling, tier: ServingTierSpec, load: Load, current: int) 
 
 
 def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int, zones: int,
-              history: Sequence[Recommendation], now: datetime) -> ScaleResult:
-    """The total primary replicas to run now over ``zones`` serving zones. Pure."""
+              history: Sequence[Recommendation], now: datetime,
+              forecast_missed_at: datetime | None = None) -> ScaleResult:
+    """The total primary replicas to run now over ``zones`` serving zones;
+    ``forecast_missed_at``: when pre-warm last missed (the result's, kept by the caller).
+    Pure."""
     low, high = spec.min_replicas_per_zone * zones, spec.max_replicas_per_zone * zones
     window = tier.scale_down_stabilization_seconds
     within = [r for r in history if (now - r.time).total_seconds() <= window]
     older = [r for r in history if (now - r.time).total_seconds() > window]
     # the newest recommendation from before the window shows the window is covered
     kept = (*older[-1:], *within)
-    needed = _needed(spec, tier, load, current)
+    missed, standing_down = _missing_since(spec, load, forecast_missed_at, now)
+    planned = load if not standing_down else replace(
+        load, forecast_tokens_per_second=None, forecast_said_tokens_per_second=None)
+    needed = _needed(spec, tier, planned, current)
     inputs: dict[str, Any] = {
         "metric": spec.metric, "tokensPerSecond": load.tokens_per_second,
         "waiting": load.waiting, "custom": load.custom,
@@ -219,11 +276,18 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
         "tokensPerSecondPeak": load.tokens_per_second_peak,
         "forecastRatio": round(forecast_ratio(spec, load), 3),
     }
+    stood_down = ""
+    if missed is not None:
+        inputs["forecastMissedAt"] = missed.isoformat()
+        inputs["preWarmStoodDown"] = standing_down
+        if standing_down and load.forecast_tokens_per_second is not None:
+            stood_down = (f"; pre-warm stands down: the earlier days' peak has been missing "
+                          f"since {missed:%H:%M} UTC")
     if needed is None:
         held = _bounded(current, low, high)
         return ScaleResult(held, "no metrics: holding the last decision (never scaling "
                            "down without a reading)" + _clamped(current, held, low, high),
-                           False, kept, inputs)
+                           False, kept, inputs, missed)
     inputs["needed"] = round(needed, 2)
     if current and abs(needed / current - 1) <= TOLERANCE:
         wanted = current  # HPA's rule: the ratio to the current count, before rounding
@@ -239,7 +303,7 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
         result = min(wanted, limit)
         why = (f"load needs {needed:.1f} replicas" + (f"; limited to {result} this step"
                                                   if result < wanted else ""))
-        if _prewarming(spec, tier, load, current):
+        if _prewarming(spec, tier, planned, current):
             why = (f"pre-warm: the same time on earlier days needed {needed:.1f} replicas"
                    + (f"; limited to {result} this step" if result < wanted else ""))
     elif wanted < current and not older:
@@ -260,8 +324,8 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
     # Every branch above can keep ``current`` (tolerance, stabilization, rate limit): the
     # spec's bounds win over all of them, so a lowered maximum or raised minimum holds.
     bounded = _bounded(result, low, high)
-    return ScaleResult(bounded, why + _clamped(result, bounded, low, high), True,
-                       history_now, inputs)
+    return ScaleResult(bounded, why + stood_down + _clamped(result, bounded, low, high), True,
+                       history_now, inputs, missed)
 
 
 def _bounded(replicas: int, low: int, high: int) -> int:
