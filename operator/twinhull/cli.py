@@ -172,6 +172,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> str:
+    """An argparse type: a PromQL duration (``30s``, ``1m``, ``1m30s``) of at least 1 s."""
+    from twinhull.metrics.presets import seconds
+
+    try:
+        ok = seconds(text) >= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a PromQL duration of at least 1s "
+                                         "such as 30s, 1m or 5m")
+    return text
+
+
 def _identity() -> str:
     """This replica's name in the Lease: the pod's name (HOSTNAME in a pod) and a random
     part, so a restarted process is a new candidate. Effects: reads the environment."""
@@ -190,6 +204,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = Settings(namespace=args.namespace, gateway=(namespace, name or namespace),
                         resync_seconds=args.resync, prometheus_url=args.prometheus or None,
                         metrics_seconds=args.metrics_interval, rate_window=args.rate_window,
+                        forecast_rate_window=args.forecast_rate_window,
                         failure_metric=args.failure_metric or None,
                         prewarm_period_seconds=args.prewarm_period,
                         prewarm_lead_seconds=args.prewarm_lead,
@@ -429,7 +444,7 @@ def parser() -> argparse.ArgumentParser:
                           "$TWINHULL_PROMETHEUS_URL); without it scaling holds its numbers")
     run.add_argument("--metrics-interval", type=float, default=10.0,
                      help="seconds between load reads from Prometheus")
-    run.add_argument("--rate-window", default="1m",
+    run.add_argument("--rate-window", type=_duration, default="1m",
                      help="PromQL range of rate() over token counters (>= 2 scrape intervals)")
     run.add_argument("--failure-metric", default="",
                      help="override: a Prometheus counter of failed requests (labelled "
@@ -437,6 +452,10 @@ def parser() -> argparse.ArgumentParser:
                           "revisions' error rate with, instead of each runtime's own failure "
                           "counter (vLLM HTTP 5xx, TGI tgi_request_failure, SGLang aborts by "
                           "the server)")
+    run.add_argument("--forecast-rate-window", type=_duration, default="5m",
+                     help="PromQL range of rate() pre-warm reads the earlier days' demand "
+                          "through: it provisions for sustained demand, not a minute's spike"
+                          " (the reactive path's own headroom covers spikes)")
     run.add_argument("--prewarm-period", type=float, default=86400.0,
                      help="seconds between recurring peaks that pre-warm looks back by "
                           "(yesterday and a week ago at 86400; 0: no pre-warm)")
