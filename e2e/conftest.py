@@ -343,8 +343,7 @@ def new_operator(lab: Lab, identity: ChartIdentity, directory: Path) -> Operator
     prometheus = f"{scheme}://twinhull:{password}@{rest}"
     args = ["--policy", str(Path(__file__).parent / "tiers-fast.yaml"), "--resync", "5",
             "--prometheus", prometheus, "--metrics-interval", "2", "--rate-window", "10s",
-            "--prewarm-period", str(PREWARM_PERIOD), "--prewarm-lead", str(PREWARM_LEAD),
-            "--forecast-rate-window", "10s"]
+            "--prewarm-period", str(PREWARM_PERIOD), "--prewarm-lead", str(PREWARM_LEAD)]
     return Operator(lab, identity, directory, password, args)
 
 

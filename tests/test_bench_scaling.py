@@ -144,24 +144,3 @@ def test_one_day_every_policy_and_the_oracle_is_a_lower_bound() -> None:
                 assert oracle.above_floor <= m.above_floor + 0.5, (c.name, p)
     floors = {c.name: got[(c.name, "hpa")].floor_hours for c in apps}
     assert all(got[(n, p)].floor_hours == f for n, f in floors.items() for p in names)
-
-
-def test_the_forecast_reads_sustained_demand_and_its_check_the_one_minute_peak():
-    """Yesterday: a 30 s spike of 60,000 tokens at 10:00 and a 20-minute plateau of 5,000
-    tokens/s from 14:00. The forecast (the highest 5 m rate of the coming 10 minutes a day
-    ago) sees the plateau in full and the spike as its 5-minute average; what it said for
-    the last 10 minutes is the highest 1 m rate, as the recent peak it is compared with."""
-    from scaling_engine import forecasts
-
-    tick = 15.0
-    spike = [(DAY + 10 * 3600 + i, 2_000.0) for i in range(30)]  # 60k tokens in 30 s
-    plateau = [(DAY + 14 * 3600 + i, 5_000.0) for i in range(20 * 60)]
-    ahead, said = forecasts(sorted(spike + plateau), start=2 * DAY, ticks=int(DAY / tick))
-
-    def at(hours: float, minutes: float) -> int:  # today's tick at that time
-        return round((hours * 3600 + minutes * 60) / tick)
-
-    assert ahead[at(14, 5)] == pytest.approx(5_000.0, rel=0.01)
-    assert ahead[at(10, 0)] == pytest.approx(60_000 / 300, rel=0.01)  # not 60k / 60 s
-    assert said[at(10, 5)] == pytest.approx(60_000 / 60, rel=0.01)
-    assert ahead[at(3, 0)] == said[at(3, 0)] == 0.0  # a quiet hour yesterday

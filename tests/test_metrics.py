@@ -280,11 +280,10 @@ def test_prewarm_reads_the_highest_demand_of_earlier_days(prometheus):
         return 200, {"status": "success", "data": {"resultType": "vector", "result": [
             {"metric": {"namespace": "ai", "twinhull_deployment": "ide", **cell},
              "value": [now, str(value)]}]}}
-    # the forecast reads the earlier days' 5 m rate (sustained demand, not a spike)
-    day = fleet_demand_forecast("vllm", "5m", start_s=86_400, end_s=85_800)
+    day = fleet_demand_forecast("vllm", "1m", start_s=86_400, end_s=85_800)
     assert day.startswith("max_over_time(((sum by (namespace, twinhull_deployment)")
-    assert day.endswith(")[600s:30s] offset 85800s)") and "[5m]" in day
-    week = fleet_demand_forecast("vllm", "5m", start_s=604_800, end_s=604_200)
+    assert day.endswith(")[600s:30s] offset 85800s)")
+    week = fleet_demand_forecast("vllm", "1m", start_s=604_800, end_s=604_200)
     by_zone = fleet_demand_tokens("vllm", "1m", by=FLEET_CELLS)
     handler.answers.update({by_zone: answer(1_000.0, cluster="east", zone="east-a"),
                             day: answer(9_000.0), week: answer(12_000.0)})
@@ -293,19 +292,16 @@ def test_prewarm_reads_the_highest_demand_of_earlier_days(prometheus):
         "placement": [{"cluster": "east", "zones": {"east-a": 1}}],
         "scaling": {"metric": "tokens"}})
     windows = [(86_400.0, 85_800.0), (604_800.0, 604_200.0)]
-    loads = read_loads(Prometheus(url), {("ai", "ide"): spec}, prewarm=windows,
-                       forecast_window="5m").loads
+    loads = read_loads(Prometheus(url), {("ai", "ide"): spec}, prewarm=windows).loads
     assert loads[("ai", "ide")].tokens_per_second == 1_000.0
     assert loads[("ai", "ide")].zones == {"east/east-a": 1_000.0}
     assert loads[("ai", "ide")].forecast_tokens_per_second == 12_000.0, "the higher day"
-    # what the same windows said a lead ago (shifted by 600 s), through the 1 m rate the
-    # recent peak it is compared with is read through, and the recent peak
+    # what the same windows said a lead ago (shifted by 600 s), and the recent peak
     said_day = fleet_demand_forecast("vllm", "1m", start_s=87_000, end_s=86_400)
     said_week = fleet_demand_forecast("vllm", "1m", start_s=605_400, end_s=604_800)
     handler.answers.update({said_day: answer(7_000.0), said_week: answer(5_000.0),
                             fleet_demand_peak("vllm", "1m"): answer(1_400.0)})
-    loads = read_loads(Prometheus(url), {("ai", "ide"): spec}, prewarm=windows,
-                       forecast_window="5m").loads
+    loads = read_loads(Prometheus(url), {("ai", "ide"): spec}, prewarm=windows).loads
     assert loads[("ai", "ide")].forecast_said_tokens_per_second == 7_000.0
     assert loads[("ai", "ide")].tokens_per_second_peak == 1_400.0
     off = spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"pre_warm": False})})

@@ -36,20 +36,16 @@ def test_a_heartbeat_that_is_not_a_number_of_seconds_is_refused(
     assert "--heartbeat" in capsys.readouterr().err
 
 
-def test_rate_windows_default_to_a_minute_and_five_for_pre_warms_forecast() -> None:
-    args = parser().parse_args(["run"])
-    assert (args.rate_window, args.forecast_rate_window) == ("1m", "5m")
-    args = parser().parse_args(["run", "--rate-window", "30s", "--forecast-rate-window",
-                                "1m30s"])
-    assert (args.rate_window, args.forecast_rate_window) == ("30s", "1m30s")
+def test_the_rate_window_defaults_to_a_minute_and_takes_a_promql_duration() -> None:
+    assert parser().parse_args(["run"]).rate_window == "1m"
+    assert parser().parse_args(["run", "--rate-window", "1m30s"]).rate_window == "1m30s"
 
 
-@pytest.mark.parametrize("flag", ["--rate-window", "--forecast-rate-window"])
 @pytest.mark.parametrize("value", ["5", "0s", "1 m", "5m;drop", "five"])
 def test_a_rate_window_that_is_not_a_promql_duration_is_refused(
-        flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+        value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as raised:
-        parser().parse_args(["run", flag, value])
+        parser().parse_args(["run", "--rate-window", value])
     assert raised.value.code == 2
     err = capsys.readouterr().err
-    assert flag in err and "PromQL duration" in err
+    assert "--rate-window" in err and "PromQL duration" in err

@@ -30,10 +30,6 @@ from twinhull.plan.scaling import PREWARM_LEAD_SECONDS, prewarm_windows
 
 TICK = 15.0
 RATE_WINDOW = 60.0
-FORECAST_RATE_WINDOW = 300.0
-"""The rate window pre-warm's forecast reads the earlier days through (the operator's
-``--forecast-rate-window`` default, 5m); what it said for the last lead time is read
-through RATE_WINDOW, as the recent peak it is compared with."""
 PEAK_WINDOW = 600.0
 """The window of the recent peak rate a policy may read (max_over_time of the 1 m rate)."""
 DRAIN = 1800.0
@@ -91,31 +87,26 @@ def tick_tokens(arrivals: Sequence[tuple[float, float]], ticks: int, start: floa
 
 def forecasts(arrivals: Sequence[tuple[float, float]], *, start: float, ticks: int,
               tick: float = TICK) -> tuple[list[float | None], list[float | None]]:
-    """Per tick from ``start``: the pre-warm forecast (the highest
-    :data:`FORECAST_RATE_WINDOW` arrival rate in the windows of :func:`prewarm_windows`)
-    and what the same windows said for the last lead time (the highest 1 m rate in
-    ``[now - lead, now]`` a day and a week ago), None without history. Pure."""
+    """Per tick from ``start``: the pre-warm forecast (the highest 1 m arrival rate in the
+    windows of :func:`prewarm_windows`) and what the same windows said for the last lead
+    time (``[now - lead, now]`` a day and a week ago), None without history. Pure."""
+    w = max(1, round(RATE_WINDOW / tick))
     lead = round(PREWARM_LEAD_SECONDS / tick)
     back = max(a for a, _ in prewarm_windows())
     first = start - back - PREWARM_LEAD_SECONDS
     n = ticks + round((start - first) / tick)
     raw = tick_tokens(arrivals, n, first, tick)
-
-    def rates(window: float) -> list[float]:
-        w, acc, out = max(1, round(window / tick)), 0.0, []
-        for k, x in enumerate(raw):
-            acc += x - (raw[k - w] if k >= w else 0.0)
-            out.append(acc / window)
-        return out
-
-    peak = sliding_max(rates(RATE_WINDOW), lead + 1)  # max over [k - lead, k]
-    sustained = sliding_max(rates(FORECAST_RATE_WINDOW), lead + 1)
+    acc, rates = 0.0, []
+    for k, x in enumerate(raw):
+        acc += x - (raw[k - w] if k >= w else 0.0)
+        rates.append(acc / RATE_WINDOW)
+    peak = sliding_max(rates, lead + 1)  # max over [k - lead, k]
     offset = round((start - first) / tick)
     ahead: list[float | None] = []
     said: list[float | None] = []
     for k in range(ticks):
         j = k + offset
-        a = [sustained[j - round(d / tick) + lead] for d, _ in prewarm_windows()
+        a = [peak[j - round(d / tick) + lead] for d, _ in prewarm_windows()
              if j - round(d / tick) >= 0 and j - round(d / tick) + lead < len(peak)]
         b = [peak[j - round(d / tick)] for d, _ in prewarm_windows()
              if j - round(d / tick) - lead >= 0]

@@ -204,7 +204,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = Settings(namespace=args.namespace, gateway=(namespace, name or namespace),
                         resync_seconds=args.resync, prometheus_url=args.prometheus or None,
                         metrics_seconds=args.metrics_interval, rate_window=args.rate_window,
-                        forecast_rate_window=args.forecast_rate_window,
                         failure_metric=args.failure_metric or None,
                         prewarm_period_seconds=args.prewarm_period,
                         prewarm_lead_seconds=args.prewarm_lead,
@@ -452,10 +451,6 @@ def parser() -> argparse.ArgumentParser:
                           "revisions' error rate with, instead of each runtime's own failure "
                           "counter (vLLM HTTP 5xx, TGI tgi_request_failure, SGLang aborts by "
                           "the server)")
-    run.add_argument("--forecast-rate-window", type=_duration, default="5m",
-                     help="PromQL range of rate() pre-warm reads the earlier days' demand "
-                          "through: it provisions for sustained demand, not a minute's spike"
-                          " (the reactive path's own headroom covers spikes)")
     run.add_argument("--prewarm-period", type=float, default=86400.0,
                      help="seconds between recurring peaks that pre-warm looks back by "
                           "(yesterday and a week ago at 86400; 0: no pre-warm)")

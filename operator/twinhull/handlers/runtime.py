@@ -67,10 +67,6 @@ class Settings:
     """A counter of failed requests (labels namespace, twinhull_deployment) that replaces
     each runtime's own failure counter (:attr:`twinhull.metrics.presets.Preset.failure`)
     in rollout verification; None: the runtime's own."""
-    forecast_rate_window: str = "5m"
-    """The PromQL range of ``rate()`` pre-warm's forecast reads the earlier days through:
-    it provisions for their sustained demand, not for a minute's spike (what its check
-    compares stays on ``rate_window``, as the recent peak it is compared with)."""
     prewarm_period_seconds: float = 86400.0
     """The period of recurring peaks pre-warm looks back by (a day; 0: no pre-warm)."""
     prewarm_lead_seconds: float = 600.0

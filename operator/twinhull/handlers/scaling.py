@@ -230,16 +230,12 @@ def read_health(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
 def read_loads(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                window: str = "1m", prewarm: list[tuple[float, float]] | None = None,
                latency: dict[Key, float] | None = None, deadline: float | None = None,
-               defer: Collection[Key] = (), forecast_window: str | None = None
-               ) -> LoadReading:
+               defer: Collection[Key] = ()) -> LoadReading:
     """Read the load of every scaled ModelDeployment: two queries per runtime in use
     (demand per zone, waiting) that its deployments need, two it may miss (running, and
     one per pre-warm window: the highest demand at the same time on earlier days, for
     ``metric: tokens``), one per custom query (those of ``defer`` last). ``latency`` is
-    :func:`read_health`'s p95, reported with the load, not read again. The forecast reads
-    the earlier days' rate over ``forecast_window`` (default ``window``); what it said for
-    the last lead time, compared with the recent peak of ``window`` rates, over ``window``.
-    A deployment
+    :func:`read_health`'s p95, reported with the load, not read again. A deployment
     without series, or whose query failed, gets no Load (missing, not zero) and a reason.
     Effects: HTTP requests. Raises :class:`PrometheusDown`."""
     loads: dict[Key, Load] = {}
@@ -286,10 +282,9 @@ def read_loads(prometheus: Source, specs: dict[Key, ModelDeploymentSpec], *,
                 lead = start - end
                 # what the windows forecast now, and what they forecast a lead ago for the
                 # minutes that have come since (pre-warm checks its own error)
-                for out, shift, over in ((forecast, 0.0, forecast_window or window),
-                                         (said, lead, window)):
+                for out, shift in ((forecast, 0.0), (said, lead)):
                     past = _ask(prometheus, fleet_demand_forecast(
-                        runtime, over, start_s=start + shift, end_s=end + shift), FLEET,
+                        runtime, window, start_s=start + shift, end_s=end + shift), FLEET,
                         deadline, own=False)  # a subquery over days: may be slow, not a sign
                     for k, v in _cells(past).items():
                         out[k] = max(v, out.get(k, 0.0))
@@ -421,7 +416,6 @@ class _Reader:
                 reading = await asyncio.to_thread(
                     read_loads, self.prometheus, specs, window=settings.rate_window,
                     prewarm=self.prewarm, latency=p95, deadline=deadline,
-                    forecast_window=settings.forecast_rate_window,
                     defer=set(rt.load_errors))
         except PrometheusDown as exc:
             self.said_round.update({"round": str(exc)}, "Prometheus:")
