@@ -198,7 +198,8 @@ class DeploymentInput:
     scaling_history: tuple[Recommendation, ...] = ()
     """Recent scaling recommendations (kept in status)."""
     forecast_missed_at: datetime | None = None
-    """When pre-warm last missed while it stands down (kept in status)."""
+    """Since when the peak pre-warm forecast has been missing (kept in status): pre-warm
+    stands down once that is confirmed (:func:`twinhull.plan.scaling.recommend`)."""
     unserved: int = 0
     """Replicas reported unserved last time (status), to decide only on a change."""
     consumed: frozenset[str] = frozenset()

@@ -254,8 +254,8 @@ def recommend(spec: Scaling, tier: ServingTierSpec, load: Load, *, current: int,
               history: Sequence[Recommendation], now: datetime,
               forecast_missed_at: datetime | None = None) -> ScaleResult:
     """The total primary replicas to run now over ``zones`` serving zones;
-    ``forecast_missed_at``: when pre-warm last missed (the result's, kept by the caller).
-    Pure."""
+    ``forecast_missed_at``: since when the peak pre-warm forecast has been missing (the
+    last result's, kept by the caller). Pure."""
     low, high = spec.min_replicas_per_zone * zones, spec.max_replicas_per_zone * zones
     window = tier.scale_down_stabilization_seconds
     within = [r for r in history if (now - r.time).total_seconds() <= window]
