@@ -191,9 +191,7 @@ def _missing_since(spec: Scaling, load: Load, since: datetime | None, now: datet
     if age is not None and 0 <= age < FORECAST_MISS_HOLD_SECONDS:
         if age >= FORECAST_MISS_CONFIRM_SECONDS:
             return since, True
-        if forecast_missed(spec, load):
-            return since, False
-        return None, False
+        return (since if forecast_missed(spec, load) else None), False
     return (now if forecast_missed(spec, load) else None), False
 
 
