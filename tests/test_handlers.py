@@ -810,6 +810,39 @@ def test_events_past_the_rounds_budget_are_dropped_warnings_first_and_counted(mo
         assert any(d["kind"] == "Failover" for d in hub(rt).last_status(n)["decisions"])
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), max_size=40), st.integers(1, 6))
+def test_a_round_keeps_only_the_statuses_and_events_its_budget_can_write(urgency, budget):
+    # held while the round reports, they are let go as soon as they cannot be among the
+    # first of the budget; which ones are written is what one sort at the end picks
+    rt = runtime()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fleet, "STATUS_WRITES_PER_ROUND", budget)
+        mp.setattr(fleet, "EVENTS_PER_ROUND", budget)
+        mp.setattr(fleet.events, "post", lambda rt, body, type_, reason, message, action:
+                   (body["n"], type_))
+        rnd = fleet._Round(rt, now(), rt.views)
+        for i, urgent in enumerate(urgency):
+            rnd.status(("ai", f"md{i}"), {"n": i}, urgent=urgent)
+            assert len(rnd.statuses) < 2 * budget
+            rnd.event({"n": i}, "Normal" if urgent else "Warning", f"R{i % 3}", "m")
+            assert len(rnd.events) < 2 * budget
+        writes = rnd.status_writes()
+        kept = [w.cr_frame.f_locals["key"] for w in writes]  # in the order written
+        for w in writes:
+            w.close()  # never sent
+        posted = rnd.event_writes()
+    expected = sorted(range(len(urgency)),
+                      key=lambda i: not urgency[i])[:budget]
+    assert kept == [("ai", f"md{i}") for i in expected]
+    assert rnd.queued == {("ai", f"md{i}") for i in range(len(urgency))}
+    assert rnd.deferred == max(0, len(urgency) - budget)
+    warnings_first = sorted(range(len(urgency)),
+                            key=lambda i: urgency[i])[:budget]
+    assert [n for n, _ in posted] == warnings_first
+    assert rnd.unposted.total() == max(0, len(urgency) - budget)
+
+
 def test_routes_and_events_are_written_at_their_priorities():
     rt = runtime(body("md"), body("bad", annotations={APPROVE: 7}))
     run(rt)

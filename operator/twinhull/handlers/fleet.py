@@ -653,33 +653,57 @@ class _Round:
         self.held: set[Key] = set()
         self.statuses: list[tuple[bool, Key, dict[str, Any]]] = []
         """(urgent, deployment, status) to write, at most
-        :data:`STATUS_WRITES_PER_ROUND` of them this round (see :meth:`status_writes`)."""
+        :data:`STATUS_WRITES_PER_ROUND` of them this round (see :meth:`status_writes`);
+        held to twice that while the round reports (:meth:`status`)."""
+        self.queued: set[Key] = set()
+        """Every deployment with a status to write this round, deferred ones included."""
+        self.deferred = 0
+        """Statuses left for the next round already (beyond the budget)."""
         self.outcomes: dict[Key, tuple[str, RevisionPlan, str | None]] = {}
         """Snapshot outcomes to write, each just before its deployment's status (see
         :meth:`status_writes`)."""
         self.events: list[tuple[bool, dict[str, Any], Literal["Normal", "Warning"], str, str,
                                 str | None]] = []
         """Events to post, sent after every other write of the round, at most
-        :data:`EVENTS_PER_ROUND` (see :meth:`event_writes`)."""
+        :data:`EVENTS_PER_ROUND` (see :meth:`event_writes`); held to twice that while the
+        round reports (:meth:`event`)."""
+        self.unposted: Counter[str] = Counter()
+        """The reasons of the Events beyond the budget, not posted."""
 
     def status(self, key: Key, status: dict[str, Any], *, urgent: bool) -> None:
         """Queue a status write; ``urgent`` ones (a decision, a changed Ready condition)
-        go first."""
+        go first. Those that cannot be among the round's first
+        :data:`STATUS_WRITES_PER_ROUND` (urgent first, then in the order queued) are let
+        go as soon as that is certain, not held to the end of the round: after a member
+        loss at 2,000 ModelDeployments, 1,600 of the 2,000 statuses built were held only
+        to be deferred (``tests/bench/round_memory.py``)."""
+        self.queued.add(key)
         self.statuses.append((urgent, key, status))
+        if len(self.statuses) >= 2 * STATUS_WRITES_PER_ROUND:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Keep the statuses that can still be written this round. One dropped here has
+        the budget's count ahead of it already: urgent ones queued before it, or any
+        queued before a non-urgent one, and a later one only ever ranks behind an urgent
+        one. Effects: memory."""
+        ordered = sorted(self.statuses, key=lambda s: not s[0])  # stable: urgent first
+        self.deferred += len(ordered) - STATUS_WRITES_PER_ROUND
+        self.statuses = ordered[:STATUS_WRITES_PER_ROUND]
 
     def status_writes(self) -> list[Any]:
         """This round's status writes, urgent first, within the budget; when some wait,
         the fleet loop is woken for another round. Effects: memory."""
-        ordered = sorted(self.statuses, key=lambda s: not s[0])  # stable: urgent first
-        now, later = (ordered[:STATUS_WRITES_PER_ROUND], ordered[STATUS_WRITES_PER_ROUND:])
-        if later:
+        if len(self.statuses) > STATUS_WRITES_PER_ROUND:
+            self._trim()
+        if self.deferred:
             log.info("%d status writes wait for the next round (at most %d a round)",
-                     len(later), STATUS_WRITES_PER_ROUND)
+                     self.deferred, STATUS_WRITES_PER_ROUND)
             self.rt.poke()
-        queued = {key for _, key, _ in ordered}
-        return [*(self._recorded(key, status) for _, key, status in now),
+        ordered = sorted(self.statuses, key=lambda s: not s[0])
+        return [*(self._recorded(key, status) for _, key, status in ordered),
                 *(revisions.write_outcomes(self.rt, *outcome)  # no status this round
-                  for key, outcome in self.outcomes.items() if key not in queued)]
+                  for key, outcome in self.outcomes.items() if key not in self.queued)]
 
     async def _recorded(self, key: Key, status: dict[str, Any]) -> None:
         """The deployment's snapshot outcomes, then its status: whoever reads a status
@@ -697,23 +721,30 @@ class _Round:
 
     def event(self, body: dict[str, Any], type_: Literal["Normal", "Warning"], reason: str,
               message: str, *, action: str | None = None) -> None:
-        """Queue an Event on ``body``."""
+        """Queue an Event on ``body``; as with statuses (:meth:`status`), one that cannot
+        be among the round's first :data:`EVENTS_PER_ROUND` is let go at once."""
         self.events.append((type_ != "Warning", body, type_, reason, message, action))
+        if len(self.events) >= 2 * EVENTS_PER_ROUND:
+            self._trim_events()
+
+    def _trim_events(self) -> None:
+        ordered = sorted(self.events, key=lambda e: e[0])  # stable: Warnings first
+        self.unposted.update(e[3] for e in ordered[EVENTS_PER_ROUND:])
+        self.events = ordered[:EVENTS_PER_ROUND]
 
     def event_writes(self) -> list[Any]:
         """This round's Event posts within the budget, Warnings first (in the order they
         were queued); the rest are counted and logged, not posted. Effects: memory."""
-        ordered = sorted(self.events, key=lambda e: e[0])  # stable: Warnings first
-        post, dropped = ordered[:EVENTS_PER_ROUND], ordered[EVENTS_PER_ROUND:]
-        if dropped:
-            self.rt.telemetry.events_dropped.inc(len(dropped))
-            reasons = Counter(e[3] for e in dropped)
+        self._trim_events()
+        if self.unposted:
+            dropped = self.unposted.total()
+            self.rt.telemetry.events_dropped.inc(dropped)
             log.warning("%d Events not posted (at most %d a round): %s; the decisions are "
-                        "in each status.decisions and the audit record", len(dropped),
+                        "in each status.decisions and the audit record", dropped,
                         EVENTS_PER_ROUND, ", ".join(f"{r} {n}" for r, n in
-                                                    reasons.most_common(5)))
+                                                    self.unposted.most_common(5)))
         return [events.post(self.rt, body, type_, reason, message, action=action)
-                for _, body, type_, reason, message, action in post]
+                for _, body, type_, reason, message, action in self.events]
 
     def report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
         """Hold the deployment with Ready=False, ``reason`` and ``message``, and post a
