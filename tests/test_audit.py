@@ -288,3 +288,105 @@ def test_a_configmap_deleted_by_hand_is_created_again_with_the_next_records():
     assert (hub.gets, hub.creates, hub.patches) == (0, 2, 0)
     assert sorted(hub.data) == [f"{record_key(_record(2))}.json"]
     assert rt.audit[key] == {record_key(_record(2)): encoded(_record(2)).size}
+
+
+class SlowHub(FlakyHub):
+    """A hub whose writes wait until ``go`` is set, counting how many are in flight and
+    the queue time each was given."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.go = asyncio.Event()
+        self.flying = self.most = 0
+        self.queues: list[float] = []
+
+    async def create(self, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        self.queues.append(kwargs["queue_seconds"])
+        self.flying += 1
+        self.most = max(self.most, self.flying)
+        await self.go.wait()
+        self.flying -= 1
+        self.cm = None  # one ConfigMap per deployment: each creates its own
+        return await super().create(obj, **kwargs)
+
+
+def test_a_rounds_records_take_turns_and_each_is_encoded_at_its_turn(monkeypatch):
+    """Encoded as the round reported and written all at once, a member lost at 2,000
+    ModelDeployments held 5,200 encoded records until their writes."""
+    import twinhull.handlers.audit as audit_module
+
+    made: list[str] = []
+    monkeypatch.setattr(audit_module, "encoded",
+                        lambda r: made.append(r.id) or encoded(r))
+    hub = SlowHub()
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+
+    async def round_() -> None:
+        gate = asyncio.Semaphore(3)
+        writes = asyncio.gather(*(record(rt, ("ai", f"md{i}"), [_record(i)], gate=gate)
+                                  for i in range(10)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert hub.flying == 3 and len(made) == 3  # the others are not encoded yet
+        hub.go.set()
+        await writes
+
+    asyncio.run(round_())
+    assert hub.most == 3 and len(made) == 10 and hub.creates == 10
+    assert rt.audit_pending == {} and rt.telemetry.audit_records._value.get() == 10
+    assert all(0 < q <= 30 for q in hub.queues)
+
+
+def test_records_without_a_turn_wait_as_they_are_and_go_with_the_next_write(monkeypatch):
+    import twinhull.handlers.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "WRITE_QUEUE_SECONDS", 0.05)
+    made: list[str] = []
+    monkeypatch.setattr(audit_module, "encoded",
+                        lambda r: made.append(r.id) or encoded(r))
+    hub = FlakyHub(failures=0)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    key = ("ai", "ide")
+    first = _record(1)
+
+    async def no_turn() -> None:
+        gate = asyncio.Semaphore(1)
+        await gate.acquire()  # another deployment's write holds the only place
+        await record(rt, key, [first], gate=gate)
+
+    asyncio.run(no_turn())
+    assert rt.audit_pending[key] == [first] and made == []  # kept, not encoded
+    assert hub.creates == 0 and rt.telemetry.audit_errors._value.get() == 1
+    (retry,) = retries(rt, busy=set())
+    asyncio.run(retry)
+    assert rt.audit_pending == {} and made == [first.id]
+    assert sorted(hub.data) == [f"{record_key(first)}.json"]
+    # waiting unencoded counts against what the ConfigMap keeps, by number
+    many = [_record(i) for i in range(KEEP + 2)]
+    kept, dropped = waiting(many)
+    assert [r.id for r in dropped] == [r.id for r in many[:2]] and len(kept) == KEEP
+
+
+def test_a_replaced_rounds_records_wait_unencoded_and_count_as_not_sent(monkeypatch):
+    import twinhull.handlers.audit as audit_module
+    from twinhull.clusters.kube import WRITE_SCOPE, WriteScope
+
+    made: list[str] = []
+    monkeypatch.setattr(audit_module, "encoded",
+                        lambda r: made.append(r.id) or encoded(r))
+    hub = FlakyHub(failures=0)
+    rt = Runtime(hub=hub, policy=load_file(), settings=Settings())  # type: ignore[arg-type]
+    scope = WriteScope("the fleet round")
+    first = _record(1)
+
+    async def preempted() -> None:
+        token = WRITE_SCOPE.set(scope)
+        try:
+            scope.abandon("west went Down")
+            await record(rt, ("ai", "ide"), [first], gate=asyncio.Semaphore(1))
+        finally:
+            WRITE_SCOPE.reset(token)
+
+    asyncio.run(preempted())
+    assert rt.audit_pending[("ai", "ide")] == [first] and made == [] and hub.creates == 0
+    assert scope.dropped == 1 and rt.telemetry.audit_errors._value.get() == 1

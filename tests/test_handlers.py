@@ -868,7 +868,7 @@ def test_statuses_are_queued_ahead_of_the_rounds_other_writes(monkeypatch):
     async def other() -> None:
         order.append("other")
 
-    monkeypatch.setattr(fleet.audit_log, "retries", lambda rt, busy: [other()])
+    monkeypatch.setattr(fleet.audit_log, "retries", lambda rt, busy, gate: [other()])
     rt = runtime(body("md"))
     written = hub(rt).patch_status
 

@@ -660,13 +660,15 @@ class Kube:
                                               name=name),
                                query={"propagationPolicy": "Background"})
 
-    async def create(self, obj: Mapping[str, Any], *, priority: int = STATE
-                     ) -> dict[str, Any]:
-        """Create an object. Effects: writes."""
+    async def create(self, obj: Mapping[str, Any], *, priority: int = STATE,
+                     queue_seconds: float = WRITE_QUEUE_SECONDS) -> dict[str, Any]:
+        """Create an object (``priority`` and ``queue_seconds``: see :class:`WriteSlots`).
+        Effects: writes."""
         meta = obj["metadata"]
         result: dict[str, Any] = await self.request(
             "POST", path(obj["apiVersion"], obj["kind"], namespace=meta.get("namespace")),
-            body=dict(obj), content_type="application/json", priority=priority)
+            body=dict(obj), content_type="application/json", priority=priority,
+            queue_seconds=queue_seconds)
         return result
 
 

@@ -26,6 +26,7 @@ write never stops a decision)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -36,6 +37,8 @@ from typing import Any
 
 from twinhull.clusters.kube import (
     RECORD,
+    WRITE_QUEUE_SECONDS,
+    WRITE_SCOPE,
     ClusterUnavailable,
     Conflict,
     NotFound,
@@ -128,11 +131,34 @@ def encoded(record: AuditRecord) -> Encoded:
     return Encoded(record_key(record), record.id, data, binary, size)
 
 
-def waiting(records: Sequence[Encoded]) -> tuple[list[Encoded], list[Encoded]]:
+Waiting = Encoded | AuditRecord
+"""A record waiting for its write: encoded when a write of it failed, as made when it
+never had a turn (see :func:`record`)."""
+
+
+def key_of(record: Waiting) -> str:
+    """:func:`record_key`, of a record encoded or not. Pure."""
+    return record.key if isinstance(record, Encoded) else record_key(record)
+
+
+def waiting(records: Sequence[Waiting]) -> tuple[list[Waiting], list[Waiting]]:
     """(kept, dropped): the newest of ``records`` that the ConfigMap would keep, to wait
-    for the next write, and the older ones it would have evicted. Pure."""
-    drop = set(evictions([], sorted((e.key, e.size) for e in records)))
-    return ([e for e in records if e.key not in drop], [e for e in records if e.key in drop])
+    for the next write, and the older ones it would have evicted (one not encoded yet
+    counts as a record, not by its bytes: those are counted when it is written). Pure."""
+    drop = set(evictions([], sorted((key_of(e), e.size if isinstance(e, Encoded) else 0)
+                                    for e in records)))
+    return ([e for e in records if key_of(e) not in drop],
+            [e for e in records if key_of(e) in drop])
+
+
+AT_ONCE = 16
+"""A fleet round writes at most this many deployments' records at a time, each encoded
+when its turn comes (:func:`record`'s ``gate``). All at once, as every other write of the
+round, a member lost at 2,000 ModelDeployments had the round hold 5,200 encoded records
+(their replays' compressed JSON, ~2.7 KB each: 14 MiB) from its reporting until their
+writes, most of which then waited out their queue time behind the routes and statuses.
+Encoding them at their turn also spreads their encoding (once 1.5 s of the event loop in
+one piece, see :func:`record`) over the writes."""
 
 
 RETRIES_PER_ROUND = 100
@@ -141,26 +167,82 @@ longest first): a hub that sheds writes is not sent thousands more each round (a
 deployments, retrying all of them every round queued 2,000 writes that failed again)."""
 
 
-def retries(rt: Runtime, busy: set[Key]) -> list[Coroutine[Any, Any, None]]:
+def retries(rt: Runtime, busy: set[Key], gate: asyncio.Semaphore | None = None
+            ) -> list[Coroutine[Any, Any, None]]:
     """Writes of the records still waiting for deployments without a write of their own
     this round (``busy`` have one, which takes theirs along), at most
-    :data:`RETRIES_PER_ROUND`, oldest first. Effects: none until awaited."""
+    :data:`RETRIES_PER_ROUND`, oldest first (``gate``: see :func:`record`). Effects: none
+    until awaited."""
     # what waits is kept sorted oldest first (see :func:`record`)
-    due = sorted((waits[0].key, key) for key, waits in rt.audit_pending.items()
+    due = sorted((key_of(waits[0]), key) for key, waits in rt.audit_pending.items()
                  if key not in busy)
-    return [record(rt, key, []) for _, key in due[:RETRIES_PER_ROUND]]
+    return [record(rt, key, [], gate=gate) for _, key in due[:RETRIES_PER_ROUND]]
 
 
-async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord | Encoded]) -> None:
+async def record(rt: Runtime, key: Key, new: Sequence[Waiting], *,
+                 gate: asyncio.Semaphore | None = None) -> None:
     """Add ``new`` and the deployment's records still waiting to its audit ConfigMap; when
-    the write fails, keep them waiting (see the module). ``new`` may be encoded already
-    (:func:`encoded`): a fleet round encodes its records as it reports each deployment,
-    between its yields, because 4,800 records encoded here, when the round's writes start,
-    held the event loop for 1.5 s on an idle machine (their replays' JSON and zlib) and
-    the round's route writes with it. Effects: one hub write (the first time, when the
-    ConfigMap exists already: a failed create and a read before it)."""
-    records: list[Encoded] = [*rt.audit_pending.pop(key, []),
-                              *(r if isinstance(r, Encoded) else encoded(r) for r in new)]
+    the write fails, keep them waiting (see the module).
+
+    With ``gate`` (a fleet round's, :data:`AT_ONCE` places), the write waits for a place
+    before it encodes anything, and at most
+    :data:`~twinhull.clusters.kube.WRITE_QUEUE_SECONDS` for the place and a write thread
+    together, as any write waits for its thread; records that had no place by then wait
+    for the next write as they are, not encoded (encoding thousands at that moment would
+    hold the event loop, see :data:`AT_ONCE`). Effects: one hub write (the first time,
+    when the ConfigMap exists already: a failed create and a read before it)."""
+    if gate is None:
+        await _record(rt, key, new, WRITE_QUEUE_SECONDS)
+        return
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        await asyncio.wait_for(gate.acquire(), WRITE_QUEUE_SECONDS)
+    except TimeoutError:
+        _no_turn(rt, key, new, f"no turn to write within {WRITE_QUEUE_SECONDS:g}s",
+                 logging.WARNING)
+        return
+    try:
+        scope = WRITE_SCOPE.get()
+        if scope is not None and scope.abandoned:  # the round was replaced meanwhile
+            scope.dropped += 1
+            _no_turn(rt, key, new, f"not sent: {scope.what} was replaced ({scope.why})",
+                     logging.DEBUG)
+            return
+        await _record(rt, key, new, max(0.0, WRITE_QUEUE_SECONDS - (loop.time() - start)))
+    finally:
+        gate.release()
+
+
+def _no_turn(rt: Runtime, key: Key, new: Sequence[Waiting], why: str, level: int) -> None:
+    """``new`` was not written (``why``): it waits as it is, counted and logged as a write
+    that failed. Effects: memory, counters, a log line."""
+    if not new:
+        return
+    dropped = _keep_waiting(rt, key, new)
+    rt.telemetry.audit_errors.inc(len(new))
+    log.log(logging.WARNING if dropped else level,
+            "%s/%s: cannot write %d audit record(s) (%s), retrying next round%s: %s",
+            key[0], key[1], len(new), ", ".join(r.id for r in new),
+            f"; dropped the {len(dropped)} oldest" if dropped else "", why)
+
+
+def _keep_waiting(rt: Runtime, key: Key, records: Sequence[Waiting]) -> list[Waiting]:
+    """Keep ``records`` (and those already waiting) for the deployment's next write, as
+    many as its ConfigMap would keep; the dropped ones. Effects: memory, counters."""
+    kept, dropped = waiting(sorted([*rt.audit_pending.pop(key, []), *records], key=key_of))
+    if kept:
+        rt.audit_pending[key] = kept
+    rt.telemetry.audit_dropped.inc(len(dropped))
+    return dropped
+
+
+async def _record(rt: Runtime, key: Key, new: Sequence[Waiting], queue_seconds: float
+                  ) -> None:
+    """:func:`record` once it may write; ``queue_seconds``: how long its write may wait for
+    a write thread."""
+    records: list[Encoded] = [r if isinstance(r, Encoded) else encoded(r)
+                              for r in (*rt.audit_pending.pop(key, []), *new)]
     if not records:
         return
     namespace = rt.settings.namespace
@@ -177,7 +259,7 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord | Encoded]) ->
             # slow hub the reads alone were 200-600 a minute, and the audit backlog still
             # drained a minute after the fleet had converged.
             try:
-                rt.audit[key] = await _create(rt, key, data, binary, added)
+                rt.audit[key] = await _create(rt, key, data, binary, added, queue_seconds)
             except Conflict:  # it exists (written before this replica started): read it
                 sizes = rt.audit[key] = keys_of(await rt.hub.get(
                     "v1", "ConfigMap", cm_name, namespace=namespace))
@@ -192,9 +274,10 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord | Encoded]) ->
                 await rt.hub.request(
                     "PATCH", path("v1", "ConfigMap", namespace=namespace, name=cm_name),
                     body={"data": patch_data, "binaryData": patch_binary},
-                    content_type="application/merge-patch+json", priority=RECORD)
+                    content_type="application/merge-patch+json", priority=RECORD,
+                    queue_seconds=queue_seconds)
             except NotFound:  # deleted by hand meanwhile: start it again
-                rt.audit[key] = await _create(rt, key, data, binary, added)
+                rt.audit[key] = await _create(rt, key, data, binary, added, queue_seconds)
             else:
                 for k in drop:
                     sizes.pop(k, None)
@@ -209,12 +292,8 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord | Encoded]) ->
         # deployments they failed, and so did their records, round after round.
         # another write of this deployment's records in the same round may have failed
         # and left its own waiting: keep both
-        kept, dropped = waiting(sorted([*rt.audit_pending.pop(key, []), *records],
-                                       key=lambda e: e.key))
-        if kept:
-            rt.audit_pending[key] = kept
+        dropped = _keep_waiting(rt, key, records)
         rt.telemetry.audit_errors.inc(len(records))
-        rt.telemetry.audit_dropped.inc(len(dropped))
         log.log(logging.WARNING if dropped else log_level(exc),
                 "%s/%s: cannot write %d audit record(s) (%s), retrying next round%s: %s",
                 key[0], key[1], len(records), ", ".join(r.id for r in records),
@@ -223,7 +302,8 @@ async def record(rt: Runtime, key: Key, new: Sequence[AuditRecord | Encoded]) ->
 
 
 async def _create(rt: Runtime, key: Key, data: Mapping[str, Any],
-                  binary: Mapping[str, Any], added: Mapping[str, int]) -> dict[str, int]:
+                  binary: Mapping[str, Any], added: Mapping[str, int],
+                  queue_seconds: float = WRITE_QUEUE_SECONDS) -> dict[str, int]:
     """Create the deployment's ConfigMap with the records (past :data:`KEEP` or
     :data:`MAX_BYTES`, only the newest); what it holds. Raises :class:`Conflict` when it
     exists. Effects: one hub write."""
@@ -233,7 +313,8 @@ async def _create(rt: Runtime, key: Key, data: Mapping[str, Any],
         return {k: v for k, v in entries.items() if k.rsplit(".", 1)[0] not in first}
 
     await rt.hub.create({**_configmap(rt.settings.namespace, configmap_name(*key), key),
-                         "data": kept(data), "binaryData": kept(binary)}, priority=RECORD)
+                         "data": kept(data), "binaryData": kept(binary)}, priority=RECORD,
+                        queue_seconds=queue_seconds)
     return {k: n for k, n in added.items() if k not in first}
 
 

@@ -669,6 +669,8 @@ class _Round:
         round reports (:meth:`event`)."""
         self.unposted: Counter[str] = Counter()
         """The reasons of the Events beyond the budget, not posted."""
+        self.audit_gate = asyncio.Semaphore(audit_log.AT_ONCE)
+        """The round's audit record writes take turns (:func:`audit_log.record`)."""
 
     def status(self, key: Key, status: dict[str, Any], *, urgent: bool) -> None:
         """Queue a status write; ``urgent`` ones (a decision, a changed Ready condition)
@@ -996,14 +998,14 @@ async def _round(rt: Runtime, pause: _Pause) -> None:
                 fresh = _report(rt, rnd, d, bodies[key], plans[key], revs[key],
                                 snapshots.get(key, []), notes[key], loads_missing, t)
                 rnd.writes.append(_audit(rt, planned[key], plans[key], rev_inputs[key], revs[key],
-                                         views, t_now, fresh))
+                                         views, t_now, fresh, rnd.audit_gate))
                 audited.add(key)
             except Exception as exc:
                 rnd.fail(key, bodies[key], "writing the status", f"{type(exc).__name__}: {exc}")
                 continue
             rt.backoff.pop(key, None)
         rnd.writes += drills.step(rt, rendered, plans, views, t_now)
-        rnd.writes += audit_log.retries(rt, audited)
+        rnd.writes += audit_log.retries(rt, audited, rnd.audit_gate)
         # Statuses (within the budget, each after its own snapshot outcomes) go ahead of
         # the round's other writes of the same priority (the routes, already on their way,
         # go before them by theirs): a status records the round's decisions, and one that
@@ -1055,11 +1057,12 @@ def _scaled_of(status: dict[str, Any]) -> int | None:
 
 def _audit(rt: Runtime, d: DeploymentInput, plan: DeploymentPlan, rev_in: RevisionInput,
            rev: RevisionPlan, views: Mapping[str, ClusterView], t_now: datetime,
-           fresh: set[str]) -> Coroutine[Any, Any, None]:
+           fresh: set[str], gate: asyncio.Semaphore) -> Coroutine[Any, Any, None]:
     """The audit records of one deployment's decisions this round that are ``fresh`` (not
     announced before), each with what its planner was given (the fleet planner's input,
     views and the GPUs it was left; or the revision planner's input), written as one
-    patch. Effects: none until awaited."""
+    patch, encoded when ``gate`` (the round's) gives it its turn (see
+    :func:`audit_log.record`). Effects: none until awaited."""
     obj, t = f"ModelDeployment/{d.namespace}/{d.name}", rfc3339(t_now) or ""
     records = []
     for decision in (x for x in plan.decisions if x.id in fresh):
@@ -1075,7 +1078,7 @@ def _audit(rt: Runtime, d: DeploymentInput, plan: DeploymentPlan, rev_in: Revisi
                                  by=f"{rt.identity} (twinhull {__version__})",
                                  version=__version__,
                                  replay=Replay("revision", t_now, revision=rev_in)))
-    return audit_log.record(rt, (d.namespace, d.name), [audit_log.encoded(r) for r in records])
+    return audit_log.record(rt, (d.namespace, d.name), records, gate=gate)
 
 
 def _report(rt: Runtime, rnd: _Round, d: DeploymentInput, body: dict[str, Any],
