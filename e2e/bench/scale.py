@@ -8,7 +8,9 @@ ServiceAccount, as installed) and measures:
   their pods Ready, weights published, status written); ``verified_s`` until every first
   revision is verified Good;
 * ``rss_mb``: the operator's resident memory at convergence; ``rss_peak_mb`` the highest
-  sampled (every second) until the end;
+  sampled (every second) until the end; ``rss_peak_loss_mb`` the highest from the member
+  loss to its revive and ``rss_peak_return_mb`` from then until ``--return-seconds``
+  after the member is Healthy again (its failback's rounds);
 * ``first_pass_s``: until kopf has put its finalizer on every one (one patch each, at its
   own pace), as the listings that wait for convergence first see it;
 * steady state, from 10 s after every revision is verified and kopf's first pass has
@@ -35,8 +37,9 @@ ten nodes a zone (two hold 440 pods a member, fewer than 2,000 deployments need)
 
 Every minute while it waits for convergence it prints how many are Ready and how many
 member Deployments are made and Ready. Last line: ``objects=… members=… converge_s=…
-verified_s=… first_pass_s=… rss_mb=… rss_peak_mb=… steady_rps=… steady_writes=… lease_writes=…
-late_rps=… late_writes=… loss_detect_s=… loss_weight0_s=… loss_rps=… loss_writes_per_s=…``;
+verified_s=… first_pass_s=… rss_mb=… rss_peak_mb=… rss_peak_loss_mb=…
+rss_peak_return_mb=… steady_rps=… steady_writes=… lease_writes=… late_rps=… late_writes=…
+loss_detect_s=… loss_weight0_s=… loss_rps=… loss_writes_per_s=…``;
 when not every one is Ready within ``--timeout``: ``objects=… members=… converged=0
 ready_at_timeout=… timeout_s=… rss_mb=… rss_peak_mb=…`` (exit 1).
 
@@ -304,6 +307,9 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=60.0)
     parser.add_argument("--late-seconds", type=float, default=120.0,
                         help="seconds between the steady window and the later one")
+    parser.add_argument("--return-seconds", type=float, default=120.0,
+                        help="seconds the operator's RSS is still sampled after the lost "
+                        "member is Healthy again")
     parser.add_argument("--heap", type=Path, default=None,
                         help="run the operator with tracemalloc (e2e/bench/heapdump.py) and "
                         "append where its memory is to this file at convergence, before "
@@ -400,6 +406,8 @@ def main() -> None:
     lost = names[-1]
     every = max(2.0, args.objects / 400)  # listing thousands of objects loads the hub too
     peak = [0.0]
+    stage = ["converge"]
+    peaks: dict[str, float] = {}
     stop = threading.Event()
     try:
         with operator(env, extra=args.operator_args.split(), heap=args.heap) as process:
@@ -408,7 +416,9 @@ def main() -> None:
             def sample() -> None:
                 while not stop.wait(1.0):
                     try:
-                        peak[0] = max(peak[0], rss_mb(process.pid))
+                        rss_now = rss_mb(process.pid)
+                        peak[0] = max(peak[0], rss_now)
+                        peaks[stage[0]] = max(peaks.get(stage[0], 0.0), rss_now)
                     except OSError:
                         return
 
@@ -456,6 +466,7 @@ def main() -> None:
             time.sleep(args.late_seconds)
             late = window(logs, args.steady_seconds, "later steady")
             heap_dump(process)
+            stage[0] = "loss"
             t0, killed = time.monotonic(), datetime.now(UTC)
             lab("kill", lost)
             try:
@@ -476,8 +487,20 @@ def main() -> None:
                                          capture_output=True, text=True)
                 if revived.returncode:
                     print(f"{lost} not revived: {revived.stderr.strip()[-300:]}", flush=True)
+            stage[0] = "return"
+            t1 = time.monotonic()
+            try:
+                wait(lambda: phase(lost) == "Healthy", 300, f"{lost} Healthy again",
+                     interval=1)
+                print(f"{lost} Healthy again {time.monotonic() - t1:.1f}s after its revive; "
+                      f"sampling RSS {args.return_seconds:g}s more", flush=True)
+            except TimeoutError:
+                print(f"{lost} not Healthy 300s after its revive", flush=True)
+            time.sleep(args.return_seconds)
             heap_dump(process)
             stop.set()
+            print("operator RSS peaks (MiB): " + ", ".join(
+                f"{k} {v:.0f}" for k, v in peaks.items()), flush=True)
     finally:
         stop.set()
         # the lab is this benchmark's own (see the docstring): deleting 2,000 deployments'
@@ -491,7 +514,8 @@ def main() -> None:
     kinds = ("read", "watch", "write", "lease")
     print(f"objects={args.objects} members={len(names)} converge_s={converge:.1f} "
           f"verified_s={verified_s:.1f} first_pass_s={first_pass:.1f} rss_mb={rss:.0f} "
-          f"rss_peak_mb={peak[0]:.0f} "
+          f"rss_peak_mb={peak[0]:.0f} rss_peak_loss_mb={peaks.get('loss', 0):.0f} "
+          f"rss_peak_return_mb={peaks.get('return', 0):.0f} "
           f"steady_rps={total(steady, *kinds) / args.steady_seconds:.2f} "
           f"steady_writes={total(steady, 'write')} lease_writes={total(steady, 'lease')} "
           f"late_rps={total(late, *kinds) / args.steady_seconds:.2f} "
