@@ -155,10 +155,10 @@ AT_ONCE = 16
 """A fleet round writes at most this many deployments' records at a time, each encoded
 when its turn comes (:func:`record`'s ``gate``). All at once, as every other write of the
 round, a member lost at 2,000 ModelDeployments had the round hold 5,200 encoded records
-(their replays' compressed JSON, ~2.7 KB each: 14 MiB) from its reporting until their
-writes, most of which then waited out their queue time behind the routes and statuses.
-Encoding them at their turn also spreads their encoding (once 1.5 s of the event loop in
-one piece, see :func:`record`) over the writes."""
+(their replays' compressed JSON in base64 and their summaries: 12 MiB traced) from its
+reporting until their writes, most of which then waited out their queue time behind the
+routes and statuses. Encoding them at their turn also spreads their encoding (1.5 s of
+the event loop in one piece when they were encoded as the writes started) over them."""
 
 
 RETRIES_PER_ROUND = 100
