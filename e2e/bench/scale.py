@@ -406,7 +406,7 @@ def main() -> None:
     lost = names[-1]
     every = max(2.0, args.objects / 400)  # listing thousands of objects loads the hub too
     peak = [0.0]
-    stage = ["converge"]
+    stage = ["until the loss"]
     peaks: dict[str, float] = {}
     stop = threading.Event()
     try:
