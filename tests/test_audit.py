@@ -125,6 +125,8 @@ class FlakyHub:
     that a create makes (409 when it exists) and merge patches change (404 until it
     exists); the first ``failures`` writes fail as a hub shedding load fails them."""
 
+    name = "hub"
+
     def __init__(self, failures: int, existing: dict[str, Any] | None = None) -> None:
         self.failures = failures
         self.cm: dict[str, Any] | None = existing

@@ -405,7 +405,6 @@ def main() -> None:
 
     lost = names[-1]
     every = max(2.0, args.objects / 400)  # listing thousands of objects loads the hub too
-    peak = [0.0]
     stage = ["until the loss"]
     peaks: dict[str, float] = {}
     stop = threading.Event()
@@ -417,7 +416,6 @@ def main() -> None:
                 while not stop.wait(1.0):
                     try:
                         rss_now = rss_mb(process.pid)
-                        peak[0] = max(peak[0], rss_now)
                         peaks[stage[0]] = max(peaks.get(stage[0], 0.0), rss_now)
                     except OSError:
                         return
@@ -440,7 +438,8 @@ def main() -> None:
                 rss = rss_mb(process.pid)
                 print(f"objects={args.objects} members={len(names)} converged=0 "
                       f"ready_at_timeout={ready()} timeout_s={args.timeout:.0f} "
-                      f"rss_mb={rss:.0f} rss_peak_mb={peak[0]:.0f}", flush=True)
+                      f"rss_mb={rss:.0f} rss_peak_mb={max(peaks.values(), default=0):.0f}",
+                      flush=True)
                 sys.exit(1)
             converge = time.monotonic() - start
             rss = rss_mb(process.pid)
@@ -514,7 +513,8 @@ def main() -> None:
     kinds = ("read", "watch", "write", "lease")
     print(f"objects={args.objects} members={len(names)} converge_s={converge:.1f} "
           f"verified_s={verified_s:.1f} first_pass_s={first_pass:.1f} rss_mb={rss:.0f} "
-          f"rss_peak_mb={peak[0]:.0f} rss_peak_loss_mb={peaks.get('loss', 0):.0f} "
+          f"rss_peak_mb={max(peaks.values(), default=0):.0f} "
+          f"rss_peak_loss_mb={peaks.get('loss', 0):.0f} "
           f"rss_peak_return_mb={peaks.get('return', 0):.0f} "
           f"steady_rps={total(steady, *kinds) / args.steady_seconds:.2f} "
           f"steady_writes={total(steady, 'write')} lease_writes={total(steady, 'lease')} "

@@ -39,6 +39,7 @@ from twinhull.clusters.kube import (
     RECORD,
     WRITE_QUEUE_SECONDS,
     WRITE_SCOPE,
+    Abandoned,
     ClusterUnavailable,
     Conflict,
     NotFound,
@@ -199,32 +200,34 @@ async def record(rt: Runtime, key: Key, new: Sequence[Waiting], *,
     try:
         await asyncio.wait_for(gate.acquire(), WRITE_QUEUE_SECONDS)
     except TimeoutError:
-        _no_turn(rt, key, new, f"no turn to write within {WRITE_QUEUE_SECONDS:g}s",
-                 logging.WARNING)
+        _unwritten(rt, key, new, f"no turn to write within {WRITE_QUEUE_SECONDS:g}s",
+                   logging.WARNING)
         return
     try:
         scope = WRITE_SCOPE.get()
-        if scope is not None and scope.abandoned:  # the round was replaced meanwhile
-            scope.dropped += 1
-            _no_turn(rt, key, new, f"not sent: {scope.what} was replaced ({scope.why})",
-                     logging.DEBUG)
-            return
+        if scope is not None:  # replaced while it waited: nothing is encoded or sent
+            scope.refuse(rt.hub.name)
         await _record(rt, key, new, max(0.0, WRITE_QUEUE_SECONDS - (loop.time() - start)))
+    except Abandoned as exc:  # only the refusal above: _record keeps its own failures
+        _unwritten(rt, key, new, str(exc), log_level(exc))
     finally:
         gate.release()
 
 
-def _no_turn(rt: Runtime, key: Key, new: Sequence[Waiting], why: str, level: int) -> None:
-    """``new`` was not written (``why``): it waits as it is, counted and logged as a write
-    that failed. Effects: memory, counters, a log line."""
-    if not new:
+def _unwritten(rt: Runtime, key: Key, records: Sequence[Waiting], why: str, level: int
+               ) -> None:
+    """``records`` were not written (``why``): they wait for the next write, as many as
+    the ConfigMap would keep; counted as failed and logged (at ``level``, a warning when
+    some are dropped). Effects: memory, counters, a log line."""
+    if not records:
         return
-    dropped = _keep_waiting(rt, key, new)
-    rt.telemetry.audit_errors.inc(len(new))
+    dropped = _keep_waiting(rt, key, records)
+    rt.telemetry.audit_errors.inc(len(records))
     log.log(logging.WARNING if dropped else level,
             "%s/%s: cannot write %d audit record(s) (%s), retrying next round%s: %s",
-            key[0], key[1], len(new), ", ".join(r.id for r in new),
-            f"; dropped the {len(dropped)} oldest" if dropped else "", why)
+            key[0], key[1], len(records), ", ".join(r.id for r in records),
+            f"; dropped the {len(dropped)} oldest ({', '.join(r.id for r in dropped)})"
+            if dropped else "", why)
 
 
 def _keep_waiting(rt: Runtime, key: Key, records: Sequence[Waiting]) -> list[Waiting]:
@@ -292,13 +295,7 @@ async def _record(rt: Runtime, key: Key, new: Sequence[Waiting], queue_seconds: 
         # deployments they failed, and so did their records, round after round.
         # another write of this deployment's records in the same round may have failed
         # and left its own waiting: keep both
-        dropped = _keep_waiting(rt, key, records)
-        rt.telemetry.audit_errors.inc(len(records))
-        log.log(logging.WARNING if dropped else log_level(exc),
-                "%s/%s: cannot write %d audit record(s) (%s), retrying next round%s: %s",
-                key[0], key[1], len(records), ", ".join(r.id for r in records),
-                f"; dropped the {len(dropped)} oldest ({', '.join(r.id for r in dropped)})"
-                if dropped else "", exc)
+        _unwritten(rt, key, records, str(exc), log_level(exc))
 
 
 async def _create(rt: Runtime, key: Key, data: Mapping[str, Any],

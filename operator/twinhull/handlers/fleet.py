@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pydantic
 
@@ -652,7 +652,7 @@ class _Round:
         self.writes: list[Any] = []
         self.held: set[Key] = set()
         self.statuses: list[tuple[bool, Key, dict[str, Any]]] = []
-        """(urgent, deployment, status) to write, at most
+        """(not urgent, deployment, status) to write, at most
         :data:`STATUS_WRITES_PER_ROUND` of them this round (see :meth:`status_writes`);
         held to twice that while the round reports (:meth:`status`)."""
         self.queued: set[Key] = set()
@@ -680,30 +680,23 @@ class _Round:
         loss at 2,000 ModelDeployments, 1,600 of the 2,000 statuses built were held only
         to be deferred (``tests/bench/round_memory.py``)."""
         self.queued.add(key)
-        self.statuses.append((urgent, key, status))
+        self.statuses.append((not urgent, key, status))
         if len(self.statuses) >= 2 * STATUS_WRITES_PER_ROUND:
-            self._trim()
+            self._trim_statuses()
 
-    def _trim(self) -> None:
-        """Keep the statuses that can still be written this round. One dropped here has
-        the budget's count ahead of it already: urgent ones queued before it, or any
-        queued before a non-urgent one, and a later one only ever ranks behind an urgent
-        one. Effects: memory."""
-        ordered = sorted(self.statuses, key=lambda s: not s[0])  # stable: urgent first
-        self.deferred += len(ordered) - STATUS_WRITES_PER_ROUND
-        self.statuses = ordered[:STATUS_WRITES_PER_ROUND]
+    def _trim_statuses(self) -> None:
+        self.statuses, over = _within(self.statuses, STATUS_WRITES_PER_ROUND)
+        self.deferred += len(over)
 
     def status_writes(self) -> list[Any]:
         """This round's status writes, urgent first, within the budget; when some wait,
         the fleet loop is woken for another round. Effects: memory."""
-        if len(self.statuses) > STATUS_WRITES_PER_ROUND:
-            self._trim()
+        self._trim_statuses()
         if self.deferred:
             log.info("%d status writes wait for the next round (at most %d a round)",
                      self.deferred, STATUS_WRITES_PER_ROUND)
             self.rt.poke()
-        ordered = sorted(self.statuses, key=lambda s: not s[0])
-        return [*(self._recorded(key, status) for _, key, status in ordered),
+        return [*(self._recorded(key, status) for _, key, status in self.statuses),
                 *(revisions.write_outcomes(self.rt, *outcome)  # no status this round
                   for key, outcome in self.outcomes.items() if key not in self.queued)]
 
@@ -730,9 +723,8 @@ class _Round:
             self._trim_events()
 
     def _trim_events(self) -> None:
-        ordered = sorted(self.events, key=lambda e: e[0])  # stable: Warnings first
-        self.unposted.update(e[3] for e in ordered[EVENTS_PER_ROUND:])
-        self.events = ordered[:EVENTS_PER_ROUND]
+        self.events, over = _within(self.events, EVENTS_PER_ROUND)
+        self.unposted.update(e[3] for e in over)
 
     def event_writes(self) -> list[Any]:
         """This round's Event posts within the budget, Warnings first (in the order they
@@ -778,6 +770,19 @@ class _Round:
             self.held.add(key)
             return True
         return False
+
+
+_Ranked = TypeVar("_Ranked", bound=tuple[Any, ...])
+
+
+def _within(items: list[_Ranked], budget: int) -> tuple[list[_Ranked], list[_Ranked]]:
+    """(the first ``budget`` of ``items``, the rest), those whose first field is False
+    first, in the order queued within each (a stable sort). A round trims what it queues
+    with it as it goes: what it lets go has ``budget`` items ranked ahead of it already,
+    and items queued later never move it up, so trimming early picks what one trim at the
+    end would. Pure."""
+    ordered = sorted(items, key=lambda i: i[0])
+    return ordered[:budget], ordered[budget:]
 
 
 YIELD_SECONDS = 0.02
